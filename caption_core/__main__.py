@@ -1,0 +1,102 @@
+"""Caption image files from the command line.
+
+    python -m caption_core photo.jpg more/*.jpg [--bundle weights/efficientnet_lite0-flickr8k]
+           [--strategy beam] [--beam-width 3] [--num-return 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+PREFERRED = ("efficientnet_lite0-flickr8k",)
+
+
+def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
+    from .bundle import list_bundles
+
+    found = [b for b in list_bundles(folder) if "manifest" in b]
+    for name in PREFERRED:
+        for b in found:
+            if b["name"] == name:
+                return b["path"]
+    return found[0]["path"] if found else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .decoding import STRATEGIES
+
+    p = argparse.ArgumentParser(prog="python -m caption_core", description="Caption images with a trained bundle.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--bundle", help="bundle folder or hf://owner/repo (default: the best bundle in weights/)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), help="decoding strategy (default: the bundle's)")
+    p.add_argument("--beam-width", type=int)
+    p.add_argument("--length-penalty", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-repeat-ngram-size", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--num-return", type=int, help="captions per image")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .bundle import BundleError
+    from .captioner import Captioner
+    from .hub import OfflineError
+    from .images import ImageError
+
+    ref = args.bundle or default_bundle()
+    if ref is None:
+        print(f"error: no bundle in {DEFAULT_WEIGHTS}; pass --bundle DIR or build one with: python -m training build",
+              file=sys.stderr)
+        return 2
+    try:
+        captioner = Captioner.from_bundle(ref)
+    except (BundleError, OfflineError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in {
+        "beam_width": args.beam_width, "length_penalty": args.length_penalty, "temperature": args.temperature,
+        "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed, "max_length": args.max_length,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size, "num_return": args.num_return}.items() if v is not None}
+    failures = 0
+    for start in range(0, len(args.images), args.batch_size):
+        paths = args.images[start:start + args.batch_size]
+        good, bad = [], []
+        from .images import load_image
+
+        for path in paths:
+            try:
+                good.append((path, load_image(path)))
+            except ImageError as exc:
+                bad.append((path, str(exc)))
+        try:
+            results = captioner.caption([im for _, im in good], strategy=args.strategy, **overrides) if good else []
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for (path, _), res in zip(good, results):
+            if args.json:
+                print(json.dumps({"image": path, "bundle": captioner.name,
+                                  "captions": [{"text": c.text, "score": round(c.score, 4)} for c in res.captions],
+                                  "encode_ms": round(res.encode_ms, 1), "decode_ms": round(res.decode_ms, 1)}))
+            else:
+                print(f"{path}\t{res.captions[0].text}")
+        for path, err in bad:
+            failures += 1
+            if args.json:
+                print(json.dumps({"image": path, "error": err}))
+            else:
+                print(f"{path}\terror: {err}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Bundles: what the app serves. One folder per model:
+
+    manifest.json   format, encoder name + config, decoder config, vocabulary file, max length,
+                    default decoding, training facts, metrics, sha256 of every other file
+    decoder.keras   the merge decoder (Keras 3 format, loaded in safe mode)
+    vocab.json      the vocabulary
+    encoder.keras   only for encoders whose weights we train (vit_custom)
+    README.md       model card; other files (generated captions) may be listed too
+
+``save_bundle`` writes into a temporary folder beside the target and renames it into place, so a
+crash never leaves half a bundle. ``load_bundle`` refuses a manifest that names a file outside
+its folder, a missing file, or a file whose checksum differs. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from .decoder import DecoderConfig, MergeDecoder
+from .text import Vocabulary
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "caption_core.bundle/1"
+DECODER_FILE = "decoder.keras"
+VOCAB_FILE = "vocab.json"
+HF_PREFIX = "hf://"
+
+
+class BundleError(ValueError):
+    """A bundle folder that cannot be trusted or used."""
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _safe_member(folder: str, name: str) -> str:
+    """Path of ``name`` inside ``folder``; BundleError if it would point anywhere else."""
+    if not isinstance(name, str) or not name or os.path.isabs(name) or name.startswith(("/", "\\")):
+        raise BundleError(f"bundle '{folder}': manifest names the file {name!r}, which is not a relative path inside the bundle")
+    root = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise BundleError(f"bundle '{folder}': manifest names {name!r}, which points outside the bundle folder; refusing it")
+    return path
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_bundle(folder: str, *, encoder, decoder: MergeDecoder, vocab: Vocabulary, training: dict | None = None,
+                metrics: dict | None = None, default_decoding: dict | None = None, card: str | None = None,
+                extra_files: dict[str, str] | None = None) -> str:
+    """Write a complete bundle to ``folder`` atomically (temporary folder + rename).
+
+    ``extra_files`` maps a name inside the bundle to a file to copy there.
+    """
+    folder = os.path.abspath(folder)
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
+    try:
+        files = [DECODER_FILE, VOCAB_FILE]
+        decoder.save(os.path.join(tmp, DECODER_FILE))
+        vocab.save(os.path.join(tmp, VOCAB_FILE))
+        files += encoder.save_files(tmp)
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, _safe_member(tmp, name))
+            files.append(name)
+        if card is not None:
+            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+                f.write(card)
+            files.append("README.md")
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "name": os.path.basename(folder),
+            "encoder": encoder.describe(),
+            "decoder": {"file": DECODER_FILE, "config": decoder.config.to_dict()},
+            "vocabulary": {"file": VOCAB_FILE, "size": len(vocab), "min_count": vocab.min_count},
+            "max_length": decoder.config.max_length,
+            "default_decoding": default_decoding or {"strategy": "beam", "options": {"beam_width": 3}},
+            "training": training or {},
+            "metrics": metrics or {},
+            "files": {name: sha256_file(os.path.join(tmp, name)) for name in files},
+        }
+        write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
+        if os.path.exists(folder):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
+            os.rmdir(old)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_manifest(folder: str) -> dict:
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise BundleError(f"'{folder}' is not a bundle: it has no {MANIFEST}; build one with: python -m training build")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"bundle '{folder}': {MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"bundle '{folder}': unknown manifest format {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {BUNDLE_FORMAT!r}")
+    for key in ("encoder", "decoder", "vocabulary", "files"):
+        if key not in manifest:
+            raise BundleError(f"bundle '{folder}': manifest has no '{key}' entry")
+    return manifest
+
+
+def verify_bundle(folder: str) -> dict:
+    """Check every listed file exists inside the folder and matches its sha256; return the manifest."""
+    manifest = read_manifest(folder)
+    files = manifest["files"]
+    for needed in (manifest["decoder"].get("file"), manifest["vocabulary"].get("file")):
+        if needed not in files:
+            raise BundleError(f"bundle '{folder}': {needed!r} has no checksum in the manifest")
+    for name, digest in files.items():
+        path = _safe_member(folder, name)
+        if not os.path.isfile(path):
+            raise BundleError(f"bundle '{folder}': file '{name}' is missing; rebuild or re-download the bundle")
+        if sha256_file(path) != digest:
+            raise BundleError(f"bundle '{folder}': file '{name}' does not match its checksum (altered or corrupt); "
+                              "rebuild or re-download the bundle")
+    return manifest
+
+
+def update_manifest(folder: str, changes: dict | None = None, add_files: list[str] | None = None) -> dict:
+    """Merge ``changes`` into the manifest (top-level keys replaced) and checksum ``add_files``."""
+    manifest = verify_bundle(folder)
+    manifest.update(changes or {})
+    for name in add_files or []:
+        manifest["files"][name] = sha256_file(_safe_member(folder, name))
+    write_json_atomic(os.path.join(folder, MANIFEST), manifest)
+    return manifest
+
+
+def resolve_bundle(ref: str) -> str:
+    """A local folder for ``ref``: a folder path, or ``hf://owner/repo[@revision][/subfolder]``."""
+    if not ref.startswith(HF_PREFIX):
+        if not os.path.isdir(ref):
+            raise BundleError(f"no bundle folder at '{ref}'; build one with: python -m training build")
+        return ref
+    from .hub import snapshot
+
+    rest = ref[len(HF_PREFIX):]
+    parts = rest.split("/")
+    if len(parts) < 2:
+        raise BundleError(f"'{ref}' is not of the form hf://owner/repo[/subfolder]")
+    repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    revision = None
+    if "@" in repo_id:
+        repo_id, revision = repo_id.split("@", 1)
+    if revision is not None:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(repo_id, revision=revision)
+    else:
+        local = snapshot(repo_id, what=f"bundle '{ref}'")
+    return os.path.join(local, sub) if sub else local
+
+
+def load_bundle(ref: str):
+    """-> (manifest, encoder, decoder, vocabulary, folder). Verifies checksums first."""
+    from .encoders import build_encoder, get_encoder_class
+
+    folder = resolve_bundle(ref)
+    manifest = verify_bundle(folder)
+    vocab = Vocabulary.load(_safe_member(folder, manifest["vocabulary"]["file"]))
+    config = DecoderConfig.from_dict(manifest["decoder"]["config"])
+    if config.vocab_size != len(vocab):
+        raise BundleError(f"bundle '{folder}': decoder expects {config.vocab_size} words, vocabulary has {len(vocab)}")
+    decoder = MergeDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
+    enc = manifest["encoder"]
+    enc_config = dict(enc.get("config", {}))
+    cls = get_encoder_class(enc["name"])
+    if "weights" in enc_config and isinstance(enc_config["weights"], str) and enc_config["weights"] in manifest["files"]:
+        enc_config["weights"] = _safe_member(folder, enc_config["weights"])  # weights shipped inside the bundle
+    encoder = build_encoder(cls.name, enc_config)
+    if encoder.output_dim != config.feature_dim:
+        raise BundleError(f"bundle '{folder}': encoder gives {encoder.output_dim}-d features, decoder expects {config.feature_dim}")
+    return manifest, encoder, decoder, vocab, folder
+
+
+def list_bundles(folder: str = "weights") -> list[dict]:
+    """Bundles directly under ``folder``: [{name, path, manifest}] sorted by name. Folders whose
+    manifest cannot be read are listed with an ``error`` instead of a manifest."""
+    out = []
+    if not os.path.isdir(folder):
+        return out
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith(".") or not os.path.isdir(path) or not os.path.exists(os.path.join(path, MANIFEST)):
+            continue
+        try:
+            out.append({"name": name, "path": path, "manifest": read_manifest(path)})
+        except BundleError as exc:
+            out.append({"name": name, "path": path, "error": str(exc)})
+    return out

@@ -1,0 +1,31 @@
+"""Encoder registry: name -> class. Building one imports its framework; listing does not."""
+
+from __future__ import annotations
+
+from .base import Encoder
+from .efficientnet_lite import EfficientNetLite0Config, EfficientNetLite0Encoder
+from .vit_custom import ViTCustomConfig, ViTCustomEncoder
+from .vit_pretrained import ViTPretrainedConfig, ViTPretrainedEncoder
+from .xception import XceptionConfig, XceptionEncoder
+
+ENCODERS: dict[str, type[Encoder]] = {
+    cls.name: cls for cls in (XceptionEncoder, ViTPretrainedEncoder, ViTCustomEncoder, EfficientNetLite0Encoder)
+}
+
+
+def get_encoder_class(name: str) -> type[Encoder]:
+    try:
+        return ENCODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown encoder {name!r}; valid: {sorted(ENCODERS)}") from None
+
+
+def build_encoder(name: str, config: dict | None = None, **kwargs) -> Encoder:
+    """``build_encoder('xception', {'weights': None})``: config as a dict (from a manifest) or kwargs."""
+    cls = get_encoder_class(name)
+    cfg = cls.config_class.from_dict({**(config or {}), **kwargs})
+    return cls(cfg)
+
+
+__all__ = ["ENCODERS", "Encoder", "build_encoder", "get_encoder_class", "XceptionConfig", "ViTPretrainedConfig",
+           "ViTCustomConfig", "EfficientNetLite0Config"]

@@ -1,0 +1,88 @@
+"""What every encoder is: a frozen feature extractor, image batch -> (N, D) float32."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..images import DEFAULT_LIMITS, ImageLimits, batch_arrays, load_image
+
+
+class ConfigMixin:
+    """JSON round trip for frozen config dataclasses, with loud errors on unknown fields."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+class Encoder:
+    """Base class. Subclasses set ``name``, ``config_class``, and implement ``_encode_arrays``.
+
+    - ``input_size``: side of the square input the network takes;
+    - ``output_dim``: D;
+    - ``preprocess``: PIL images -> uint8 batch (N, S, S, 3) (normalisation happens in
+      ``_encode_arrays``, so the cached uint8 arrays are model-agnostic);
+    - ``encode``: anything ``load_image`` accepts -> (N, D) float32, in batches.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    input_size: int
+    output_dim: int
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.config_class()
+        self.last_timing_ms = 0.0
+
+    # -- the one method subclasses implement ----------------------------------------------
+    def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) -> float32 (N, D)."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return batch_arrays(images, self.input_size)  # (N, S, S, 3) uint8
+
+    def encode_arrays(self, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """uint8 (N, S, S, 3) -> float32 (N, D), ``batch_size`` images at a time."""
+        bs = batch_size or self.config.batch_size
+        outs = [self._encode_arrays(batch[i:i + bs]) for i in range(0, len(batch), bs)]
+        if not outs:
+            return np.zeros((0, self.output_dim), np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)  # (N, D)
+
+    def encode(self, images: Sequence[Any], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+        """Paths / bytes / PIL images / arrays -> float32 (N, D)."""
+        start = time.perf_counter()
+        pil = [load_image(im, limits) for im in images]
+        out = self.encode_arrays(self.preprocess(pil))
+        self.last_timing_ms = (time.perf_counter() - start) * 1000.0
+        return out
+
+    def describe(self) -> dict:
+        """Name, config and sizes, as stored in a bundle manifest."""
+        return {"name": self.name, "config": self.config.to_dict(),
+                "input_size": self.input_size, "output_dim": self.output_dim}
+
+    def save_files(self, folder: str) -> list[str]:
+        """Write any weights the bundle must carry; return their file names (most encoders: none)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"

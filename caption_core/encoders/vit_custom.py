@@ -1,0 +1,74 @@
+"""A small Keras 3 ViT for 32x32 inputs, trained from scratch on CIFAR-10 by ``training``:
+patch embedding, class token, position embedding, pre-norm transformer blocks; features are the
+final class token (``dim``). Its weights travel in the bundle as ``encoder.keras``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from .base import ConfigMixin, Encoder
+
+ENCODER_FILE = "encoder.keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTCustomConfig(ConfigMixin):
+    image_size: int = 32  # input side (CIFAR-10 is 32x32)
+    patch_size: int = 4  # patch side: (32 / 4)^2 = 64 patches
+    dim: int = 192  # token width == feature size D
+    depth: int = 6  # transformer blocks
+    heads: int = 3  # attention heads (dim % heads == 0)
+    mlp_dim: int = 384  # hidden size of each block's MLP
+    dropout: float = 0.0  # dropout in attention and MLP
+    drop_path: float = 0.1  # stochastic depth of the last block (linear from 0)
+    weights: str | None = None  # path of a saved backbone (.keras); None = random initialisation
+    batch_size: int = 256  # images per forward pass
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
+
+    def architecture(self) -> dict:
+        return {k: getattr(self, k) for k in ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")}
+
+
+class ViTCustomEncoder(Encoder):
+    name = "vit_custom"
+    config_class = ViTCustomConfig
+
+    def __init__(self, config: ViTCustomConfig | None = None, model=None):
+        super().__init__(config)
+        import keras
+        import tensorflow as tf
+
+        from .. import vit_layers
+
+        self.input_size = self.config.image_size
+        self.output_dim = self.config.dim
+        if model is not None:
+            self.model = model
+        elif self.config.weights:
+            if not os.path.isfile(self.config.weights):
+                raise FileNotFoundError(f"encoder 'vit_custom': weights file '{self.config.weights}' does not exist; "
+                                        "build one with: python -m training train-vit")
+            self.model = keras.saving.load_model(self.config.weights, compile=False, safe_mode=True)
+        else:
+            self.model = vit_layers.build_vit_backbone(**self.config.architecture())
+        self._forward = tf.function(lambda x: self.model(x, training=False), jit_compile=False, reduce_retracing=True)
+
+    def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(batch.astype(np.float32)))  # (N, dim)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d["config"]["weights"] = ENCODER_FILE  # inside the bundle
+        return d
+
+    def save_files(self, folder: str) -> list[str]:
+        self.model.save(os.path.join(folder, ENCODER_FILE))
+        return [ENCODER_FILE]

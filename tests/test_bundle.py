@@ -1,0 +1,116 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from caption_core.bundle import BundleError, list_bundles, load_bundle, save_bundle, update_manifest, verify_bundle
+from caption_core.captioner import Captioner
+
+
+@pytest.fixture()
+def bundle(tmp_path, tiny_parts):
+    enc, dec, vocab = tiny_parts
+    path = save_bundle(str(tmp_path / "weights" / "tiny"), encoder=enc, decoder=dec, vocab=vocab,
+                       training={"seed": 0}, metrics={"greedy": {"CIDEr": 0.1}},
+                       default_decoding={"strategy": "beam", "options": {"beam_width": 2}}, card="# tiny\n")
+    return path
+
+
+def images():
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
+
+
+def test_save_load_gives_identical_captions(bundle, tiny_parts):
+    enc, dec, vocab = tiny_parts
+    before = Captioner(enc, dec, vocab).caption(images(), strategy="beam", num_return=2, beam_width=2)
+    loaded = Captioner.from_bundle(bundle)
+    after = loaded.caption(images(), strategy="beam", num_return=2, beam_width=2)
+    assert [[c.text for c in r.captions] for r in before] == [[c.text for c in r.captions] for r in after]
+    np.testing.assert_allclose([c.score for r in before for c in r.captions],
+                               [c.score for r in after for c in r.captions], atol=1e-4)
+    assert loaded.default_strategy == "beam" and loaded.default_options.beam_width == 2
+    assert all(r.encode_ms > 0 and r.decode_ms > 0 for r in after)
+
+
+def test_manifest_contents(bundle):
+    m = json.load(open(os.path.join(bundle, "manifest.json")))
+    assert m["encoder"]["name"] == "vit_custom" and m["encoder"]["config"]["weights"] == "encoder.keras"
+    assert set(m["files"]) == {"decoder.keras", "vocab.json", "encoder.keras", "README.md"}
+    assert all(len(d) == 64 for d in m["files"].values())
+    assert not [f for f in os.listdir(bundle) if f.endswith((".pkl", ".pickle", ".h5"))]
+    assert not [f for f in os.listdir(os.path.dirname(bundle)) if f.startswith(".")]  # no temp folders left
+
+
+def test_tampered_file_is_refused(bundle):
+    with open(os.path.join(bundle, "vocab.json"), "a") as f:
+        f.write(" ")
+    with pytest.raises(BundleError, match="'vocab.json' does not match its checksum"):
+        load_bundle(bundle)
+
+
+def test_missing_file_is_refused(bundle):
+    os.remove(os.path.join(bundle, "decoder.keras"))
+    with pytest.raises(BundleError, match="'decoder.keras' is missing"):
+        Captioner.from_bundle(bundle)
+
+
+@pytest.mark.parametrize("name", ["../outside.json", "/etc/passwd", "sub/../../x"])
+def test_manifest_pointing_outside_is_refused(bundle, name):
+    path = os.path.join(bundle, "manifest.json")
+    m = json.load(open(path))
+    m["files"][name] = "0" * 64
+    json.dump(m, open(path, "w"))
+    with pytest.raises(BundleError, match="outside the bundle|not a relative path"):
+        verify_bundle(bundle)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(str(tmp_path))
+    with pytest.raises(BundleError, match="no bundle folder"):
+        load_bundle(str(tmp_path / "nope"))
+
+
+def test_update_manifest_and_resave_are_atomic(bundle, tiny_parts):
+    extra = os.path.join(bundle, "captions_test.json")
+    json.dump({"a": "b"}, open(extra, "w"))
+    m = update_manifest(bundle, {"metrics": {"beam": {"BLEU-4": 0.2}}}, add_files=["captions_test.json"])
+    assert m["metrics"]["beam"]["BLEU-4"] == 0.2 and "captions_test.json" in verify_bundle(bundle)["files"]
+    enc, dec, vocab = tiny_parts
+    save_bundle(bundle, encoder=enc, decoder=dec, vocab=vocab)  # overwrite in place
+    assert "captions_test.json" not in verify_bundle(bundle)["files"]
+
+
+def test_list_bundles(bundle, tmp_path):
+    os.makedirs(tmp_path / "weights" / "broken")
+    (tmp_path / "weights" / "broken" / "manifest.json").write_text("{not json")
+    found = list_bundles(str(tmp_path / "weights"))
+    assert [b["name"] for b in found] == ["broken", "tiny"]
+    assert "error" in found[0] and found[1]["manifest"]["name"] == "tiny"
+    assert list_bundles(str(tmp_path / "nothing")) == []
+
+
+def test_word_log_probs(bundle):
+    cap = Captioner.from_bundle(bundle)
+    words, lp = cap.word_log_probs(cap.encode(images()[:2]), "A dog runs!")
+    assert words == ["a", "dog", "runs", "<end>"] and lp.shape == (2, 4) and (lp <= 0).all()
+
+
+def test_cli_captions_files_and_reports_bad_ones(bundle, tmp_path, capsys):
+    from PIL import Image
+
+    from caption_core.__main__ import main
+
+    good = tmp_path / "good.png"
+    Image.fromarray(images()[0]).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    code = main([str(good), str(bad), "--bundle", bundle, "--json", "--strategy", "greedy"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert lines[0]["image"] == str(good) and lines[0]["captions"][0]["text"]
+    assert lines[1]["image"] == str(bad) and "not an image" in lines[1]["error"]
+    assert main([str(good), "--bundle", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,141 @@
+"""Decoding strategies against fake step functions whose right answers are known."""
+
+import numpy as np
+import pytest
+
+from caption_core.decoding import STRATEGIES, DecodeOptions, decode, get_strategy
+from caption_core.text import END_ID, START_ID
+
+V = 9  # 0..3 reserved, words 4..8
+A, B, C, D, E = 4, 5, 6, 7, 8
+
+
+def markov(table: dict[int, dict[int, float]], per_image=None):
+    """A step function: next-token distribution depends on the last token (and on the image
+    index carried in the state, when ``per_image`` gives one table per image)."""
+    def dist(t, tab):
+        p = np.full(V, 1e-6)
+        for k, v in tab.get(int(t), {END_ID: 1.0}).items():
+            p[k] = v
+        return np.log(p / p.sum())
+
+    calls = {"rows": []}
+
+    def step(tokens, state):
+        (image,) = state
+        calls["rows"].append(len(tokens))
+        tabs = [per_image[int(i)] if per_image else table for i in image]
+        return np.stack([dist(t, tab) for t, tab in zip(tokens, tabs)]), state
+
+    step.calls = calls
+    return step
+
+
+# START -> A (0.6) or B (0.4); A -> C .34 / D .33 / END .33; B -> END; C, D -> END
+TRAP = {START_ID: {A: 0.6, B: 0.4}, A: {C: 0.34, D: 0.33, END_ID: 0.33}, B: {END_ID: 1.0}}
+
+
+def state_for(n):
+    return (np.arange(n),)
+
+
+def test_greedy_follows_the_most_likely_path_and_stops_at_end():
+    [[h]] = decode(markov(TRAP), state_for(1), 1, "greedy")
+    assert h.tokens == [A, C, END_ID]
+    assert h.log_prob == pytest.approx(np.log(0.6 * 0.34), abs=1e-4)
+
+
+def test_beam_beats_greedy_where_it_should():
+    step = markov(TRAP)
+    [[best, second]] = decode(step, state_for(1), 1, "beam", beam_width=2, num_return=2)
+    assert best.tokens == [B, END_ID]
+    assert best.log_prob == pytest.approx(np.log(0.4), abs=1e-4)
+    assert best.log_prob > np.log(0.6 * 0.34)
+    assert second.tokens[0] == A
+
+
+def test_beam_keeps_images_apart_in_a_batch():
+    other = {START_ID: {C: 0.9, D: 0.1}, C: {E: 0.9, END_ID: 0.1}, E: {END_ID: 1.0}}
+    step = markov(None, per_image=[TRAP, other, TRAP])
+    out = decode(step, state_for(3), 3, "beam", beam_width=3)
+    assert [o[0].tokens for o in out] == [[B, END_ID], [C, E, END_ID], [B, END_ID]]
+    greedy = decode(step, state_for(3), 3, "greedy")
+    assert [g[0].tokens for g in greedy] == [[A, C, END_ID], [C, E, END_ID], [A, C, END_ID]]
+
+
+def test_length_penalty_favours_longer_captions():
+    table = {START_ID: {A: 0.5, B: 0.5}, A: {END_ID: 1.0}, B: {C: 0.9, END_ID: 0.1}, C: {D: 0.9, END_ID: 0.1},
+             D: {END_ID: 1.0}}
+    plain = decode(markov(table), state_for(1), 1, "beam", beam_width=3)[0][0]
+    long = decode(markov(table), state_for(1), 1, "beam", beam_width=3, length_penalty=2.0)[0][0]
+    assert plain.tokens == [A, END_ID]
+    assert long.tokens == [B, C, D, END_ID]
+
+
+def test_no_repeat_ngram_holds():
+    loop = {START_ID: {A: 1.0}, A: {B: 0.9, C: 0.05}, B: {A: 0.9, C: 0.05}, C: {D: 0.9}, D: {A: 0.9}}
+    for strategy in ("greedy", "beam", "sample"):
+        [[h]] = decode(markov(loop), state_for(1), 1, strategy, max_length=15, no_repeat_ngram_size=2, seed=0)
+        words = [t for t in h.tokens if t != END_ID]
+        bigrams = list(zip(words, words[1:]))
+        assert len(bigrams) == len(set(bigrams)), (strategy, words)
+    [[h]] = decode(markov(loop), state_for(1), 1, "greedy", max_length=6)
+    assert h.tokens == [A, B, A, B, A, B]  # without the rule it loops until max_length
+
+
+def test_top_k_and_top_p_never_emit_excluded_tokens():
+    first = {START_ID: {A: 0.5, B: 0.3, C: 0.1, D: 0.06, E: 0.04}}
+    n = 400
+    out = decode(markov(first), state_for(n), n, "sample", seed=1, top_k=2)
+    assert {o[0].tokens[0] for o in out} == {A, B}
+    out = decode(markov(first), state_for(n), n, "sample", seed=2, top_p=0.7)
+    assert {o[0].tokens[0] for o in out} == {A, B}  # 0.5 + 0.3 covers 0.7
+    out = decode(markov(first), state_for(n), n, "sample", seed=3, top_p=0.4)
+    assert {o[0].tokens[0] for o in out} == {A}
+    out = decode(markov(first), state_for(n), n, "sample", seed=4)
+    assert {o[0].tokens[0] for o in out} >= {A, B, C}
+
+
+def test_sampling_is_reproducible_with_a_seed_and_returns_n_best():
+    step = markov({START_ID: {A: 0.4, B: 0.3, C: 0.3}})
+    a = decode(step, state_for(2), 2, "sample", seed=7, num_return=4)
+    b = decode(step, state_for(2), 2, "sample", seed=7, num_return=4)
+    assert [[h.tokens for h in x] for x in a] == [[h.tokens for h in x] for x in b]
+    assert all(len(x) == 4 for x in a)
+    assert all(x[i].score >= x[i + 1].score for x in a for i in range(3))
+
+
+def test_low_temperature_sampling_is_greedy():
+    step = markov(TRAP)
+    out = decode(step, state_for(50), 50, "sample", seed=0, temperature=0.001)
+    assert all(o[0].tokens == [A, C, END_ID] for o in out)
+
+
+def test_finished_rows_leave_the_batch():
+    table = {START_ID: {A: 1.0}, A: {END_ID: 1.0}}
+    other = {START_ID: {B: 1.0}, B: {C: 1.0}, C: {D: 1.0}, D: {END_ID: 1.0}}
+    step = markov(None, per_image=[table, other])
+    decode(step, state_for(2), 2, "greedy")
+    assert step.calls["rows"] == [2, 2, 1, 1]
+
+
+def test_max_length_and_min_length():
+    forever = {START_ID: {A: 1.0}, A: {A: 1.0}}
+    [[h]] = decode(markov(forever), state_for(1), 1, "beam", max_length=5)
+    assert len(h.tokens) == 5
+    quick = {START_ID: {END_ID: 0.9, A: 0.1}, A: {END_ID: 1.0}}
+    [[h]] = decode(markov(quick), state_for(1), 1, "greedy")
+    assert h.tokens == [A, END_ID]  # <end> is banned before the first word
+
+
+def test_registry_and_option_errors():
+    assert set(STRATEGIES) == {"greedy", "beam", "sample"}
+    with pytest.raises(ValueError, match="valid: \\['beam', 'greedy', 'sample'\\]"):
+        get_strategy("nucleus")
+    with pytest.raises(ValueError, match="temperature"):
+        DecodeOptions(temperature=0)
+    with pytest.raises(ValueError, match="top_p"):
+        DecodeOptions(top_p=0)
+    with pytest.raises(ValueError, match="unknown decoding options"):
+        DecodeOptions.from_dict({"beams": 3})
+    assert DecodeOptions.from_dict(DecodeOptions(beam_width=5).to_dict()) == DecodeOptions(beam_width=5)

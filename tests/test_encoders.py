@@ -1,0 +1,104 @@
+import os
+import time
+
+import numpy as np
+import pytest
+
+from caption_core.encoders import ENCODERS, build_encoder, get_encoder_class
+from caption_core.hub import OfflineError
+
+
+def photos(n=2, size=(50, 40)):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_registry_lists_every_encoder_and_refuses_unknown_names():
+    assert set(ENCODERS) == {"xception", "vit_pretrained", "vit_custom", "efficientnet_lite0"}
+    with pytest.raises(ValueError, match="valid: \\['efficientnet_lite0', 'vit_custom', 'vit_pretrained', 'xception'\\]"):
+        get_encoder_class("resnet")
+    with pytest.raises(ValueError, match="unknown XceptionConfig fields"):
+        build_encoder("xception", {"weight": None})
+
+
+def test_xception_random_weights_shape():
+    enc = build_encoder("xception", {"weights": None, "batch_size": 2})
+    out = enc.encode(photos(3))
+    assert out.shape == (3, 2048) and out.dtype == np.float32 and enc.input_size == 299
+
+
+def test_xception_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    from caption_core import hub
+
+    hub.host_reachable.cache_clear()
+    monkeypatch.setattr(hub.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="needs ImageNet weights: no internet and none cached.*--weights PATH"):
+        build_encoder("xception")
+    assert time.perf_counter() - t < 5
+    hub.host_reachable.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_folder(tmp_path_factory):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = str(tmp_path_factory.mktemp("tiny-vit"))
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32)
+    ViTModel(cfg).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "pooler"])
+def test_vit_pretrained_from_a_local_folder(tiny_vit_folder, pooling):
+    enc = build_encoder("vit_pretrained", {"model": tiny_vit_folder, "pooling": pooling})
+    out = enc.encode(photos(3))
+    assert out.shape == (3, 24) and enc.input_size == 32 and enc.output_dim == 24
+    assert np.isfinite(out).all()
+
+
+def test_vit_pretrained_hub_id_offline_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="google/vit-base-patch16-224-in21k.*not in the cache"):
+        build_encoder("vit_pretrained")
+    assert time.perf_counter() - t < 5
+
+
+def test_vit_custom_shape_and_keras_round_trip(tmp_path):
+    enc = build_encoder("vit_custom", {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 48})
+    imgs = photos(3)
+    out = enc.encode(imgs)
+    assert out.shape == (3, 32)
+    names = enc.save_files(str(tmp_path))
+    again = build_encoder("vit_custom", {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 48,
+                                         "weights": str(tmp_path / names[0])})
+    np.testing.assert_allclose(again.encode(imgs), out, atol=1e-5)
+
+
+def test_vit_custom_config_is_checked():
+    with pytest.raises(ValueError, match="multiple of heads"):
+        build_encoder("vit_custom", {"dim": 30, "heads": 4})
+
+
+def test_efficientnet_lite0_shape():
+    enc = build_encoder("efficientnet_lite0")
+    out = enc.encode(photos(3))
+    assert out.shape == (3, 1280) and out.dtype == np.float32
+
+
+def test_efficientnet_lite0_recognises_real_photos():
+    """The shipped ImageNet weights load exactly: a cat is a cat, an espresso is coffee."""
+    import skimage.data
+
+    from caption_core.images import load_image
+
+    enc = build_encoder("efficientnet_lite0")
+    batch = enc.preprocess([load_image(skimage.data.chelsea()), load_image(skimage.data.coffee())])
+    top5 = np.argsort(-enc.classify(batch), axis=1)[:, :5]
+    cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    coffee = {967, 968, 504}  # espresso, cup, coffee mug
+    assert top5[0, 0] in cats and top5[1, 0] in coffee

@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from caption_core.text import END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary, clean_caption
+
+
+def test_clean_caption_classic_rules():
+    assert clean_caption("A child in a pink dress is climbing up a set of stairs in an entry way .") == \
+        "a child in a pink dress is climbing up a set of stairs in an entry way"
+    assert clean_caption("Two dogs, 3 balls & a 2nd man's hat!") == "two dogs balls a mans hat"
+    assert clean_caption("I see a b c") == "see a"
+    assert clean_caption("   ") == ""
+
+
+def test_vocabulary_reserved_ids_and_min_count():
+    v = Vocabulary.build(["a dog", "a dog runs", "a cat"], min_count=2)
+    assert v.id_to_word[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert (PAD_ID, START_ID, END_ID, UNK_ID) == (0, 1, 2, 3)
+    assert v.id_to_word[4:] == ["a", "dog"]  # most frequent first
+    assert v.encode("a dog runs") == [START_ID, v.word_to_id["a"], v.word_to_id["dog"], UNK_ID, END_ID]
+    assert v.decode(v.encode("a dog") + [v.word_to_id["a"]]) == "a dog"  # stops at <end>
+
+
+def test_vocabulary_json_round_trip(tmp_path):
+    v = Vocabulary.build(["a dog runs", "a cat sits"], min_count=1)
+    path = tmp_path / "vocab.json"
+    v.save(path)
+    data = json.loads(path.read_text())
+    assert data["id_to_word"][0] == "<pad>"
+    w = Vocabulary.load(path)
+    assert w == v and w.min_count == 1 and w.word_to_id == v.word_to_id
+
+
+def test_vocabulary_rejects_bad_files():
+    with pytest.raises(ValueError, match="reserved"):
+        Vocabulary(["a", "b"])
+    with pytest.raises(ValueError, match="not a vocabulary"):
+        Vocabulary.from_dict({"id_to_word": []})
