@@ -17,11 +17,12 @@ ENCODER_FILE = "encoder.keras"
 @dataclasses.dataclass(frozen=True)
 class ViTCustomConfig(ConfigMixin):
     image_size: int = 32  # input side (CIFAR-10 is 32x32)
-    patch_size: int = 4  # patch side: (32 / 4)^2 = 64 patches
-    dim: int = 192  # token width == feature size D
+    patch_size: int = 4  # patch side: (32 / 4)^2 = 64 tokens + the class token
+    stem: str = "conv"  # patch embedding: 'linear' (classic ViT) or 'conv' (3x3 conv stack, same stride)
+    dim: int = 128  # token width == feature size D
     depth: int = 6  # transformer blocks
-    heads: int = 3  # attention heads (dim % heads == 0)
-    mlp_dim: int = 384  # hidden size of each block's MLP
+    heads: int = 4  # attention heads (dim % heads == 0)
+    mlp_dim: int = 256  # hidden size of each block's MLP
     dropout: float = 0.0  # dropout in attention and MLP
     drop_path: float = 0.1  # stochastic depth of the last block (linear from 0)
     weights: str | None = None  # path of a saved backbone (.keras); None = random initialisation
@@ -34,7 +35,7 @@ class ViTCustomConfig(ConfigMixin):
             raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
 
     def architecture(self) -> dict:
-        return {k: getattr(self, k) for k in ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")}
+        return {k: getattr(self, k) for k in ("image_size", "patch_size", "stem", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")}
 
 
 class ViTCustomEncoder(Encoder):

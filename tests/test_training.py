@@ -1,0 +1,276 @@
+"""End-to-end training on tiny data made here: a few images, a tiny encoder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caption_core.bundle import verify_bundle
+from caption_core.captioner import Captioner
+from caption_core.encoders import build_encoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+
+
+def make_flickr(root, per_split=(12, 6, 6), bad=True):
+    """A Flickr8k-layout folder: coloured squares captioned with their colour."""
+    img_dir = root / "Images"
+    img_dir.mkdir(parents=True)
+    tokens, rng = [], np.random.default_rng(0)
+    names = {}
+    i = 0
+    for split, n in zip(("train", "dev", "test"), per_split):
+        names[split] = []
+        for _ in range(n):
+            colour = list(COLOURS)[i % 3]
+            arr = np.clip(np.array(COLOURS[colour]) + rng.normal(0, 10, (40, 48, 3)), 0, 255).astype(np.uint8)
+            name = f"{i:04d}_{colour}.jpg"
+            Image.fromarray(arr).save(img_dir / name)
+            names[split].append(name)
+            for k, cap in enumerate([f"A {colour} square .", f"a {colour} square", f"The {colour} square !",
+                                     f"a bright {colour} square", f"a {colour} square here"]):
+                tokens.append(f"{name}#{k}\t{cap}")
+            i += 1
+    if bad:
+        (img_dir / "9999_broken.jpg").write_bytes(b"not a jpeg")
+        names["train"].append("9999_broken.jpg")
+        tokens += [f"9999_broken.jpg#{k}\ta broken file" for k in range(5)]
+        names["train"].append("9998_nocaption.jpg")
+    (root / "Flickr8k.token.txt").write_text("\n".join(tokens) + "\n")
+    for split, fname in (("train", "Flickr_8k.trainImages.txt"), ("dev", "Flickr_8k.devImages.txt"),
+                         ("test", "Flickr_8k.testImages.txt")):
+        (root / fname).write_text("\n".join(names[split]) + "\n")
+    return str(root)
+
+
+@pytest.fixture()
+def flickr(tmp_path):
+    return make_flickr(tmp_path / "flickr")
+
+
+def tiny_encoder():
+    return build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear", "batch_size": 4})
+
+
+def test_local_loader_counts_and_skips_bad_rows(flickr):
+    from training.datasets import LoadReport, load_captions
+
+    report = LoadReport()
+    train = load_captions(flickr, "train", report)
+    assert len(train) == 13 and all(len(e.captions) == 5 for e in train)  # 12 + the broken jpeg (found at extraction)
+    assert report.skipped == {"no captions": 1}
+    assert len(load_captions(flickr, "test")) == 6
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path):
+    from training.datasets import DatasetError, load_captions
+
+    with pytest.raises(DatasetError, match="no Flickr dataset in|neither a Flickr folder"):
+        load_captions(str(tmp_path), "train")
+    with pytest.raises(DatasetError, match="no dataset at"):
+        load_captions(str(tmp_path / "nowhere"), "train")
+
+
+def test_features_are_cached_resumed_and_keyed_by_config(flickr, tmp_path):
+    from training.datasets import load_captions
+    from training.features import extract_features
+
+    examples = load_captions(flickr, "train")
+    enc = tiny_encoder()
+    cache = str(tmp_path / "cache")
+    part, _ = extract_features(enc, examples, flickr, "train", cache, progress=False, stop_after=4)  # "killed"
+    index_files = [os.path.join(d, f) for d, _, fs in os.walk(cache) for f in fs if f == "index.json"]
+    assert json.load(open(index_files[0]))["done"] == 4
+    feats, valid = extract_features(enc, examples, flickr, "train", cache, progress=False)  # resumes
+    assert feats.shape == (13, 16) and valid.sum() == 12 and not valid[-1]
+    full = enc.encode_arrays(enc.preprocess([__import__("caption_core.images").images.load_image(e.image)
+                                             for e in examples[:12]]))
+    np.testing.assert_allclose(feats[:12], full, atol=1e-5)
+    mtime = os.path.getmtime(index_files[0])
+    again, _ = extract_features(enc, examples, flickr, "train", cache, progress=False)
+    assert os.path.getmtime(index_files[0]) == mtime  # served from the cache
+    other = build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "conv", "batch_size": 4})
+    extract_features(other, examples, flickr, "train", cache, progress=False)
+    assert len(os.listdir(os.path.join(cache, "features"))) == 2  # a changed config never reuses the cache
+
+
+def test_decoder_training_resumes_to_the_same_result(flickr, tmp_path):
+    from training.datasets import load_captions
+    from training.features import extract_features
+    from training.train_decoder import DecoderTrainConfig, train_decoder
+
+    enc = tiny_encoder()
+    data = {s: load_captions(flickr, s) for s in ("train", "dev")}
+    feats = {s: extract_features(enc, data[s], flickr, s, str(tmp_path / "c"), progress=False) for s in data}
+    args = lambda out: DecoderTrainConfig(out=str(out), epochs=4, batch_size=8, min_count=1, embed_dim=16, units=16,
+                                          patience=10, learning_rate=0.01)
+    straight = train_decoder(args(tmp_path / "a"), data["train"], *feats["train"], data["dev"], *feats["dev"])
+    train_decoder(args(tmp_path / "b"), data["train"], *feats["train"], data["dev"], *feats["dev"], stop_after_epochs=2)
+    resumed = train_decoder(args(tmp_path / "b"), data["train"], *feats["train"], data["dev"], *feats["dev"], resume=True)
+    a = [h["train_loss"] for h in straight["history"]]
+    b = [h["train_loss"] for h in resumed["history"]]
+    assert len(b) == 4
+    np.testing.assert_allclose(a, b, rtol=1e-3)
+    assert a[-1] < a[0]
+    with pytest.raises(ValueError, match="other options"):
+        train_decoder(DecoderTrainConfig(out=str(tmp_path / "b"), epochs=9), data["train"], *feats["train"],
+                      data["dev"], *feats["dev"], resume=True)
+
+
+def test_training_ignores_padding(flickr, tmp_path):
+    """The same captions padded to different lengths give the same loss and gradients."""
+    import tensorflow as tf
+
+    from caption_core.decoder import DecoderConfig, MergeDecoder, masked_loss
+
+    dec = MergeDecoder(DecoderConfig(vocab_size=10, feature_dim=4, embed_dim=8, units=8, feature_dropout=0.0, embed_dropout=0.0))
+    feats = np.ones((2, 4), np.float32)
+    short = np.array([[1, 5, 6, 2], [1, 7, 2, 0]], np.int32)
+    long = np.pad(short, ((0, 0), (0, 5)))
+
+    def loss_and_grads(caps):
+        with tf.GradientTape() as tape:
+            loss = masked_loss(caps[:, 1:], dec.training_model({"features": feats, "tokens": caps[:, :-1]}))
+        grads = tape.gradient(loss, dec.training_model.trainable_variables)
+        return float(loss), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+    (l1, g1), (l2, g2) = loss_and_grads(short), loss_and_grads(long)
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_evaluation_scores_a_perfect_caption_as_perfect():
+    from training.evaluate import score_captions
+
+    refs = {"1": ["A dog runs on the grass .", "A brown dog is running ."], "2": ["Two kids play in the snow ."]}
+    perfect = score_captions(refs, {"1": "A dog runs on the grass .", "2": "Two kids play in the snow ."})
+    assert perfect["BLEU-1"] == pytest.approx(1.0, abs=1e-6) and perfect["BLEU-4"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect["ROUGE-L"] == pytest.approx(1.0)
+    wrong = score_captions(refs, {"1": "a red car", "2": "a man on a bench"})
+    assert wrong["CIDEr"] < 0.2 * perfect["CIDEr"] and perfect["CIDEr"] > 1.0 and wrong["BLEU-1"] < 0.5
+    plain = score_captions(refs, {"1": "A dog runs on the grass .", "2": "Two kids play in the snow ."}, use_java=False)
+    assert plain["tokenizer"] == "plain" and "METEOR" not in plain and plain["BLEU-4"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
+    from training.build import BuildConfig, build
+    from training.train_decoder import DecoderTrainConfig
+
+    vit_dir = tmp_path / "vit"
+    vit_dir.mkdir()
+    tiny_encoder().model.save(str(vit_dir / "backbone.keras"))
+    cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny-flickr",
+                      weights=str(vit_dir / "backbone.keras"), cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"),
+                      beam_width=2)
+    manifest = build(cfg, DecoderTrainConfig(out="", epochs=12, batch_size=8, min_count=1, embed_dim=16, units=32,
+                                             learning_rate=0.01, feature_dropout=0.0, embed_dropout=0.0, patience=20))
+    folder = str(tmp_path / "weights" / "tiny-flickr")
+    assert verify_bundle(folder)["name"] == "tiny-flickr"
+    assert set(manifest["files"]) >= {"decoder.keras", "vocab.json", "encoder.keras", "README.md",
+                                      "captions_test_greedy.json", "captions_test_beam.json"}
+    scores = manifest["metrics"]["flickr/test"]
+    assert set(scores) == {"greedy", "beam"} and scores["beam"]["images"] == 6
+    assert scores["greedy"]["BLEU-1"] > 0.5  # colours are easy: the encoder carries them
+    assert manifest["training"]["train_images"] == 13 and manifest["training"]["command"]
+    cap = Captioner.from_bundle(folder)
+    img = np.zeros((30, 30, 3), np.uint8) + np.array(COLOURS["blue"], np.uint8)
+    text = cap.caption(img)[0].captions[0].text
+    assert "square" in text
+
+
+def test_hub_schema_from_local_parquet(tmp_path):
+    """The Hub code path (jxie/flickr8k and flickr30k schemas, uoft-cs/cifar10) on local parquet."""
+    import io as _io
+
+    import datasets
+
+    from training.datasets import load_captions, load_cifar10
+
+    def png(colour):
+        buf = _io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(buf, "PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    f8 = tmp_path / "flickr8k" / "data"
+    f8.mkdir(parents=True)
+    features = datasets.Features({"image": datasets.Image(), **{f"caption_{k}": datasets.Value("string") for k in range(5)}})
+    for split, n in (("train", 3), ("validation", 2), ("test", 2)):
+        rows = {"image": [png((i * 40, 0, 0)) for i in range(n)], **{f"caption_{k}": [f"a red thing {k}"] * n for k in range(5)}}
+        rows["caption_0"][0] = ""
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(f8 / f"{split}-00000-of-00001.parquet"))
+    train = load_captions(str(tmp_path / "flickr8k"), "train")
+    assert len(train) == 3 and len(train[0].captions) == 4 and isinstance(train[0].image, bytes)
+    assert len(load_captions(str(tmp_path / "flickr8k"), "dev")) == 2
+
+    f30 = tmp_path / "flickr30k" / "data"
+    f30.mkdir(parents=True)
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string")),
+                                  "split": datasets.Value("string"), "filename": datasets.Value("string")})
+    for split in ("train", "val", "test"):
+        datasets.Dataset.from_dict({"image": [png((0, 0, 200))], "caption": [["a blue thing", "blue"]], "split": [split],
+                                    "filename": [f"{split}.jpg"]}, features=features).to_parquet(str(f30 / f"{split}-0.parquet"))
+    dev = load_captions(str(tmp_path / "flickr30k"), "dev")
+    assert dev[0].image_id == "val.jpg" and dev[0].captions == ("a blue thing", "blue")
+
+    cf = tmp_path / "cifar" / "plain_text"
+    cf.mkdir(parents=True)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    for split in ("train", "test"):
+        datasets.Dataset.from_dict({"img": [png((0, 200, 0))] * 3, "label": [1, 2, 3]},
+                                   features=features).to_parquet(str(cf / f"{split}-00000-of-00001.parquet"))
+    x, y = load_cifar10(str(tmp_path / "cifar"), "test")
+    assert x.shape == (3, 32, 32, 3) and y.tolist() == [1, 2, 3]
+
+
+def test_hub_dataset_offline_fails_fast(tmp_path, monkeypatch):
+    import time
+
+    from caption_core.hub import OfflineError
+    from training.datasets import load_captions
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="jxie/flickr8k"):
+        load_captions("jxie/flickr8k", "train")
+    assert time.perf_counter() - t < 5
+
+
+def test_vit_training_runs_and_resumes(tmp_path):
+    from caption_core.encoders.vit_custom import ViTCustomConfig
+    from training.train_vit import ViTTrainConfig, train_vit
+
+    data = tmp_path / "cifar"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"):
+            (data / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / split / c / f"{i:04d}.jpg")
+    vit = ViTCustomConfig(dim=16, depth=1, heads=2, mlp_dim=32, stem="linear")
+    cfg = ViTTrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=2, batch_size=10, cache=str(tmp_path / "c"),
+                         jit_compile=False)
+    first = train_vit(cfg, vit)
+    assert first["epochs"] == 2 and 0.0 <= first["test_accuracy"] <= 1.0 and first["test_images"] == 30
+    more = train_vit(cfg, vit, resume=True)  # nothing left to do: evaluates the checkpoint again
+    assert more["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    enc = build_encoder("vit_custom", {**vit.to_dict(), "weights": first["backbone"]})
+    assert enc.encode([np.zeros((32, 32, 3), np.uint8)]).shape == (1, 16)
+
+
+def test_cli_help_and_bad_arguments():
+    out = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    for cmd in ("features", "train-decoder", "train-vit", "evaluate", "build", "push"):
+        assert cmd in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "training", "build", "--encoder", "resnet"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "training", "features", "--encoder", "efficientnet_lite0",
+                              "--dataset", "/nonexistent/flickr"], capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no dataset at")

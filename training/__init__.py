@@ -1,0 +1,1 @@
+"""training: builds every bundle the app serves. ``python -m training --help``."""

@@ -1,0 +1,245 @@
+"""python -m training <command>: build, evaluate and export caption bundles.
+
+Commands
+  features       extract and cache encoder features for a dataset's splits
+  train-decoder  train the merge decoder on cached features (checkpoints, --resume)
+  train-vit      train the custom ViT encoder on CIFAR-10 (checkpoints, --resume)
+  evaluate       caption a split with a bundle and score it (pycocoevalcap); writes into the manifest
+  build          features -> train -> evaluate -> export a bundle into weights/
+  push           upload a bundle to a Hugging Face Hub repository with a model card
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+DEFAULT_FLICKR = os.path.join("..", "shared", "data", "flickr8k")
+DEFAULT_CIFAR = os.path.join("..", "shared", "data", "cifar10")
+
+
+def _decoder_args(p: argparse.ArgumentParser) -> None:
+    from .train_decoder import DecoderTrainConfig
+
+    d = DecoderTrainConfig(out="")
+    g = p.add_argument_group("decoder training")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    g.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
+    g.add_argument("--min-count", type=int, default=d.min_count, help="vocabulary: minimum word count")
+    g.add_argument("--max-length", type=int, default=d.max_length, help="most tokens per caption")
+    g.add_argument("--embed-dim", type=int, default=d.embed_dim)
+    g.add_argument("--units", type=int, default=d.units)
+    g.add_argument("--feature-dropout", type=float, default=d.feature_dropout)
+    g.add_argument("--embed-dropout", type=float, default=d.embed_dropout)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--blind", action="store_true", help="train on zeroed image features (language-only baseline)")
+    g.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA (slower on CPU here)")
+    g.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+
+
+def _decoder_config(args, out: str):
+    from .train_decoder import DecoderTrainConfig
+
+    return DecoderTrainConfig(out=out, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                              patience=args.patience, min_count=args.min_count, max_length=args.max_length,
+                              embed_dim=args.embed_dim, units=args.units, feature_dropout=args.feature_dropout,
+                              embed_dropout=args.embed_dropout, seed=args.seed, blind=args.blind,
+                              jit_compile=args.jit_compile)
+
+
+def parser() -> argparse.ArgumentParser:
+    from caption_core.decoding import STRATEGIES
+    from caption_core.encoders import ENCODERS
+
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+
+    f = sub.add_parser("features", help="extract and cache features")
+    f.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
+    f.add_argument("--weights", help="encoder weights: a file, a folder or a Hub id (default: the encoder's)")
+    f.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder, parquet folder or Hub id (default: %(default)s)")
+    f.add_argument("--splits", default="train,dev,test")
+    f.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+
+    t = sub.add_parser("train-decoder", help="train the merge decoder on cached features")
+    t.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
+    t.add_argument("--weights")
+    t.add_argument("--dataset", default=DEFAULT_FLICKR)
+    t.add_argument("--cache", default="cache")
+    t.add_argument("--out", required=True, help="run folder for checkpoints")
+    _decoder_args(t)
+
+    v = sub.add_parser("train-vit", help="train the custom ViT on CIFAR-10")
+    v.add_argument("--data", default=DEFAULT_CIFAR, help="CIFAR-10 ImageFolder or Hub id (default: %(default)s)")
+    v.add_argument("--out", default=os.path.join("runs", "vit_custom"))
+    v.add_argument("--epochs", type=int, default=30)
+    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--learning-rate", type=float, default=1e-3)
+    v.add_argument("--warmup-epochs", type=float, default=2.0)
+    v.add_argument("--weight-decay", type=float, default=0.05)
+    v.add_argument("--label-smoothing", type=float, default=0.1)
+    v.add_argument("--dim", type=int, default=128)
+    v.add_argument("--depth", type=int, default=6)
+    v.add_argument("--heads", type=int, default=4)
+    v.add_argument("--mlp-dim", type=int, default=256)
+    v.add_argument("--patch-size", type=int, default=4)
+    v.add_argument("--stem", choices=("conv", "linear"), default="conv")
+    v.add_argument("--drop-path", type=float, default=0.1)
+    v.add_argument("--limit", type=int, default=0, help="use N training images (0 = all)")
+    v.add_argument("--no-jit", action="store_true", help="disable XLA")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--cache", default="cache")
+    v.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+    e = sub.add_parser("evaluate", help="caption a split with a bundle and score it")
+    e.add_argument("bundle", help="bundle folder")
+    e.add_argument("--dataset", default=DEFAULT_FLICKR)
+    e.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    e.add_argument("--strategy", default="beam", choices=sorted(STRATEGIES))
+    e.add_argument("--beam-width", type=int, default=3)
+    e.add_argument("--length-penalty", type=float, default=0.0)
+    e.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
+    e.add_argument("--cache", default="cache")
+    e.add_argument("--no-write", action="store_true", help="print the scores without touching the bundle")
+
+    b = sub.add_parser("build", help="features -> train -> evaluate -> export a bundle")
+    b.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
+    b.add_argument("--weights", help="encoder weights; vit_custom: runs/vit_custom/backbone.keras")
+    b.add_argument("--dataset", default=DEFAULT_FLICKR)
+    b.add_argument("--name", help="bundle name (default: <encoder>-<dataset>)")
+    b.add_argument("--out", default="weights", help="where bundles go (default: %(default)s)")
+    b.add_argument("--cache", default="cache")
+    b.add_argument("--runs", default="runs")
+    b.add_argument("--beam-width", type=int, default=3)
+    b.add_argument("--length-penalty", type=float, default=0.0)
+    b.add_argument("--no-export", action="store_true", help="report metrics only, write no bundle")
+    _decoder_args(b)
+
+    u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
+    u.add_argument("bundle")
+    u.add_argument("repo", help="owner/name of a model repository")
+    u.add_argument("--private", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from caption_core.bundle import BundleError
+    from caption_core.hub import OfflineError
+
+    from .datasets import DatasetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, BundleError, OfflineError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_features(args) -> int:
+    from .build import encoder_for, load_splits
+    from .features import cache_dir, extract_features
+
+    splits = load_splits(args.dataset, [s.strip() for s in args.splits.split(",") if s.strip()])
+    encoder = encoder_for(args.encoder, args.weights)
+    print(f"writing features to {cache_dir(args.cache, encoder, args.dataset)}", flush=True)
+    for split, examples in splits.items():
+        feats, valid = extract_features(encoder, examples, args.dataset, split, args.cache)
+        print(f"{split}: {feats.shape[0]} x {feats.shape[1]} features, {int((~valid).sum())} unreadable", flush=True)
+    return 0
+
+
+def cmd_train_decoder(args) -> int:
+    from .build import encoder_for, load_splits
+    from .features import extract_features
+    from .train_decoder import train_decoder
+
+    splits = load_splits(args.dataset, ["train", "dev"])
+    encoder = encoder_for(args.encoder, args.weights)
+    feats = {s: extract_features(encoder, ex, args.dataset, s, args.cache) for s, ex in splits.items()}
+    print(f"training into {args.out}", flush=True)
+    state = train_decoder(_decoder_config(args, args.out), splits["train"], *feats["train"], splits["dev"],
+                          *feats["dev"], resume=not args.no_resume)
+    print(f"best epoch {state['best_epoch']} (dev loss {state['best_dev_loss']:.4f}); weights: {args.out}/best.keras")
+    return 0
+
+
+def cmd_train_vit(args) -> int:
+    from caption_core.encoders.vit_custom import ViTCustomConfig
+
+    from .train_vit import ViTTrainConfig, train_vit
+
+    vit = ViTCustomConfig(patch_size=args.patch_size, stem=args.stem, dim=args.dim, depth=args.depth, heads=args.heads,
+                          mlp_dim=args.mlp_dim, drop_path=args.drop_path)
+    cfg = ViTTrainConfig(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs,
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
+                         jit_compile=not args.no_jit, limit=args.limit, cache=args.cache)
+    print(f"training vit_custom on {args.data} into {args.out}", flush=True)
+    train_vit(cfg, vit, resume=args.resume)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from caption_core.bundle import update_manifest
+    from caption_core.captioner import Captioner
+
+    from .build import dataset_name, load_splits
+    from .evaluate import evaluate_split
+    from .features import extract_features
+
+    captioner = Captioner.from_bundle(args.bundle)
+    examples = load_splits(args.dataset, [args.split])[args.split]
+    if args.limit:
+        examples = examples[: args.limit]
+    feats, valid = extract_features(captioner.encoder, examples, args.dataset, args.split, args.cache)
+    opts = {"beam_width": args.beam_width, "length_penalty": args.length_penalty} if args.strategy == "beam" else {}
+    scores, captions = evaluate_split(captioner, examples, feats, valid, args.strategy, **opts)
+    scores["options"] = opts
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}))
+    if not args.no_write:
+        key = f"{dataset_name(args.dataset)}/{args.split}" + (f"[:{args.limit}]" if args.limit else "")
+        metrics = dict(captioner.manifest.get("metrics", {}))
+        metrics.setdefault(key, {})[args.strategy] = scores
+        fname = f"captions_{args.split}_{args.strategy}.json"
+        with open(os.path.join(args.bundle, fname), "w", encoding="utf-8") as f:
+            json.dump({"bundle": captioner.name, "split": key, "strategy": args.strategy, "options": opts,
+                       "captions": captions}, f, indent=1, ensure_ascii=False)
+        update_manifest(args.bundle, {"metrics": metrics}, add_files=[fname])
+        print(f"scores written to {args.bundle}/manifest.json, captions to {args.bundle}/{fname}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .build import BuildConfig, build
+
+    cfg = BuildConfig(encoder=args.encoder, dataset=args.dataset, out=args.out, name=args.name, weights=args.weights,
+                      cache=args.cache, runs=args.runs, beam_width=args.beam_width,
+                      length_penalty=args.length_penalty, export=not args.no_export)
+    build(cfg, _decoder_config(args, ""), resume=not args.no_resume)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .push import push_bundle
+
+    url = push_bundle(args.bundle, args.repo, private=args.private)
+    print(f"pushed {args.bundle} to {url}")
+    return 0
+
+
+COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
+            "evaluate": cmd_evaluate, "build": cmd_build, "push": cmd_push}
+
+if __name__ == "__main__":
+    sys.exit(main())

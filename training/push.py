@@ -1,0 +1,20 @@
+"""Upload a bundle to a Hugging Face Hub model repository (its README.md is the model card)."""
+
+from __future__ import annotations
+
+from caption_core.bundle import verify_bundle
+from caption_core.hub import OfflineError, can_download_from_hub
+
+
+def push_bundle(folder: str, repo_id: str, private: bool = False) -> str:
+    manifest = verify_bundle(folder)  # never upload a damaged bundle
+    if not can_download_from_hub():
+        raise OfflineError(f"push needs the Hugging Face Hub: no internet (or HF_HUB_OFFLINE=1); "
+                           f"bundle '{manifest['name']}' was not uploaded")
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model",
+                      commit_message=f"Upload caption bundle {manifest['name']}")
+    return f"hf://{repo_id}"

@@ -1,0 +1,219 @@
+"""Train the merge decoder on cached features with teacher forcing over whole captions.
+
+Each caption is one row of ids (<start> w1 .. wn <end>), inputs = ids[:-1], targets = ids[1:],
+with a masked sparse cross-entropy (padding never counts). Batches are drawn from length-sorted
+pools so little padding is computed. Adam with gradient clipping; validation loss on the dev
+split each epoch; early stopping; the best weights kept; a checkpoint (weights + optimizer)
+written atomically each epoch, so ``resume`` continues after a kill with the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from caption_core.decoder import DecoderConfig, MergeDecoder, masked_loss, pad_captions
+from caption_core.text import Vocabulary, clean_caption
+
+from .common import read_json, save_keras_atomic, set_seeds, write_json
+
+log = logging.getLogger("training.train_decoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderTrainConfig:
+    out: str  # run folder: checkpoints and state
+    epochs: int = 20  # most epochs
+    batch_size: int = 64  # captions per step
+    learning_rate: float = 1e-3  # Adam
+    clipnorm: float = 5.0  # gradient clipping (global norm per variable)
+    patience: int = 3  # stop after this many epochs without a better dev loss
+    min_count: int = 5  # vocabulary: words seen fewer times in the training captions become <unk>
+    max_length: int = 32  # most tokens per caption, <start> and <end> included
+    embed_dim: int = 256
+    units: int = 256
+    feature_dropout: float = 0.5
+    embed_dropout: float = 0.5
+    seed: int = 0
+    blind: bool = False  # train on zeroed image features: the language-only baseline
+    jit_compile: bool = False  # XLA; measured slower for the LSTM on CPU (see README)
+    pool_batches: int = 50  # length-sorted pools of this many batches
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def decoder_config(self, vocab_size: int, feature_dim: int) -> DecoderConfig:
+        return DecoderConfig(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=self.embed_dim,
+                             units=self.units, feature_dropout=self.feature_dropout,
+                             embed_dropout=self.embed_dropout, max_length=self.max_length)
+
+
+def caption_rows(examples, valid: np.ndarray, vocab: Vocabulary, max_length: int):
+    """-> image index per caption (C,), padded ids (C, L)."""
+    image_idx, ids = [], []
+    for i, ex in enumerate(examples):
+        if not valid[i]:
+            continue
+        for cap in ex.captions:
+            clean = clean_caption(cap)
+            if clean:
+                image_idx.append(i)
+                ids.append(vocab.encode(clean))
+    return np.asarray(image_idx, np.int64), pad_captions(ids, max_length)
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, pool_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, sort within pools by length, cut into batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    pool = batch_size * pool_batches
+    for p in range(0, len(order), pool):
+        chunk = order[p:p + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class DecoderTrainer:
+    def __init__(self, cfg: DecoderTrainConfig, vocab: Vocabulary, feature_dim: int):
+        import keras
+        import tensorflow as tf
+
+        self.cfg, self.vocab = cfg, vocab
+        self.decoder = MergeDecoder(cfg.decoder_config(len(vocab), feature_dim))
+        self.model = self.decoder.training_model
+        self.optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
+        self.optimizer.build(self.model.trainable_variables)
+        D = feature_dim
+        spec = [tf.TensorSpec([None, D], tf.float32), tf.TensorSpec([None, None], tf.int32)]
+        model, optimizer = self.model, self.optimizer
+
+        @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
+        def train_step(feats, caps):
+            x, y = caps[:, :-1], caps[:, 1:]  # (B, T-1): inputs and targets, shifted by one
+            with tf.GradientTape() as tape:
+                loss = masked_loss(y, model({"features": feats, "tokens": x}, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
+        def eval_step(feats, caps):
+            x, y = caps[:, :-1], caps[:, 1:]
+            logits = model({"features": feats, "tokens": x}, training=False)  # (B, T-1, V)
+            per = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)  # (B, T-1)
+            mask = tf.cast(y != 0, per.dtype)
+            return tf.reduce_sum(per * mask), tf.reduce_sum(mask)
+
+        self.train_step, self.eval_step = train_step, eval_step
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, path: str) -> None:
+        """Weights and optimizer state, as one .keras file (the model compiled with the optimizer)."""
+        self.model.optimizer = self.optimizer
+        self.model.compile(optimizer=self.optimizer)  # so .keras saves the optimizer variables too
+        save_keras_atomic(self.model, path)
+
+    def load_checkpoint(self, path: str) -> None:
+        import keras
+
+        saved = keras.saving.load_model(path, compile=True, safe_mode=True)
+        self.model.set_weights(saved.get_weights())
+        for mine, theirs in zip(self.optimizer.variables, saved.optimizer.variables):
+            mine.assign(theirs)
+
+    def reseed_dropout(self, epoch: int) -> None:
+        """Dropout masks depend only on (seed, epoch): a resumed run draws the same ones."""
+        for layer in self.model.layers:
+            gen = getattr(layer, "seed_generator", None)
+            if gen is not None:
+                gen.state.assign(np.array([self.cfg.seed * 100_003 + epoch, 0], dtype=gen.state.dtype))
+
+    def run_epoch(self, feats: np.ndarray, image_idx: np.ndarray, caps: np.ndarray, rng) -> tuple[float, float]:
+        lengths = (caps != 0).sum(1)
+        total, steps = 0.0, 0
+        t0 = time.perf_counter()
+        for batch in epoch_batches(lengths, self.cfg.batch_size, self.cfg.pool_batches, rng):
+            L = int(lengths[batch].max())
+            total += float(self.train_step(feats[image_idx[batch]], caps[batch, :L]))
+            steps += 1
+        return total / max(steps, 1), time.perf_counter() - t0
+
+    def evaluate(self, feats: np.ndarray, image_idx: np.ndarray, caps: np.ndarray, batch_size: int = 256) -> float:
+        lengths = (caps != 0).sum(1)
+        order = np.argsort(lengths, kind="stable")
+        loss_sum, count = 0.0, 0.0
+        for b in range(0, len(order), batch_size):
+            batch = order[b:b + batch_size]
+            L = int(lengths[batch].max())
+            s, n = self.eval_step(feats[image_idx[batch]], caps[batch, :L])
+            loss_sum, count = loss_sum + float(s), count + float(n)
+        return loss_sum / max(count, 1.0)
+
+
+def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_valid, dev_examples, dev_feats,
+                  dev_valid, resume: bool = False, stop_after_epochs: int | None = None) -> dict:
+    """Train (or resume) and return the state: vocabulary, best epoch, history, timings.
+    The best weights are in ``<out>/best.keras``, the vocabulary in ``<out>/vocab.json``."""
+    os.makedirs(cfg.out, exist_ok=True)
+    state_path, vocab_path = os.path.join(cfg.out, "state.json"), os.path.join(cfg.out, "vocab.json")
+    ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
+    state = read_json(state_path) if resume else None
+    if state is not None and state.get("config") != cfg.to_dict():
+        raise ValueError(f"--resume: the run in {cfg.out} was made with other options; use the same ones or a new --out")
+    set_seeds(cfg.seed)
+    if state is not None and os.path.exists(vocab_path):
+        vocab = Vocabulary.load(vocab_path)
+    else:
+        vocab = Vocabulary.build([clean_caption(c) for i, e in enumerate(train_examples) if train_valid[i]
+                                  for c in e.captions], min_count=cfg.min_count)
+        vocab.save(vocab_path)
+    train_idx, train_caps = caption_rows(train_examples, train_valid, vocab, cfg.max_length)
+    dev_idx, dev_caps = caption_rows(dev_examples, dev_valid, vocab, cfg.max_length)
+    train_feats = np.asarray(train_feats, np.float32)
+    dev_feats = np.asarray(dev_feats, np.float32)
+    if cfg.blind:
+        train_feats, dev_feats = np.zeros_like(train_feats), np.zeros_like(dev_feats)
+    trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1])
+    if state is not None and os.path.exists(ckpt):
+        trainer.load_checkpoint(ckpt)
+        log.info("resuming after epoch %d", state["epochs_done"])
+    else:
+        state = {"config": cfg.to_dict(), "epochs_done": 0, "best_epoch": 0, "best_dev_loss": None,
+                 "bad_epochs": 0, "history": [], "train_captions": int(len(train_caps)),
+                 "dev_captions": int(len(dev_caps)), "vocab_size": len(vocab), "stopped": None}
+    print(f"decoder: {len(train_caps)} training captions ({len(set(train_idx.tolist()))} images), "
+          f"{len(dev_caps)} dev captions, vocabulary {len(vocab)}{' [blind]' if cfg.blind else ''}", flush=True)
+    done_now = 0
+    while state["epochs_done"] < cfg.epochs and state["stopped"] is None:
+        epoch = state["epochs_done"] + 1
+        rng = np.random.default_rng([cfg.seed, epoch])  # same batches whether resumed or not
+        trainer.reseed_dropout(epoch)
+        loss, seconds = trainer.run_epoch(train_feats, train_idx, train_caps, rng)
+        dev_loss = trainer.evaluate(dev_feats, dev_idx, dev_caps)
+        improved = state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]
+        if improved:
+            trainer.decoder.save(best_path + ".tmp.keras")
+            os.replace(best_path + ".tmp.keras", best_path)
+            state.update(best_epoch=epoch, best_dev_loss=dev_loss, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append({"epoch": epoch, "train_loss": round(loss, 5), "dev_loss": round(dev_loss, 5),
+                                 "seconds": round(seconds, 2),
+                                 "captions_per_second": round(len(train_caps) / seconds, 1)})
+        state["epochs_done"] = epoch
+        if state["bad_epochs"] >= cfg.patience:
+            state["stopped"] = f"early stopping: no better dev loss for {cfg.patience} epochs"
+        trainer.save_checkpoint(ckpt)
+        write_json(state_path, state)
+        print(f"epoch {epoch}: train loss {loss:.4f}, dev loss {dev_loss:.4f}{' *' if improved else ''} "
+              f"({seconds:.1f} s, {len(train_caps) / seconds:.0f} captions/s)", flush=True)
+        done_now += 1
+        if stop_after_epochs is not None and done_now >= stop_after_epochs:
+            break
+    return state
