@@ -37,3 +37,15 @@ def test_vocabulary_rejects_bad_files():
         Vocabulary(["a", "b"])
     with pytest.raises(ValueError, match="not a vocabulary"):
         Vocabulary.from_dict({"id_to_word": []})
+
+
+def test_sentence_bleu_and_cider():
+    from caption_core.metrics import CiderD, sentence_bleu
+
+    refs = ["A dog runs on the grass .", "A brown dog is running on grass"]
+    assert sentence_bleu("a dog runs on the grass", refs)[3] == pytest.approx(1.0)
+    assert sentence_bleu("a cat sleeps", refs)[0] < 0.5
+    corpus = [refs, ["Two kids play in the snow"], ["A man rides a bike on a road"], ["A cat sits on a mat"]]
+    cider = CiderD(corpus)
+    good, bad = cider.score("a dog runs on the grass", refs), cider.score("a man rides a bike", refs)
+    assert good > 1.0 and bad < 0.3 * good
