@@ -260,6 +260,7 @@ class Handlers:
         if match:
             lines.append("Against the references: " + ", ".join(
                 f"{k} {rows[0][k]}" for k in ("BLEU-4", "CIDEr") if k in rows[0]))
+        lines.append("")
         lines.append(f"*{bundle} · {strategy} · encode {result.encode_ms:.0f} ms · decode {result.decode_ms:.0f} ms*")
         details = {"bundle": bundle, "strategy": strategy, "options": opts, "captions": rows,
                    "encode_ms": round(result.encode_ms, 1), "decode_ms": round(result.decode_ms, 1),

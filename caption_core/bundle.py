@@ -63,6 +63,7 @@ def write_json_atomic(path: str, data: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp made it private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -106,6 +107,7 @@ def save_bundle(folder: str, *, encoder, decoder: MergeDecoder, vocab: Vocabular
             "files": {name: sha256_file(os.path.join(tmp, name)) for name in files},
         }
         write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
+        os.chmod(tmp, 0o755)  # mkdtemp made it private
         if os.path.exists(folder):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
             os.rmdir(old)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,7 +95,7 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
         from tqdm import tqdm
 
         bar = tqdm(total=n, initial=start, unit="img", desc=f"{encoder.name} {split}", mininterval=2.0,
-                   disable=None)
+                   file=sys.stderr)
     t0, count = time.perf_counter(), 0
 
     def load(i: int):
