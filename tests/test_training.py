@@ -243,3 +243,54 @@ def test_cli_help_and_bad_arguments():
     missing = subprocess.run([sys.executable, "-m", "training", "features", "--encoder", "efficientnet_lite0",
                               "--dataset", "/nonexistent/flickr"], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no dataset at")
+
+
+def test_kaggle_layout(tmp_path):
+    from training.datasets import load_captions
+
+    root = tmp_path / "kaggle"
+    (root / "Images").mkdir(parents=True)
+    rows = ["image,caption"]
+    for i in range(8000):
+        name = f"{i:05d}.jpg"
+        if i < 10:
+            Image.new("RGB", (8, 8)).save(root / "Images" / name)
+        rows.append(f'{name},"A dog, running ."')
+    (root / "captions.txt").write_text("\n".join(rows) + "\n")
+    from training.datasets import LoadReport
+
+    report = LoadReport()
+    train = load_captions(str(root), "train", report)
+    assert report.skipped["image file missing"] + len(train) == 6000
+    assert all(e.captions == ("A dog, running .",) for e in train)
+
+
+def test_push_offline_fails_fast_without_uploading(tmp_path, tiny_parts, monkeypatch):
+    import time
+
+    from caption_core.bundle import save_bundle
+    from caption_core.hub import OfflineError
+    from training.push import push_bundle
+
+    enc, dec, vocab = tiny_parts
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="was not uploaded"):
+        push_bundle(folder, "someone/tiny")
+    assert time.perf_counter() - t < 5
+
+
+def test_evaluate_command_writes_scores_into_the_manifest(flickr, tmp_path, tiny_parts):
+    from caption_core.bundle import save_bundle
+    from training.__main__ import main
+
+    enc, dec, vocab = tiny_parts
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    code = main(["evaluate", folder, "--dataset", flickr, "--split", "dev", "--strategy", "greedy",
+                 "--cache", str(tmp_path / "cache")])
+    assert code == 0
+    m = verify_bundle(folder)
+    scores = m["metrics"]["flickr/dev"]["greedy"]
+    assert scores["images"] == 6 and "CIDEr" in scores and "captions_dev_greedy.json" in m["files"]
+    captions = json.load(open(os.path.join(folder, "captions_dev_greedy.json")))
+    assert len(captions["captions"]) == 6 and captions["strategy"] == "greedy"
