@@ -376,6 +376,8 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
     refs = References(cfg.data_dir, cfg.n_examples)
     handlers = Handlers(cfg, models, refs)
     examples = refs.examples or fallback_examples()
+    dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}
+    d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
     if models.default:
         threading.Thread(target=lambda: models.get(models.default), daemon=True, name="warm-up").start()
 
@@ -393,17 +395,22 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
             with gr.Column(scale=1):
                 bundle = gr.Dropdown(choices=models.names, value=models.default, label="Encoder (bundle)",
                                      info="Bundles found in weights/. Encoders not built yet are listed under Encoders.")
-                strategy = gr.Radio(choices=["greedy", "beam", "sample"], value="beam", label="Decoding strategy")
+                strategy = gr.Radio(choices=["greedy", "beam", "sample"], value=d_strategy, label="Decoding strategy",
+                                    info="The default is the one chosen for this bundle on the dev split.")
                 with gr.Accordion("Decoding options", open=False):
-                    beam_width = gr.Slider(1, 10, value=3, step=1, label="Beam width")
-                    length_penalty = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Length penalty (alpha)")
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", visible=False)
-                    top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0 = off)", visible=False)
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", visible=False)
-                    seed = gr.Number(value=0, precision=0, label="Random seed (-1 = random)", visible=False)
+                    beam, sample = d_strategy == "beam", d_strategy == "sample"
+                    beam_width = gr.Slider(1, 10, value=d_opts.get("beam_width", 3), step=1, label="Beam width",
+                                           visible=beam)
+                    length_penalty = gr.Slider(0.0, 2.0, value=d_opts.get("length_penalty", 0.0), step=0.1,
+                                               label="Length penalty (alpha)", visible=beam)
+                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", visible=sample)
+                    top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0 = off)", visible=sample)
+                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", visible=sample)
+                    seed = gr.Number(value=0, precision=0, label="Random seed (-1 = random)", visible=sample)
                     no_repeat = gr.Slider(0, 4, value=0, step=1, label="No-repeat n-gram size (0 = off)")
                     max_length = gr.Slider(5, 40, value=30, step=1, label="Maximum length (words)")
-                    num_return = gr.Slider(1, 5, value=1, step=1, label="Captions returned (n-best)")
+                    num_return = gr.Slider(1, 5, value=1, step=1, label="Captions returned (n-best)",
+                                           visible=d_strategy != "greedy")
                 with gr.Row():
                     caption_btn = gr.Button("Caption", variant="primary")
                     compare_btn = gr.Button("Compare all encoders")

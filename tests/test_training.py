@@ -294,3 +294,17 @@ def test_evaluate_command_writes_scores_into_the_manifest(flickr, tmp_path, tiny
     assert scores["images"] == 6 and "CIDEr" in scores and "captions_dev_greedy.json" in m["files"]
     captions = json.load(open(os.path.join(folder, "captions_dev_greedy.json")))
     assert len(captions["captions"]) == 6 and captions["strategy"] == "greedy"
+
+
+def test_tune_command_picks_the_default_decoding_on_dev(flickr, tmp_path, tiny_parts):
+    from caption_core.bundle import save_bundle
+    from training.__main__ import main
+
+    enc, dec, vocab = tiny_parts
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    assert main(["tune", folder, "--dataset", flickr, "--beam-widths", "1", "2", "--length-penalties", "0", "1",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    m = verify_bundle(folder)
+    assert m["tuning"]["split"] == "dev" and len(m["tuning"]["results"]) == 3  # greedy + 2 alphas at width 2
+    best = max(m["tuning"]["results"], key=lambda r: r["CIDEr"])
+    assert m["default_decoding"] == {"strategy": best["strategy"], "options": best["options"]}

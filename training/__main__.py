@@ -5,6 +5,7 @@ Commands
   train-decoder  train the merge decoder on cached features (checkpoints, --resume)
   train-vit      train the custom ViT encoder on CIFAR-10 (checkpoints, --resume)
   evaluate       caption a split with a bundle and score it (pycocoevalcap); writes into the manifest
+  tune           choose the default decoding (beam width, length penalty) on the dev split
   build          features -> train -> evaluate -> export a bundle into weights/
   push           upload a bundle to a Hugging Face Hub repository with a model card
 """
@@ -107,6 +108,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
     e.add_argument("--cache", default="cache")
     e.add_argument("--no-write", action="store_true", help="print the scores without touching the bundle")
+
+    n = sub.add_parser("tune", help="choose the default decoding on the dev split (never test)")
+    n.add_argument("bundle", help="bundle folder")
+    n.add_argument("--dataset", default=DEFAULT_FLICKR)
+    n.add_argument("--beam-widths", type=int, nargs="+", default=[1, 2, 3, 5, 7])
+    n.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    n.add_argument("--metric", default="CIDEr", choices=("BLEU-4", "CIDEr", "ROUGE-L"))
+    n.add_argument("--cache", default="cache")
+    n.add_argument("--no-write", action="store_true", help="print the table without touching the bundle")
 
     b = sub.add_parser("build", help="features -> train -> evaluate -> export a bundle")
     b.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
@@ -220,6 +230,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from caption_core.bundle import update_manifest
+    from caption_core.captioner import Captioner
+
+    from .build import load_splits
+    from .evaluate import evaluate_split
+    from .features import extract_features
+
+    captioner = Captioner.from_bundle(args.bundle)
+    examples = load_splits(args.dataset, ["dev"])["dev"]
+    feats, valid = extract_features(captioner.encoder, examples, args.dataset, "dev", args.cache)
+    rows = []
+    for width in args.beam_widths:
+        for alpha in (args.length_penalties if width > 1 else [0.0]):
+            strategy = "beam" if width > 1 else "greedy"
+            opts = {"beam_width": width, "length_penalty": alpha} if width > 1 else {}
+            scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False, **opts)
+            rows.append({"strategy": strategy, "options": opts, **{k: round(scores[k], 4) for k in
+                                                                  ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")}})
+            print(f"{strategy:6s} width {width} alpha {alpha:.1f}: " +
+                  ", ".join(f"{k} {scores[k]:.4f}" for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")), flush=True)
+    best = max(rows, key=lambda r: r[args.metric])
+    print(f"best on dev by {args.metric}: {best['strategy']} {best['options']}")
+    if not args.no_write:
+        update_manifest(args.bundle, {"default_decoding": {"strategy": best["strategy"], "options": best["options"]},
+                                      "tuning": {"split": "dev", "metric": args.metric, "results": rows}})
+        print(f"default decoding written to {args.bundle}/manifest.json")
+    return 0
+
+
 def cmd_build(args) -> int:
     from .build import BuildConfig, build
 
@@ -239,7 +279,7 @@ def cmd_push(args) -> int:
 
 
 COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
-            "evaluate": cmd_evaluate, "build": cmd_build, "push": cmd_push}
+            "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "push": cmd_push}
 
 if __name__ == "__main__":
     sys.exit(main())

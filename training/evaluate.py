@@ -22,9 +22,10 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def score_captions(references: dict[str, list[str]], candidates: dict[str, str], use_java: bool | None = None) -> dict:
+def score_captions(references: dict[str, list[str]], candidates: dict[str, str], use_java: bool | None = None,
+                   meteor: bool = True) -> dict:
     """references: id -> raw reference captions; candidates: id -> one generated caption.
-    -> {metric: value, 'tokenizer': 'ptb'|'plain', 'images': n}"""
+    -> {metric: value, 'tokenizer': 'ptb'|'plain', 'images': n}. ``meteor=False`` skips METEOR (slow)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -48,7 +49,7 @@ def score_captions(references: dict[str, list[str]], candidates: dict[str, str],
     bleu, _ = Bleu(4).compute_score(refs, cands, verbose=0)
     for n, b in enumerate(bleu, start=1):
         out[f"BLEU-{n}"] = float(b)
-    if java:
+    if java and meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
         meteor = Meteor()
@@ -88,7 +89,7 @@ def caption_features(captioner, features: np.ndarray, strategy: str, batch: int 
     return out
 
 
-def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray, strategy: str,
+def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray, strategy: str, meteor: bool = True,
                    **options) -> tuple[dict, dict[str, dict]]:
     """-> (scores, {image_id: {'caption', 'references'}}) for the valid rows."""
     rows = np.flatnonzero(valid)
@@ -98,6 +99,6 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
     ids = [examples[i].image_id for i in rows]
     refs = {i: list(examples[r].captions) for i, r in zip(ids, rows)}
     cands = dict(zip(ids, texts))
-    scores = score_captions(refs, cands)
+    scores = score_captions(refs, cands, meteor=meteor)
     scores["decode_seconds"] = round(seconds, 2)
     return scores, {i: {"caption": cands[i], "references": refs[i]} for i in ids}
