@@ -226,6 +226,9 @@ def cmd_evaluate(args) -> int:
             json.dump({"bundle": captioner.name, "split": key, "strategy": args.strategy, "options": opts,
                        "captions": captions}, f, indent=1, ensure_ascii=False)
         update_manifest(args.bundle, {"metrics": metrics}, add_files=[fname])
+        from .build import refresh_card
+
+        refresh_card(args.bundle)
         print(f"scores written to {args.bundle}/manifest.json, captions to {args.bundle}/{fname}")
     return 0
 
@@ -256,6 +259,9 @@ def cmd_tune(args) -> int:
     if not args.no_write:
         update_manifest(args.bundle, {"default_decoding": {"strategy": best["strategy"], "options": best["options"]},
                                       "tuning": {"split": "dev", "metric": args.metric, "results": rows}})
+        from .build import refresh_card
+
+        refresh_card(args.bundle)
         print(f"default decoding written to {args.bundle}/manifest.json")
     return 0
 

@@ -85,9 +85,13 @@ def model_card(name: str, manifest: dict) -> str:
              f"- Data: `{t.get('dataset')}`, train split ({t.get('train_images')} images, {t.get('train_captions')} captions); "
              f"model chosen by the dev-split loss (best epoch {t.get('best_epoch')} of {t.get('epochs_run')}).",
              f"- Command: `{t.get('command')}` (seed {t.get('seed')}).",
-             f"- Time: features {t.get('feature_seconds')} s, decoder {t.get('decoder_seconds')} s on "
+             f"- Time: feature extraction at {t.get('feature_images_per_second')} images/s (0 s when cached: "
+             f"{t.get('feature_seconds')} s this run), decoder {t.get('decoder_seconds')} s on "
              f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores).",
              f"- Encoder weights licence: {ENCODER_LICENCES.get(manifest['encoder']['name'], 'see the encoder')}.", "",
+             f"- Default decoding: {manifest.get('default_decoding')}"
+             + (f" (chosen on the {manifest['tuning']['split']} split by {manifest['tuning']['metric']})"
+                if manifest.get("tuning") else ""), "",
              "## Metrics", ""]
     for split_name, by_strategy in metrics.items():
         lines.append(f"{split_name} (pycocoevalcap):")
@@ -135,7 +139,12 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     t0 = time.perf_counter()
     feats = {s: extract_features(encoder, ex, cfg.dataset, s, cfg.cache) for s, ex in splits.items()}
     feature_seconds = time.perf_counter() - t0
-    print(f"features ready in {feature_seconds:.0f} s", flush=True)
+    from .common import read_json
+    from .features import cache_dir
+
+    feature_rates = {s: (read_json(os.path.join(cache_dir(cfg.cache, encoder, cfg.dataset), s, "index.json")) or {})
+                     .get("images_per_second") for s in splits}
+    print(f"features ready in {feature_seconds:.0f} s (extraction rates, images/s: {feature_rates})", flush=True)
     t0 = time.perf_counter()
     state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume)
     decoder_seconds = sum(h["seconds"] for h in state["history"])
@@ -149,7 +158,8 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "best_epoch": state["best_epoch"], "epochs_run": state["epochs_done"],
                 "best_dev_loss": state["best_dev_loss"], "stopped": state["stopped"], "history": state["history"],
                 "decoder_train": train_cfg.to_dict(), "seed": train_cfg.seed, "command": command_line(),
-                "feature_seconds": round(feature_seconds, 1), "decoder_seconds": round(decoder_seconds, 1),
+                "feature_seconds": round(feature_seconds, 1), "feature_images_per_second": feature_rates,
+                "decoder_seconds": round(decoder_seconds, 1),
                 "machine": machine(), "versions": versions(), "git_commit": git_commit()}
     manifest = {"name": name, "default_decoding": default, "training": training,
                 "encoder": encoder.describe(), "decoder": {"config": decoder.config.to_dict()},
@@ -179,9 +189,14 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     manifest["decoder"]["config"] = decoder.config.to_dict()
     save_bundle(folder, encoder=encoder, decoder=decoder, vocab=vocab, training=training, metrics=metrics,
                 default_decoding=default, extra_files=caption_files)
-    full = verify_bundle(folder)
-    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(model_card(name, full))
-    full = update_manifest(folder, add_files=["README.md"])
+    full = refresh_card(folder)
     print(f"bundle written: {folder}", flush=True)
     return full
+
+
+def refresh_card(folder: str) -> dict:
+    """(Re)write the bundle's model card from its manifest and record its checksum."""
+    manifest = verify_bundle(folder)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(model_card(manifest["name"], manifest))
+    return update_manifest(folder, add_files=["README.md"])
