@@ -11,12 +11,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("CAPTION_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "realdata: needs ../shared/data (Flickr8k, CIFAR-10); skipped where absent")
-    config.addinivalue_line("markers", "slow: real weights or longer runs")
-    config.addinivalue_line("markers", "browser: drives Debian's chromium through playwright")
-
-
 @pytest.fixture(scope="session")
 def shared_data():
     if not os.path.isdir(os.path.join(SHARED_DATA, "flickr8k")):

@@ -1,0 +1,118 @@
+"""A faithful reimplementation of the classic tutorial pipeline, kept as the benchmark baseline.
+
+It is what the project replaces, written the way the tutorial writes it:
+- features: one image at a time, ``model.predict`` on a batch of one;
+- training data: a generator that expands every caption into all its prefixes, left-padded to
+  the maximum length, with one-hot targets over the whole vocabulary;
+- model: the merge model whose LSTM reads the whole padded prefix and returns its last state;
+- captioning: re-tokenize the prefix text, ``predict`` once per word, and scan the vocabulary to
+  map the predicted id back to a word.
+Same vocabulary, sizes and features as the project's side of each comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caption_core.text import END_ID, START_ID, Vocabulary
+
+
+# -- features ---------------------------------------------------------------------------------
+def extract_one_by_one_keras(model, images: list[np.ndarray], preprocess) -> np.ndarray:
+    """images: uint8 (S, S, 3) each -> (N, D), one ``model.predict`` per image."""
+    out = []
+    for img in images:
+        x = preprocess(np.expand_dims(img.astype("float32"), axis=0))  # (1, S, S, 3)
+        out.append(model.predict(x, verbose=0)[0])
+    return np.stack(out)
+
+
+def extract_one_by_one_torch(torch_model, images: list[np.ndarray], to_tensor) -> np.ndarray:
+    """The same loop for a torch encoder: one forward pass per image."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for img in images:
+            fmap = torch_model.extract_features(to_tensor(img[None]))  # (1, C, h, w)
+            out.append(fmap.mean(dim=(2, 3))[0].numpy())
+    return np.stack(out)
+
+
+# -- training data ----------------------------------------------------------------------------
+def texts_to_sequences(vocab: Vocabulary, text: str) -> list[int]:
+    """Tokenizer.texts_to_sequences: words known to the vocabulary, unknown ones dropped."""
+    return [vocab.word_to_id[w] for w in text.split() if w in vocab.word_to_id]
+
+
+def pad_left(seqs: list[list[int]], maxlen: int) -> np.ndarray:
+    """pad_sequences(..., padding='pre', truncating='pre')."""
+    out = np.zeros((len(seqs), maxlen), dtype=np.int32)
+    for i, s in enumerate(seqs):
+        s = s[-maxlen:]
+        if s:
+            out[i, -len(s):] = s
+    return out
+
+
+def data_generator(captions_by_image: dict[int, list[str]], features: np.ndarray, vocab: Vocabulary, max_length: int,
+                   images_per_batch: int = 1):
+    """Yield ([photo (B, D), in_seq (B, L)], one-hot out (B, V)) for every prefix of every caption."""
+    V = len(vocab)
+    while True:
+        X1, X2, y = [], [], []
+        n = 0
+        for image, caps in captions_by_image.items():
+            n += 1
+            for cap in caps:
+                seq = [START_ID] + texts_to_sequences(vocab, cap) + [END_ID]
+                for i in range(1, len(seq)):
+                    in_seq = pad_left([seq[:i]], max_length)[0]
+                    out = np.zeros(V, dtype=np.float32)  # to_categorical
+                    out[seq[i]] = 1.0
+                    X1.append(features[image])
+                    X2.append(in_seq)
+                    y.append(out)
+            if n == images_per_batch:
+                yield (np.array(X1, np.float32), np.array(X2)), np.array(y)
+                X1, X2, y, n = [], [], [], 0
+
+
+def build_classic_model(vocab_size: int, feature_dim: int, max_length: int, units: int = 256, embed_dim: int = 256):
+    import keras
+    from keras import layers
+
+    inputs1 = keras.Input((feature_dim,))
+    fe2 = layers.Dense(units, activation="relu")(layers.Dropout(0.5)(inputs1))
+    inputs2 = keras.Input((max_length,))
+    se1 = layers.Embedding(vocab_size, embed_dim, mask_zero=True)(inputs2)
+    se3 = layers.LSTM(units)(layers.Dropout(0.5)(se1))  # reads the whole padded prefix
+    decoder2 = layers.Dense(units, activation="relu")(layers.Add()([fe2, se3]))
+    outputs = layers.Dense(vocab_size, activation="softmax")(decoder2)
+    model = keras.Model([inputs1, inputs2], outputs)
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    return model
+
+
+# -- captioning -------------------------------------------------------------------------------
+def word_for_id(integer: int, vocab: Vocabulary) -> str | None:
+    """The tutorial's linear scan of the tokenizer's word index."""
+    for word, index in vocab.word_to_id.items():
+        if index == integer:
+            return word
+    return None
+
+
+def generate_desc(model, vocab: Vocabulary, photo: np.ndarray, max_length: int) -> str:
+    in_text = vocab.id_to_word[START_ID]
+    for _ in range(max_length):
+        sequence = [vocab.word_to_id[w] for w in in_text.split() if w in vocab.word_to_id]  # re-tokenize the prefix
+        sequence = pad_left([sequence], max_length)
+        yhat = model.predict([photo[None], sequence], verbose=0)
+        word = word_for_id(int(np.argmax(yhat)), vocab)
+        if word is None:
+            break
+        in_text += " " + word
+        if word == vocab.id_to_word[END_ID]:
+            break
+    return in_text
