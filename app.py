@@ -343,17 +343,21 @@ def overlay(photo: Image.Image, heat: np.ndarray) -> Image.Image:
 
 
 # -- the page ------------------------------------------------------------------------------------
-class PhotoInput(gr.Image):
+def photo_input(**kwargs) -> gr.Image:
     """``gr.Image`` (same front end: upload, webcam, clipboard) that hands the uploaded file to
     caption_core's loader untouched, so a corrupt, truncated or odd file gets our clear message
-    instead of failing inside Gradio's own preprocessing."""
+    instead of failing inside Gradio's own preprocessing. (Overridden on the instance: a subclass
+    would make Gradio write a .pyi file beside this module.)"""
+    component = gr.Image(**kwargs)
+    gradio_preprocess = component.preprocess
 
-    is_template = True  # render with the parent's front end ("image")
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
             return str(payload.path)
-        return super().preprocess(payload)
+        return gradio_preprocess(payload)
+
+    component.preprocess = preprocess
+    return component
 
 
 def encoder_table(models: Models) -> str:
@@ -388,7 +392,7 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
                     "Dataset photos show their reference captions and per-caption BLEU-4 / CIDEr.")
         with gr.Row():
             with gr.Column(scale=1):
-                image = PhotoInput(type="filepath", label="Photo", sources=["upload", "webcam", "clipboard"], height=320)
+                image = photo_input(type="filepath", label="Photo", sources=["upload", "webcam", "clipboard"], height=320)
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[image],
                                 label="Examples (Flickr8k test photos)" if refs.examples else "Examples")

@@ -40,7 +40,7 @@ def test_manifest_contents(bundle):
     assert m["encoder"]["name"] == "vit_custom" and m["encoder"]["config"]["weights"] == "encoder.keras"
     assert set(m["files"]) == {"decoder.keras", "vocab.json", "encoder.keras", "README.md"}
     assert all(len(d) == 64 for d in m["files"].values())
-    assert not [f for f in os.listdir(bundle) if f.endswith((".pkl", ".pickle", ".h5"))]
+    assert {os.path.splitext(f)[1] for f in os.listdir(bundle)} <= {".json", ".keras", ".md"}  # no pickle, no .h5
     assert not [f for f in os.listdir(os.path.dirname(bundle)) if f.startswith(".")]  # no temp folders left
 
 
