@@ -48,6 +48,7 @@ class AppConfig:
     queue_size: int = 16  # requests waiting beyond that get a "busy" error
     n_examples: int = 12  # example photos shown
     occlusion_grid: int = 7  # the occlusion map masks grid x grid patches
+    cache_dir: str = os.path.join(HERE, "cache")  # the reference photos' content hashes are kept here
 
 
 def default_data_dir() -> str | None:
@@ -119,8 +120,8 @@ class References:
 
     MAX_DISTANCE = 12  # of 256 hash bits
 
-    def __init__(self, data_dir: str | None, n_examples: int):
-        self.data_dir = data_dir
+    def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None):
+        self.data_dir, self.cache_dir = data_dir, cache_dir
         self.examples: list[str] = []
         self.by_hash: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.bits: np.ndarray | None = None
@@ -147,18 +148,47 @@ class References:
             t0 = time.perf_counter()
             examples = [e for s in ("test", "dev", "train") for e in self.splits[s]]
             self.cider = CiderD(e.captions for e in examples)
+            hashes = self._cached_hashes(examples)
             for e in examples:
-                try:
-                    with Image.open(e.image) as im:
-                        h = content_hash(im.convert("RGB"))
-                except OSError:
-                    continue
-                self.by_hash.setdefault(h, (e.image_id, e.captions))
+                if e.image_id in hashes:
+                    self.by_hash.setdefault(hashes[e.image_id], (e.image_id, e.captions))
             self.keys = list(self.by_hash)
             self.bits = np.unpackbits(np.frombuffer(bytes.fromhex("".join(self.keys)), np.uint8).reshape(len(self.keys), -1), axis=1)
             log.info("reference index: %d photos in %.1f s", len(self.keys), time.perf_counter() - t0)
         finally:
             self.ready.set()
+
+    def _cached_hashes(self, examples) -> dict[str, str]:
+        """Content hashes of the dataset photos, kept in cache/ so later starts skip the 8,000 decodes."""
+        import hashlib
+        import json
+
+        key = hashlib.sha256(f"{os.path.abspath(self.data_dir)}|{len(examples)}".encode()).hexdigest()[:12]
+        path = os.path.join(self.cache_dir, f"reference-hashes-{key}.json") if self.cache_dir else None
+        try:
+            with open(path or "", encoding="utf-8") as f:
+                cached = json.load(f)
+            if len(cached) == len(examples):
+                return cached
+        except (OSError, ValueError):
+            pass
+        hashes = {}
+        for e in examples:
+            try:
+                with Image.open(e.image) as im:
+                    hashes[e.image_id] = content_hash(im.convert("RGB"))
+            except OSError:
+                continue
+        if path is None:
+            return hashes
+        try:
+            from caption_core.bundle import write_json_atomic
+
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json_atomic(path, hashes)
+        except OSError:
+            pass  # a read-only checkout still works, just slower to start
+        return hashes
 
     def lookup(self, img: Image.Image, wait: float = 30.0) -> tuple[str, tuple[str, ...]] | None:
         if not self.data_dir:
@@ -377,7 +407,7 @@ def encoder_table(models: Models) -> str:
 def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
     cfg = cfg or AppConfig(data_dir=default_data_dir())
     models = Models(cfg)
-    refs = References(cfg.data_dir, cfg.n_examples)
+    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir)
     handlers = Handlers(cfg, models, refs)
     examples = refs.examples or fallback_examples()
     dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}

@@ -29,7 +29,7 @@ def setup(tmp_path_factory, tiny_parts):
     for name in ("tiny-a", "tiny-b"):
         save_bundle(str(root / "weights" / name), encoder=enc, decoder=dec, vocab=vocab,
                     metrics={"flickr/test": {"beam": {"BLEU-4": 0.1, "CIDEr": 0.2}}}, card=f"# {name}\n")
-    cfg = app.AppConfig(weights_dir=str(root / "weights"), data_dir=data, n_examples=3)
+    cfg = app.AppConfig(weights_dir=str(root / "weights"), data_dir=data, n_examples=3, cache_dir=str(root / "cache"))
     demo = app.build_demo(cfg)
     demo.handlers.refs.ready.wait(30)
     return demo, data, root
