@@ -182,12 +182,7 @@ def resolve_bundle(ref: str) -> str:
     revision = None
     if "@" in repo_id:
         repo_id, revision = repo_id.split("@", 1)
-    if revision is not None:
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(repo_id, revision=revision)
-    else:
-        local = snapshot(repo_id, what=f"bundle '{ref}'")
+    local = snapshot(repo_id, what=f"bundle '{ref}'", revision=revision)
     return os.path.join(local, sub) if sub else local
 
 

@@ -42,12 +42,13 @@ def can_download_from_hub() -> bool:
     return not env_offline() and host_reachable(hf_endpoint())
 
 
-def snapshot(repo_id: str, what: str, repo_type: str = "model", allow_patterns=None) -> str:
+def snapshot(repo_id: str, what: str, repo_type: str = "model", allow_patterns=None, revision: str | None = None) -> str:
     """Local folder of a Hub repository: from the cache, else downloaded; OfflineError otherwise."""
     from huggingface_hub import snapshot_download
 
+    kwargs = {"repo_type": repo_type, "allow_patterns": allow_patterns, "revision": revision}
     try:
-        return snapshot_download(repo_id, repo_type=repo_type, local_files_only=True, allow_patterns=allow_patterns)
+        return snapshot_download(repo_id, local_files_only=True, **kwargs)
     except Exception:
         pass
     if not can_download_from_hub():
@@ -55,4 +56,4 @@ def snapshot(repo_id: str, what: str, repo_type: str = "model", allow_patterns=N
             f"{what} needs '{repo_id}' from the Hugging Face Hub: no internet (or HF_HUB_OFFLINE=1) and it "
             f"is not in the cache; download it once online, or pass a local folder instead"
         )
-    return snapshot_download(repo_id, repo_type=repo_type, allow_patterns=allow_patterns)
+    return snapshot_download(repo_id, **kwargs)

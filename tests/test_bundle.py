@@ -114,3 +114,17 @@ def test_cli_captions_files_and_reports_bad_ones(bundle, tmp_path, capsys):
     assert lines[0]["image"] == str(good) and lines[0]["captions"][0]["text"]
     assert lines[1]["image"] == str(bad) and "not an image" in lines[1]["error"]
     assert main([str(good), "--bundle", str(tmp_path / "missing")]) == 2
+
+
+def test_hf_bundle_offline_fails_fast(tmp_path, monkeypatch):
+    import time
+
+    from caption_core.hub import OfflineError
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="someone/bundle"):
+        load_bundle("hf://someone/bundle")
+    with pytest.raises(BundleError, match="not of the form"):
+        load_bundle("hf://just-a-name")
+    assert time.perf_counter() - t < 5

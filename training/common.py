@@ -41,19 +41,15 @@ def machine() -> dict:
 
 
 def versions() -> dict:
+    """Installed versions of the packages that decide the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {}
-    for name in ("tensorflow", "keras", "torch", "transformers", "numpy", "pillow"):
+    for name in ("tensorflow-cpu", "tensorflow", "keras", "torch", "transformers", "numpy", "pillow", "pycocoevalcap"):
         try:
-            from importlib.metadata import version
-
-            out[name] = version(name if name != "tensorflow" else "tensorflow-cpu")
-        except Exception:
-            try:
-                from importlib.metadata import version
-
-                out[name] = version(name)
-            except Exception:
-                pass
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
     return out
 
 
