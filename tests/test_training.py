@@ -134,6 +134,8 @@ def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
     vit_dir = tmp_path / "vit"
     vit_dir.mkdir()
     tiny_encoder().model.save(str(vit_dir / "backbone.keras"))
+    (vit_dir / "result.json").write_text(json.dumps({"test_accuracy": 0.5, "test_images": 30, "epochs": 2,
+                                                     "train_seconds": 3.0, "vit": {}, "train": {}, "machine": {}}))
     cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny-flickr",
                       weights=str(vit_dir / "backbone.keras"), cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"),
                       beam_width=2)
@@ -147,6 +149,8 @@ def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
     assert set(scores) == {"greedy", "beam"} and scores["beam"]["images"] == 6
     assert scores["greedy"]["BLEU-1"] > 0.5  # colours are easy: the encoder carries them
     assert manifest["training"]["train_images"] == 13 and manifest["training"]["command"]
+    assert manifest["training"]["encoder_training"]["test_accuracy"] == 0.5
+    assert "test accuracy 0.5000" in open(os.path.join(folder, "README.md")).read()
     cap = Captioner.from_bundle(folder)
     img = np.zeros((30, 30, 3), np.uint8) + np.array(COLOURS["blue"], np.uint8)
     text = cap.caption(img)[0].captions[0].text

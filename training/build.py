@@ -88,7 +88,11 @@ def model_card(name: str, manifest: dict) -> str:
              f"- Time: feature extraction at {t.get('feature_images_per_second')} images/s (0 s when cached: "
              f"{t.get('feature_seconds')} s this run), decoder {t.get('decoder_seconds')} s on "
              f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores).",
-             f"- Encoder weights licence: {ENCODER_LICENCES.get(manifest['encoder']['name'], 'see the encoder')}.", "",
+             f"- Encoder weights licence: {ENCODER_LICENCES.get(manifest['encoder']['name'], 'see the encoder')}.",
+             *([f"- Encoder trained here from scratch on CIFAR-10: test accuracy "
+                f"{t['encoder_training']['test_accuracy']:.4f} on {t['encoder_training']['test_images']} images after "
+                f"{t['encoder_training']['epochs']} epochs ({t['encoder_training']['train_seconds']:.0f} s)."]
+               if t.get("encoder_training") else []), "",
              f"- Default decoding: {manifest.get('default_decoding')}"
              + (f" (chosen on the {manifest['tuning']['split']} split by {manifest['tuning']['metric']})"
                 if manifest.get("tuning") else ""), "",
@@ -161,6 +165,14 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "feature_seconds": round(feature_seconds, 1), "feature_images_per_second": feature_rates,
                 "decoder_seconds": round(decoder_seconds, 1),
                 "machine": machine(), "versions": versions(), "git_commit": git_commit()}
+    if cfg.encoder == "vit_custom" and cfg.weights:
+        from .common import read_json
+
+        vit_result = read_json(os.path.join(os.path.dirname(os.path.abspath(cfg.weights)), "result.json"))
+        if vit_result:  # how the encoder itself was trained (CIFAR-10 accuracy, time, hardware)
+            training["encoder_training"] = {k: vit_result.get(k) for k in
+                                            ("test_accuracy", "test_images", "epochs", "train_seconds", "vit", "train",
+                                             "machine")}
     manifest = {"name": name, "default_decoding": default, "training": training,
                 "encoder": encoder.describe(), "decoder": {"config": decoder.config.to_dict()},
                 "vocabulary": {"size": len(vocab)}}
