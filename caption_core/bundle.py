@@ -139,8 +139,9 @@ def read_manifest(folder: str) -> dict:
     return manifest
 
 
-def verify_bundle(folder: str) -> dict:
-    """Check every listed file exists inside the folder and matches its sha256; return the manifest."""
+def verify_bundle(folder: str, skip: tuple[str, ...] = ()) -> dict:
+    """Check every listed file exists inside the folder and matches its sha256; return the manifest.
+    ``skip``: files being re-recorded right now (their paths are still checked)."""
     manifest = read_manifest(folder)
     files = manifest["files"]
     for needed in (manifest["decoder"].get("file"), manifest["vocabulary"].get("file")):
@@ -150,15 +151,16 @@ def verify_bundle(folder: str) -> dict:
         path = _safe_member(folder, name)
         if not os.path.isfile(path):
             raise BundleError(f"bundle '{folder}': file '{name}' is missing; rebuild or re-download the bundle")
-        if sha256_file(path) != digest:
+        if name not in skip and sha256_file(path) != digest:
             raise BundleError(f"bundle '{folder}': file '{name}' does not match its checksum (altered or corrupt); "
                               "rebuild or re-download the bundle")
     return manifest
 
 
 def update_manifest(folder: str, changes: dict | None = None, add_files: list[str] | None = None) -> dict:
-    """Merge ``changes`` into the manifest (top-level keys replaced) and checksum ``add_files``."""
-    manifest = verify_bundle(folder)
+    """Merge ``changes`` into the manifest (top-level keys replaced) and checksum ``add_files``
+    (new files, or files the caller has just rewritten); every other file must still verify."""
+    manifest = verify_bundle(folder, skip=tuple(add_files or ()))
     manifest.update(changes or {})
     for name in add_files or []:
         manifest["files"][name] = sha256_file(_safe_member(folder, name))

@@ -312,3 +312,6 @@ def test_tune_command_picks_the_default_decoding_on_dev(flickr, tmp_path, tiny_p
     assert m["tuning"]["split"] == "dev" and len(m["tuning"]["results"]) == 3  # greedy + 2 alphas at width 2
     best = max(m["tuning"]["results"], key=lambda r: r["CIDEr"])
     assert m["default_decoding"] == {"strategy": best["strategy"], "options": best["options"]}
+    assert "README.md" in m["files"]
+    assert main(["tune", folder, "--dataset", flickr, "--beam-widths", "1", "--cache", str(tmp_path / "cache")]) == 0
+    assert verify_bundle(folder)["default_decoding"]["strategy"] == "greedy"  # the card was rewritten and re-recorded
