@@ -103,9 +103,10 @@ def word_for_id(integer: int, vocab: Vocabulary) -> str | None:
     return None
 
 
-def generate_desc(model, vocab: Vocabulary, photo: np.ndarray, max_length: int) -> str:
+def generate_desc(model, vocab: Vocabulary, photo: np.ndarray, max_length: int, max_words: int | None = None) -> str:
+    """The tutorial's loop; ``max_words`` (default ``max_length``) caps the words generated."""
     in_text = vocab.id_to_word[START_ID]
-    for _ in range(max_length):
+    for _ in range(max_words or max_length):
         sequence = [vocab.word_to_id[w] for w in in_text.split() if w in vocab.word_to_id]  # re-tokenize the prefix
         sequence = pad_left([sequence], max_length)
         yhat = model.predict([photo[None], sequence], verbose=0)
@@ -116,3 +117,16 @@ def generate_desc(model, vocab: Vocabulary, photo: np.ndarray, max_length: int) 
         if word == vocab.id_to_word[END_ID]:
             break
     return in_text
+
+
+def copy_weights_from(model, decoder) -> None:
+    """Give the classic model our trained decoder's weights (same layers, same sizes), so both
+    loops caption with the same model and differ only in how they run it."""
+    from keras import layers
+
+    ours = {l.name: l for l in decoder.training_model.layers}
+    dense = [l for l in model.layers if isinstance(l, layers.Dense)]
+    for mine, name in zip(dense, ("feature_projection", "merge_dense", "logits")):
+        mine.set_weights(ours[name].get_weights())
+    next(l for l in model.layers if isinstance(l, layers.Embedding)).set_weights(ours["embedding"].get_weights())
+    next(l for l in model.layers if isinstance(l, layers.LSTM)).set_weights(ours["lstm"].get_weights())
