@@ -102,6 +102,16 @@ class Models:
                     raise gr.Error(f"Bundle '{name}' cannot be loaded: {exc}") from None
             return self._loaded[name]
 
+    def warm_up(self) -> None:
+        """Load every bundle (the default first) and caption a blank image once, so the first real
+        request does not pay for loading and graph tracing."""
+        blank = np.full((64, 64, 3), 128, np.uint8)
+        for name in self.names:
+            try:
+                self.get(name).caption(blank)
+            except Exception as exc:  # a broken bundle is reported when someone picks it
+                log.warning("warm-up of %s failed: %s", name, exc)
+
     def missing_encoders(self) -> list[tuple[str, str]]:
         have = {m["encoder"]["name"] for m in self.manifests.values()}
         out = []
@@ -413,7 +423,7 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
     dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}
     d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
     if models.default:
-        threading.Thread(target=lambda: models.get(models.default), daemon=True, name="warm-up").start()
+        threading.Thread(target=models.warm_up, daemon=True, name="warm-up").start()
 
     with gr.Blocks(title="Image captioning") as demo:
         demo.handlers = handlers  # for tests and embedding
