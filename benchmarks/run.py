@@ -108,7 +108,6 @@ def bench_training(cap, data, feats, classic_images: int) -> dict:
 def bench_latency(cap, data, feats, n: int, classic_n: int) -> dict:
     import classic
 
-    from training.train_decoder import DecoderTrainConfig
 
     test = np.asarray(feats["test"][0], np.float32)
     lat = {}
@@ -147,7 +146,6 @@ def bench_app(requests: int) -> list[dict]:
 
 def bench_memory() -> dict:
     """Peak resident memory of the app after every shipped bundle has captioned a photo."""
-    import socket
 
     from bench_app import free_port, photo, start_app
     from gradio_client import Client, handle_file

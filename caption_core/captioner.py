@@ -10,7 +10,7 @@ import numpy as np
 
 from .decoding import DecodeOptions, decode
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
-from .text import END_ID, START_ID, Vocabulary, clean_caption
+from .text import Vocabulary, clean_caption
 
 
 @dataclasses.dataclass

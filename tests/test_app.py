@@ -4,8 +4,6 @@ import io
 import os
 import shutil
 import socket
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -161,7 +159,6 @@ def test_real_browser_upload_and_caption(server, tmp_path):
         page.get_by_text("Reference captions").wait_for(timeout=30000)
         heading = page.locator("h3").first.inner_text()
         assert heading.strip()
-        os.makedirs(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "out"), exist_ok=True)
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000

@@ -239,7 +239,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_until(args, marker_file, predicate, timeout=120):
+def _run_until(args, predicate, timeout=120):
     """Start a process, SIGKILL it as soon as predicate() holds."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + timeout
@@ -272,7 +272,7 @@ def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(tmp_path):
                     return False
         return False
 
-    assert _run_until([sys.executable, str(script), data, cache, out, "6"], None, index_done), "no kill during extraction"
+    assert _run_until([sys.executable, str(script), data, cache, out, "6"], index_done), "no kill during extraction"
 
     def two_epochs():
         try:
@@ -280,7 +280,7 @@ def test_kill_minus_nine_then_resume_matches_an_uninterrupted_run(tmp_path):
         except (ValueError, OSError):
             return False
 
-    assert _run_until([sys.executable, str(script), data, cache, out, "6"], None, two_epochs), "no kill during training"
+    assert _run_until([sys.executable, str(script), data, cache, out, "6"], two_epochs), "no kill during training"
     resumed = subprocess.run([sys.executable, str(script), data, cache, out, "6"], capture_output=True, text=True, timeout=300)
     straight = subprocess.run([sys.executable, str(script), data, str(tmp_path / "cache2"), str(tmp_path / "run2"), "6"],
                               capture_output=True, text=True, timeout=300)

@@ -232,6 +232,16 @@ def test_vit_training_runs_and_resumes(tmp_path):
     assert first["epochs"] == 2 and 0.0 <= first["test_accuracy"] <= 1.0 and first["test_images"] == 30
     more = train_vit(cfg, vit, resume=True)  # nothing left to do: evaluates the checkpoint again
     assert more["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    # and in a fresh process, where nothing has registered the custom layers yet
+    code = ("import sys; from caption_core.encoders.vit_custom import ViTCustomConfig;"
+            "from training.train_vit import ViTTrainConfig, train_vit;"
+            f"cfg = ViTTrainConfig(data={str(data)!r}, out={str(tmp_path / 'run')!r}, epochs=2, batch_size=10,"
+            f" cache={str(tmp_path / 'c')!r}, jit_compile=False);"
+            "r = train_vit(cfg, ViTCustomConfig(dim=16, depth=1, heads=2, mlp_dim=32, stem='linear'), resume=True);"
+            "print('ACC', r['test_accuracy'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split("ACC")[1]) == pytest.approx(first["test_accuracy"])
     enc = build_encoder("vit_custom", {**vit.to_dict(), "weights": first["backbone"]})
     assert enc.encode([np.zeros((32, 32, 3), np.uint8)]).shape == (1, 16)
 

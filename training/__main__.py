@@ -205,7 +205,7 @@ def cmd_evaluate(args) -> int:
     from caption_core.captioner import Captioner
 
     from .build import dataset_name, load_splits
-    from .evaluate import evaluate_split
+    from .evaluate import evaluate_split, strategy_options, write_captions
     from .features import extract_features
 
     captioner = Captioner.from_bundle(args.bundle)
@@ -213,7 +213,7 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         examples = examples[: args.limit]
     feats, valid = extract_features(captioner.encoder, examples, args.dataset, args.split, args.cache)
-    opts = {"beam_width": args.beam_width, "length_penalty": args.length_penalty} if args.strategy == "beam" else {}
+    opts = strategy_options(args.strategy, args.beam_width, args.length_penalty)
     scores, captions = evaluate_split(captioner, examples, feats, valid, args.strategy, **opts)
     scores["options"] = opts
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}))
@@ -222,9 +222,7 @@ def cmd_evaluate(args) -> int:
         metrics = dict(captioner.manifest.get("metrics", {}))
         metrics.setdefault(key, {})[args.strategy] = scores
         fname = f"captions_{args.split}_{args.strategy}.json"
-        with open(os.path.join(args.bundle, fname), "w", encoding="utf-8") as f:
-            json.dump({"bundle": captioner.name, "split": key, "strategy": args.strategy, "options": opts,
-                       "captions": captions}, f, indent=1, ensure_ascii=False)
+        write_captions(os.path.join(args.bundle, fname), captioner.name, key, args.strategy, opts, captions)
         update_manifest(args.bundle, {"metrics": metrics}, add_files=[fname])
         from .build import refresh_card
 
@@ -238,7 +236,7 @@ def cmd_tune(args) -> int:
     from caption_core.captioner import Captioner
 
     from .build import load_splits
-    from .evaluate import evaluate_split
+    from .evaluate import evaluate_split, strategy_options
     from .features import extract_features
 
     captioner = Captioner.from_bundle(args.bundle)
@@ -248,7 +246,7 @@ def cmd_tune(args) -> int:
     for width in args.beam_widths:
         for alpha in (args.length_penalties if width > 1 else [0.0]):
             strategy = "beam" if width > 1 else "greedy"
-            opts = {"beam_width": width, "length_penalty": alpha} if width > 1 else {}
+            opts = strategy_options(strategy, width, alpha)
             scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False, **opts)
             rows.append({"strategy": strategy, "options": opts, **{k: round(scores[k], 4) for k in
                                                                   ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")}})

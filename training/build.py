@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
 import time
 
-import numpy as np
 
 from caption_core.bundle import save_bundle, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
@@ -19,7 +17,7 @@ from caption_core.text import Vocabulary
 
 from .common import command_line, git_commit, machine, versions, write_json
 from .datasets import LoadReport, load_captions
-from .evaluate import evaluate_split
+from .evaluate import evaluate_split, strategy_options, write_captions
 from .features import extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
@@ -53,24 +51,9 @@ def encoder_for(name: str, weights: str | None = None, options: dict | None = No
     cfg = dict(options or {})
     if weights is not None:
         cfg["weights" if name != "vit_pretrained" else "model"] = weights
-    if name == "vit_custom":
-        if not cfg.get("weights"):
-            raise ValueError("encoder 'vit_custom' needs its trained backbone: pass --weights "
-                             "runs/vit_custom/backbone.keras (made by: python -m training train-vit)")
-        import keras
-
-        from caption_core import vit_layers  # noqa: F401  (registers the layers)
-
-        model = keras.saving.load_model(cfg["weights"], compile=False, safe_mode=True)
-        from caption_core.encoders.vit_custom import ViTCustomConfig, ViTCustomEncoder
-
-        arch = {k: v for k, v in model.get_layer("patch_embedding").get_config().items() if k in ("patch_size", "stem")}
-        blocks = [l for l in model.layers if l.name.startswith("block_")]
-        b0 = blocks[0].get_config()
-        vcfg = ViTCustomConfig(image_size=model.input_shape[1], dim=b0["dim"], depth=len(blocks), heads=b0["heads"],
-                               mlp_dim=b0["mlp_dim"], dropout=b0["dropout"], drop_path=blocks[-1].get_config()["drop_path"],
-                               weights=cfg["weights"], **arch)
-        return ViTCustomEncoder(vcfg, model=model)
+    if name == "vit_custom" and not cfg.get("weights"):
+        raise ValueError("encoder 'vit_custom' needs its trained backbone: pass --weights "
+                         "runs/vit_custom/backbone.keras (made by: python -m training train-vit)")
     return build_encoder(name, cfg)
 
 
@@ -181,14 +164,12 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     tmp = tempfile.mkdtemp(prefix="captions-")
     split_key = f"{dataset_name(cfg.dataset)}/test"
     for strategy in cfg.strategies:
-        opts = {"beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty} if strategy == "beam" else {}
+        opts = strategy_options(strategy, cfg.beam_width, cfg.length_penalty)
         scores, captions = evaluate_split(captioner, splits["test"], *feats["test"], strategy, **opts)
         scores["options"] = opts
         metrics.setdefault(split_key, {})[strategy] = scores
         fname = f"captions_test_{strategy}.json"
-        with open(os.path.join(tmp, fname), "w", encoding="utf-8") as f:
-            json.dump({"bundle": name, "split": split_key, "strategy": strategy, "options": opts,
-                       "captions": captions}, f, indent=1, ensure_ascii=False)
+        write_captions(os.path.join(tmp, fname), name, split_key, strategy, opts, captions)
         caption_files[fname] = os.path.join(tmp, fname)
         print(f"test [{strategy}]: " + ", ".join(f"{k} {scores[k]:.3f}" for k in
                                                  ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr") if k in scores), flush=True)

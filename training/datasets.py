@@ -223,15 +223,14 @@ def load_cifar10(source: str, split: str, cache_dir: str | None = None) -> tuple
     if split not in ("train", "test"):
         raise DatasetError(f"CIFAR-10 has splits 'train' and 'test', not {split!r}")
     key = None
+    source_id = os.path.abspath(source) if os.path.isdir(source) else source
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         key = os.path.join(cache_dir, f"cifar10-{split}")
-        index = key + ".json"
-        if os.path.exists(index):
-            with open(index) as f:
-                meta = json.load(f)
-            if meta.get("source") == os.path.abspath(source) if os.path.isdir(source) else meta.get("source") == source:
-                return np.load(key + "-images.npy"), np.load(key + "-labels.npy")
+        if os.path.exists(key + ".json"):
+            with open(key + ".json") as f:
+                if json.load(f).get("source") == source_id:
+                    return np.load(key + "-images.npy"), np.load(key + "-labels.npy")
     if os.path.isdir(os.path.join(source, split)):
         images, labels = _cifar_imagefolder(os.path.join(source, split))
     else:
@@ -241,8 +240,7 @@ def load_cifar10(source: str, split: str, cache_dir: str | None = None) -> tuple
         np.save(key + "-labels.npy", labels)
         from caption_core.bundle import write_json_atomic
 
-        write_json_atomic(key + ".json", {"source": os.path.abspath(source) if os.path.isdir(source) else source,
-                                          "split": split, "count": int(len(labels))})
+        write_json_atomic(key + ".json", {"source": source_id, "split": split, "count": int(len(labels))})
     return images, labels
 
 

@@ -6,6 +6,7 @@ caption cleaner) is used and METEOR is left out, and the result says so.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -102,3 +103,15 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
     scores = score_captions(refs, cands, meteor=meteor)
     scores["decode_seconds"] = round(seconds, 2)
     return scores, {i: {"caption": cands[i], "references": refs[i]} for i in ids}
+
+
+def strategy_options(strategy: str, beam_width: int, length_penalty: float) -> dict:
+    """The options an evaluation records for a strategy (beam: width and length penalty)."""
+    return {"beam_width": beam_width, "length_penalty": length_penalty} if strategy == "beam" else {}
+
+
+def write_captions(path: str, bundle: str, split: str, strategy: str, options: dict, captions: dict) -> None:
+    """Every generated caption next to its references, as the JSON file a bundle carries."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"bundle": bundle, "split": split, "strategy": strategy, "options": options, "captions": captions},
+                  f, indent=1, ensure_ascii=False)

@@ -198,8 +198,7 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
         dev_loss = trainer.evaluate(dev_feats, dev_idx, dev_caps)
         improved = state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]
         if improved:
-            trainer.decoder.save(best_path + ".tmp.keras")
-            os.replace(best_path + ".tmp.keras", best_path)
+            save_keras_atomic(trainer.model, best_path)
             state.update(best_epoch=epoch, best_dev_loss=dev_loss, bad_epochs=0)
         else:
             state["bad_epochs"] += 1

@@ -9,7 +9,6 @@ accuracy is measured and the backbone is saved as ``backbone.keras`` for bundles
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -89,7 +88,7 @@ def train_vit(cfg: ViTTrainConfig, vit: ViTCustomConfig = ViTCustomConfig(), res
     """Train (or resume), evaluate on the test split, save ``backbone.keras``; return the results."""
     import keras
 
-    from caption_core import vit_layers  # registers the custom layers before any load
+    from caption_core import vit_layers  # noqa: F401  (registers the custom layers before any load)
 
     os.makedirs(cfg.out, exist_ok=True)
     ckpt, state_path = os.path.join(cfg.out, "checkpoint.keras"), os.path.join(cfg.out, "state.json")

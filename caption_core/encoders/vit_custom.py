@@ -38,6 +38,15 @@ class ViTCustomConfig(ConfigMixin):
         return {k: getattr(self, k) for k in ("image_size", "patch_size", "stem", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")}
 
 
+def architecture_of(model) -> dict:
+    """ViTCustomConfig architecture fields read back from a built backbone."""
+    patch = model.get_layer("patch_embedding").get_config()
+    blocks = [layer.get_config() for layer in model.layers if layer.name.startswith("block_")]
+    return {"image_size": model.input_shape[1], "patch_size": patch["patch_size"], "stem": patch["stem"],
+            "dim": blocks[0]["dim"], "depth": len(blocks), "heads": blocks[0]["heads"], "mlp_dim": blocks[0]["mlp_dim"],
+            "dropout": blocks[0]["dropout"], "drop_path": blocks[-1]["drop_path"]}
+
+
 class ViTCustomEncoder(Encoder):
     name = "vit_custom"
     config_class = ViTCustomConfig
@@ -49,8 +58,6 @@ class ViTCustomEncoder(Encoder):
 
         from .. import vit_layers
 
-        self.input_size = self.config.image_size
-        self.output_dim = self.config.dim
         if model is not None:
             self.model = model
         elif self.config.weights:
@@ -60,6 +67,11 @@ class ViTCustomEncoder(Encoder):
             self.model = keras.saving.load_model(self.config.weights, compile=False, safe_mode=True)
         else:
             self.model = vit_layers.build_vit_backbone(**self.config.architecture())
+        if model is not None or self.config.weights:
+            # the saved model is the truth about its architecture: describe() and output_dim follow it
+            self.config = dataclasses.replace(self.config, **architecture_of(self.model))
+        self.input_size = self.config.image_size
+        self.output_dim = self.config.dim
         self._forward = tf.function(lambda x: self.model(x, training=False), jit_compile=False, reduce_retracing=True)
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
