@@ -27,16 +27,24 @@ def extract_one_by_one_keras(model, images: list[np.ndarray], preprocess) -> np.
     return np.stack(out)
 
 
-def extract_one_by_one_torch(torch_model, images: list[np.ndarray], to_tensor) -> np.ndarray:
-    """The same loop for a torch encoder: one forward pass per image."""
+def extract_one_by_one_torch(torch_model, images: list[np.ndarray]) -> np.ndarray:
+    """The same loop for a torch encoder: normalise, NCHW tensor, one forward pass per image."""
     import torch
 
     out = []
     with torch.no_grad():
         for img in images:
-            fmap = torch_model.extract_features(to_tensor(img[None]))  # (1, C, h, w)
+            x = torch.from_numpy(((img.astype("float32") - 127.0) / 128.0).transpose(2, 0, 1)[None].copy())  # (1, 3, S, S)
+            fmap = torch_model.extract_features(x)  # (1, C, h, w)
             out.append(fmap.mean(dim=(2, 3))[0].numpy())
     return np.stack(out)
+
+
+def load_img(path: str, size: int) -> np.ndarray:
+    """keras.utils.load_img(path, target_size=(size, size)) + img_to_array, as the tutorial reads a photo."""
+    import keras
+
+    return keras.utils.img_to_array(keras.utils.load_img(path, target_size=(size, size))).astype(np.uint8)
 
 
 # -- training data ----------------------------------------------------------------------------

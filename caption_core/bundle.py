@@ -188,8 +188,11 @@ def resolve_bundle(ref: str) -> str:
     return os.path.join(local, sub) if sub else local
 
 
-def load_bundle(ref: str):
-    """-> (manifest, encoder, decoder, vocabulary, folder). Verifies checksums first."""
+def load_bundle(ref: str, encoder_options: dict | None = None):
+    """-> (manifest, encoder, decoder, vocabulary, folder). Verifies checksums first.
+
+    ``encoder_options`` override run-time fields of the manifest's encoder config
+    (``{"precision": "float32"}``, ``{"batch_size": 8}``)."""
     from .encoders import build_encoder, get_encoder_class
 
     folder = resolve_bundle(ref)
@@ -200,7 +203,7 @@ def load_bundle(ref: str):
         raise BundleError(f"bundle '{folder}': decoder expects {config.vocab_size} words, vocabulary has {len(vocab)}")
     decoder = MergeDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
     enc = manifest["encoder"]
-    enc_config = dict(enc.get("config", {}))
+    enc_config = {**enc.get("config", {}), **(encoder_options or {})}
     cls = get_encoder_class(enc["name"])
     if "weights" in enc_config and isinstance(enc_config["weights"], str) and enc_config["weights"] in manifest["files"]:
         enc_config["weights"] = _safe_member(folder, enc_config["weights"])  # weights shipped inside the bundle

@@ -43,10 +43,11 @@ class Captioner:
         self.blind = bool(self.manifest.get("training", {}).get("blind", False))
 
     @classmethod
-    def from_bundle(cls, ref: str) -> "Captioner":
+    def from_bundle(cls, ref: str, encoder_options: dict | None = None) -> "Captioner":
+        """``encoder_options``: run-time encoder config overrides, e.g. ``{"precision": "float32"}``."""
         from .bundle import load_bundle
 
-        manifest, encoder, decoder, vocab, _ = load_bundle(ref)
+        manifest, encoder, decoder, vocab, _ = load_bundle(ref, encoder_options)
         return cls(encoder, decoder, vocab, manifest)
 
     # -- the parts --------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -152,11 +151,12 @@ def load_image(src: Any, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
 
 def _open_bytes(data: bytes, what: str, limits: ImageLimits) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            _check_size(img.width, img.height, limits, what)  # before decoding any pixel
-            img.load()  # decode now: truncated files fail here, not later
+        # No warnings.catch_warnings() here: it swaps a process-wide filter list and is not thread-safe
+        # (images are decoded in worker threads). Pillow refuses > 2x MAX_IMAGE_PIXELS itself; our
+        # own limit (default 40 MP, below Pillow's warning threshold) is checked before decoding.
+        img = Image.open(io.BytesIO(data))
+        _check_size(img.width, img.height, limits, what)  # before decoding any pixel
+        img.load()  # decode now: truncated files fail here, not later
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -101,3 +101,78 @@ def test_efficientnet_lite0_recognises_real_photos():
     cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     coffee = {967, 968, 504}  # espresso, cup, coffee mug
     assert top5[0, 0] in cats and top5[1, 0] in coffee
+
+
+def cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_precision_names_are_checked_and_auto_follows_the_cpu():
+    from caption_core.encoders.base import cpu_has_native_bf16, resolve_precision
+
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: \\['auto', 'float32', 'bfloat16'\\]"):
+        build_encoder("efficientnet_lite0", {"precision": "fp16"})
+    assert resolve_precision("auto") == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    assert resolve_precision("float32") == "float32"
+    enc = build_encoder("efficientnet_lite0", {"precision": "float32"})
+    assert enc.precision == "float32" and enc.describe()["precision"] == "float32"
+
+
+def test_efficientnet_folded_and_bfloat16_features_match_the_plain_model():
+    """Batch norms folded into the convolutions change float32 features by rounding only; bfloat16
+    features keep their direction (cosine > 0.99) on real photos with the shipped weights."""
+    import skimage.data
+    import torch
+
+    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite0
+    from caption_core.images import load_image
+
+    fp32 = build_encoder("efficientnet_lite0", {"precision": "float32"})
+    bf16 = build_encoder("efficientnet_lite0", {"precision": "bfloat16"})
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fp32.model.modules())
+    batch = fp32.preprocess([load_image(skimage.data.chelsea()), load_image(skimage.data.coffee()),
+                             load_image(skimage.data.astronaut())])
+    plain = build_efficientnet_lite0("package")  # unfolded, NCHW, float32
+    with torch.no_grad():
+        x = torch.from_numpy(((batch.astype(np.float32) - 127.0) / 128.0).transpose(0, 3, 1, 2).copy())
+        ref = plain.extract_features(x).mean(dim=(2, 3)).numpy()  # (3, 1280)
+    np.testing.assert_allclose(fp32.encode_arrays(batch), ref, atol=1e-3)
+    low = bf16.encode_arrays(batch)
+    assert low.dtype == np.float32 and cosines(low, ref).min() > 0.99
+    assert (np.argmax(bf16.classify(batch), 1) == np.argmax(fp32.classify(batch), 1)).all()
+
+
+def test_xception_frozen_graph_and_bfloat16():
+    import keras
+
+    imgs = np.stack(photos(2, (299, 299)))  # (2, 299, 299, 3)
+    keras.utils.set_random_seed(0)
+    fp32 = build_encoder("xception", {"weights": None, "precision": "float32", "batch_size": 2})
+    keras.utils.set_random_seed(0)
+    bf16 = build_encoder("xception", {"weights": None, "precision": "bfloat16", "batch_size": 2})
+    ref = np.asarray(fp32.model(imgs.astype(np.float32) / 127.5 - 1.0, training=False))  # the Keras model itself
+    np.testing.assert_allclose(fp32.encode_arrays(imgs), ref, rtol=1e-4, atol=1e-5)
+    assert bf16.model.layers[1].dtype_policy.name == "mixed_bfloat16"
+    assert cosines(bf16.encode_arrays(imgs), ref).min() > 0.99
+
+
+def test_vit_pretrained_bfloat16_keeps_the_features(tiny_vit_folder):
+    imgs = photos(3)
+    fp32 = build_encoder("vit_pretrained", {"model": tiny_vit_folder, "precision": "float32"}).encode(imgs)
+    bf16 = build_encoder("vit_pretrained", {"model": tiny_vit_folder, "precision": "bfloat16"}).encode(imgs)
+    assert bf16.dtype == np.float32 and cosines(bf16, fp32).min() > 0.99 and not np.array_equal(bf16, fp32)
+
+
+def test_efficientnet_compiled_matches_eager_and_compiles_once():
+    """torch.compile with one static shape: a partial batch is padded, so no second compile."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager = build_encoder("efficientnet_lite0", {"batch_size": 4})
+    compiled = build_encoder("efficientnet_lite0", {"batch_size": 4, "compile": True})
+    batch = np.stack([compiled.preprocess([im])[0] for im in __import__("caption_core.images").images.load_images(photos(6))])
+    ref = eager.encode_arrays(batch)
+    out = compiled.encode_arrays(batch)  # a full batch of 4, then 2 padded to 4
+    assert out.shape == (6, 1280) and cosines(out, ref).min() > 0.999
+    frames = torch._dynamo.utils.counters["frames"]
+    assert frames["ok"] == 1, dict(frames)

@@ -257,6 +257,20 @@ def test_cli_help_and_bad_arguments():
     missing = subprocess.run([sys.executable, "-m", "training", "features", "--encoder", "efficientnet_lite0",
                               "--dataset", "/nonexistent/flickr"], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no dataset at")
+    option = subprocess.run([sys.executable, "-m", "training", "features", "--encoder", "efficientnet_lite0",
+                             "--encoder-option", "precision"], capture_output=True, text=True, cwd=ROOT)
+    assert option.returncode == 2 and "expected KEY=VALUE" in option.stderr
+
+
+def test_encoder_options_reach_the_encoder(flickr, tmp_path):
+    from training.__main__ import main
+
+    assert main(["features", "--encoder", "efficientnet_lite0", "--dataset", flickr, "--splits", "dev",
+                 "--cache", str(tmp_path), "--encoder-option", "precision=float32", "--encoder-option", "batch_size=2"]) == 0
+    index = [json.load(open(os.path.join(d, "index.json"))) for d, _, fs in os.walk(tmp_path) if "index.json" in fs]
+    assert index[0]["key"]["config"]["precision"] == "float32" and index[0]["complete"]
+    assert main(["features", "--encoder", "efficientnet_lite0", "--dataset", flickr, "--splits", "dev",
+                 "--cache", str(tmp_path), "--encoder-option", "precision=fp16"]) == 2
 
 
 def test_kaggle_layout(tmp_path):
@@ -325,3 +339,61 @@ def test_tune_command_picks_the_default_decoding_on_dev(flickr, tmp_path, tiny_p
     assert "README.md" in m["files"]
     assert main(["tune", folder, "--dataset", flickr, "--beam-widths", "1", "--cache", str(tmp_path / "cache")]) == 0
     assert verify_bundle(folder)["default_decoding"]["strategy"] == "greedy"  # the card was rewritten and re-recorded
+
+
+def test_cache_key_follows_precision_and_encoder_revision(monkeypatch):
+    from training.features import cache_key
+
+    fp32 = build_encoder("efficientnet_lite0", {"precision": "float32"})
+    bf16 = build_encoder("efficientnet_lite0", {"precision": "bfloat16"})
+    assert cache_key(fp32, "data")["config"]["precision"] == "float32"
+    assert cache_key(fp32, "data") != cache_key(bf16, "data")
+    before = cache_key(fp32, "data")
+    monkeypatch.setattr(type(fp32), "revision", type(fp32).revision + 1)
+    assert cache_key(fp32, "data") != before
+
+
+def test_prefetch_keeps_order_and_bounds_the_work_ahead():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.features import prefetch
+
+    lock, started, consumed, most_ahead = threading.Lock(), [0], [0], [0]
+
+    def work(i):
+        with lock:
+            started[0] += 1
+            most_ahead[0] = max(most_ahead[0], started[0] - consumed[0])
+        return i * i
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        out = []
+        for value in prefetch(pool, work, range(50), ahead=4):
+            out.append(value)
+            with lock:
+                consumed[0] += 1
+    assert out == [i * i for i in range(50)]
+    assert most_ahead[0] <= 5  # the item being consumed plus 4 ahead
+
+
+def test_evaluate_records_the_precision_of_the_features(flickr, tmp_path, tiny_parts):
+    """The same bundle scored with float32 and bfloat16 features: two records, neither overwritten."""
+    from caption_core.bundle import save_bundle
+    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from training.__main__ import main
+
+    _, _, vocab = tiny_parts
+    enc = build_encoder("efficientnet_lite0", {"precision": "float32"})
+    dec = MergeDecoder(DecoderConfig(vocab_size=len(vocab), feature_dim=1280, embed_dim=16, units=16, max_length=12))
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    assert Captioner.from_bundle(folder, {"precision": "bfloat16", "batch_size": 2}).encoder.precision == "bfloat16"
+    for precision in ("float32", "bfloat16"):
+        assert main(["evaluate", folder, "--dataset", flickr, "--split", "dev", "--strategy", "greedy",
+                     "--cache", str(tmp_path / "cache"), "--encoder-option", f"precision={precision}"]) == 0
+    m = verify_bundle(folder)
+    assert m["metrics"]["flickr/dev"]["greedy"]["precision"] == "float32"
+    assert m["metrics"]["flickr/dev (bfloat16 features)"]["greedy"]["precision"] == "bfloat16"
+    assert {"captions_dev_greedy.json", "captions_dev_greedy_bfloat16.json"} <= set(m["files"])
+    with pytest.raises(ValueError, match="unknown EfficientNetLite0Config fields"):
+        Captioner.from_bundle(folder, {"precison": "float32"})

@@ -52,6 +52,25 @@ def _decoder_config(args, out: str):
                               jit_compile=args.jit_compile)
 
 
+def _encoder_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE, VALUE read as JSON when it parses (true, 8, "x"), else as a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. precision=float32), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder-option", dest="encoder_options", type=_encoder_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="encoder config field, repeatable: precision=float32, compile=true, "
+                   "batch_size=8 (see the encoder's config class)")
+
+
 def parser() -> argparse.ArgumentParser:
     from caption_core.decoding import STRATEGIES
     from caption_core.encoders import ENCODERS
@@ -67,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder, parquet folder or Hub id (default: %(default)s)")
     f.add_argument("--splits", default="train,dev,test")
     f.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    _encoder_args(f)
 
     t = sub.add_parser("train-decoder", help="train the merge decoder on cached features")
     t.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
@@ -74,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=DEFAULT_FLICKR)
     t.add_argument("--cache", default="cache")
     t.add_argument("--out", required=True, help="run folder for checkpoints")
+    _encoder_args(t)
     _decoder_args(t)
 
     v = sub.add_parser("train-vit", help="train the custom ViT on CIFAR-10")
@@ -108,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
     e.add_argument("--cache", default="cache")
     e.add_argument("--no-write", action="store_true", help="print the scores without touching the bundle")
+    _encoder_args(e)
 
     n = sub.add_parser("tune", help="choose the default decoding on the dev split (never test)")
     n.add_argument("bundle", help="bundle folder")
@@ -117,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--metric", default="CIDEr", choices=("BLEU-4", "CIDEr", "ROUGE-L"))
     n.add_argument("--cache", default="cache")
     n.add_argument("--no-write", action="store_true", help="print the table without touching the bundle")
+    _encoder_args(n)
 
     b = sub.add_parser("build", help="features -> train -> evaluate -> export a bundle")
     b.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
@@ -129,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--beam-width", type=int, default=3)
     b.add_argument("--length-penalty", type=float, default=0.0)
     b.add_argument("--no-export", action="store_true", help="report metrics only, write no bundle")
+    _encoder_args(b)
     _decoder_args(b)
 
     u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
@@ -159,7 +183,7 @@ def cmd_features(args) -> int:
     from .features import cache_dir, extract_features
 
     splits = load_splits(args.dataset, [s.strip() for s in args.splits.split(",") if s.strip()])
-    encoder = encoder_for(args.encoder, args.weights)
+    encoder = encoder_for(args.encoder, args.weights, dict(args.encoder_options))
     print(f"writing features to {cache_dir(args.cache, encoder, args.dataset)}", flush=True)
     for split, examples in splits.items():
         feats, valid = extract_features(encoder, examples, args.dataset, split, args.cache)
@@ -173,7 +197,7 @@ def cmd_train_decoder(args) -> int:
     from .train_decoder import train_decoder
 
     splits = load_splits(args.dataset, ["train", "dev"])
-    encoder = encoder_for(args.encoder, args.weights)
+    encoder = encoder_for(args.encoder, args.weights, dict(args.encoder_options))
     feats = {s: extract_features(encoder, ex, args.dataset, s, args.cache) for s, ex in splits.items()}
     print(f"training into {args.out}", flush=True)
     state = train_decoder(_decoder_config(args, args.out), splits["train"], *feats["train"], splits["dev"],
@@ -205,10 +229,10 @@ def cmd_evaluate(args) -> int:
     from caption_core.captioner import Captioner
 
     from .build import dataset_name, load_splits
-    from .evaluate import evaluate_split, strategy_options, write_captions
+    from .evaluate import captions_file, evaluate_split, metrics_key, strategy_options, write_captions
     from .features import extract_features
 
-    captioner = Captioner.from_bundle(args.bundle)
+    captioner = Captioner.from_bundle(args.bundle, dict(args.encoder_options))
     examples = load_splits(args.dataset, [args.split])[args.split]
     if args.limit:
         examples = examples[: args.limit]
@@ -218,10 +242,10 @@ def cmd_evaluate(args) -> int:
     scores["options"] = opts
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}))
     if not args.no_write:
-        key = f"{dataset_name(args.dataset)}/{args.split}" + (f"[:{args.limit}]" if args.limit else "")
+        key = metrics_key(dataset_name(args.dataset), args.split, captioner.encoder.precision, args.limit)
         metrics = dict(captioner.manifest.get("metrics", {}))
         metrics.setdefault(key, {})[args.strategy] = scores
-        fname = f"captions_{args.split}_{args.strategy}.json"
+        fname = captions_file(args.split, args.strategy, captioner.encoder.precision)
         write_captions(os.path.join(args.bundle, fname), captioner.name, key, args.strategy, opts, captions)
         update_manifest(args.bundle, {"metrics": metrics}, add_files=[fname])
         from .build import refresh_card
@@ -239,7 +263,7 @@ def cmd_tune(args) -> int:
     from .evaluate import evaluate_split, strategy_options
     from .features import extract_features
 
-    captioner = Captioner.from_bundle(args.bundle)
+    captioner = Captioner.from_bundle(args.bundle, dict(args.encoder_options))
     examples = load_splits(args.dataset, ["dev"])["dev"]
     feats, valid = extract_features(captioner.encoder, examples, args.dataset, "dev", args.cache)
     rows = []
@@ -268,6 +292,7 @@ def cmd_build(args) -> int:
     from .build import BuildConfig, build
 
     cfg = BuildConfig(encoder=args.encoder, dataset=args.dataset, out=args.out, name=args.name, weights=args.weights,
+                      encoder_options=dict(args.encoder_options),
                       cache=args.cache, runs=args.runs, beam_width=args.beam_width,
                       length_penalty=args.length_penalty, export=not args.no_export)
     build(cfg, _decoder_config(args, ""), resume=not args.no_resume)

@@ -12,12 +12,12 @@ import time
 from caption_core.bundle import save_bundle, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
 from caption_core.decoder import MergeDecoder
-from caption_core.encoders import build_encoder
+from caption_core.encoders import build_encoder, get_encoder_class
 from caption_core.text import Vocabulary
 
 from .common import command_line, git_commit, machine, versions, write_json
 from .datasets import LoadReport, load_captions
-from .evaluate import evaluate_split, strategy_options, write_captions
+from .evaluate import captions_file, evaluate_split, metrics_key, strategy_options, write_captions
 from .features import extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
@@ -93,6 +93,12 @@ def model_card(name: str, manifest: dict) -> str:
               "- The Flickr8k training photos were 224x224 copies squashed from ~500x375 (aspect ratio lost); "
               "photos are squashed the same way at inference.",
               "- Flickr8k is small (6,000 training photos): captions are generic and biased towards people and dogs.",
+              *(["- The encoder computes in bfloat16 where the CPU multiplies bf16 natively (AVX512_BF16, AMX; "
+                 "encoder precision 'auto'), else in float32. Tables marked '(bfloat16 features)' were measured "
+                 "that way; the others in float32. For float32 everywhere: "
+                 "`Captioner.from_bundle(path, {\"precision\": \"float32\"})`."]
+                if "precision" in {f.name for f in dataclasses.fields(get_encoder_class(manifest["encoder"]["name"]).config_class)}
+                else []),
               ""]
     return "\n".join(lines)
 
@@ -104,6 +110,7 @@ class BuildConfig:
     out: str = "weights"  # bundles go to <out>/<name>
     name: str | None = None  # bundle name; default <encoder>-<dataset>
     weights: str | None = None  # encoder weights (a file, a folder, or vit_custom's backbone.keras)
+    encoder_options: dict = dataclasses.field(default_factory=dict)  # more encoder config fields: {"precision": "float32"}
     cache: str = "cache"  # feature cache
     runs: str = "runs"  # training runs (checkpoints)
     strategies: tuple = ("greedy", "beam")  # evaluated on the test split
@@ -122,7 +129,7 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
         train_cfg = dataclasses.replace(train_cfg, out=run_dir)
     t_start = time.perf_counter()
     splits = load_splits(cfg.dataset)
-    encoder = encoder_for(cfg.encoder, cfg.weights)
+    encoder = encoder_for(cfg.encoder, cfg.weights, cfg.encoder_options)
     t0 = time.perf_counter()
     feats = {s: extract_features(encoder, ex, cfg.dataset, s, cfg.cache) for s, ex in splits.items()}
     feature_seconds = time.perf_counter() - t0
@@ -162,13 +169,13 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     captioner = Captioner(encoder, decoder, vocab, manifest, name)
     metrics, caption_files = {}, {}
     tmp = tempfile.mkdtemp(prefix="captions-")
-    split_key = f"{dataset_name(cfg.dataset)}/test"
+    split_key = metrics_key(dataset_name(cfg.dataset), "test", encoder.precision)
     for strategy in cfg.strategies:
         opts = strategy_options(strategy, cfg.beam_width, cfg.length_penalty)
         scores, captions = evaluate_split(captioner, splits["test"], *feats["test"], strategy, **opts)
         scores["options"] = opts
         metrics.setdefault(split_key, {})[strategy] = scores
-        fname = f"captions_test_{strategy}.json"
+        fname = captions_file("test", strategy, encoder.precision)
         write_captions(os.path.join(tmp, fname), name, split_key, strategy, opts, captions)
         caption_files[fname] = os.path.join(tmp, fname)
         print(f"test [{strategy}]: " + ", ".join(f"{k} {scores[k]:.3f}" for k in

@@ -102,7 +102,18 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
     cands = dict(zip(ids, texts))
     scores = score_captions(refs, cands, meteor=meteor)
     scores["decode_seconds"] = round(seconds, 2)
+    scores["precision"] = captioner.encoder.precision  # the arithmetic that made the features
     return scores, {i: {"caption": cands[i], "references": refs[i]} for i in ids}
+
+
+def metrics_key(dataset: str, split: str, precision: str, limit: int = 0) -> str:
+    """Where a score goes in a manifest: 'flickr8k/test', 'flickr8k/test (bfloat16 features)', ..."""
+    return (f"{dataset}/{split}" + (f"[:{limit}]" if limit else "")
+            + (f" ({precision} features)" if precision != "float32" else ""))
+
+
+def captions_file(split: str, strategy: str, precision: str) -> str:
+    return f"captions_{split}_{strategy}" + (f"_{precision}" if precision != "float32" else "") + ".json"
 
 
 def strategy_options(strategy: str, beam_width: int, length_penalty: float) -> dict:

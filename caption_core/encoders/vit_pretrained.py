@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ..hub import snapshot
-from .base import ConfigMixin, Encoder
+from .base import ConfigMixin, Encoder, resolve_precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +21,10 @@ class ViTPretrainedConfig(ConfigMixin):
     pooling: str = "cls"  # 'cls' (final [CLS] hidden state), 'pooler' or 'mean' (mean of patch tokens)
     batch_size: int = 16  # images per forward pass
     threads: int = 0  # torch intra-op threads; 0 = every core
+    precision: str = "auto"  # 'float32', 'bfloat16' (autocast) or 'auto': bfloat16 where the CPU has it natively
 
     def __post_init__(self):
+        resolve_precision(self.precision)  # raises on an unknown name
         if self.pooling not in ("cls", "pooler", "mean"):
             raise ValueError(f"pooling must be 'cls', 'pooler' or 'mean', got {self.pooling!r}")
 
@@ -40,6 +42,7 @@ class ViTPretrainedEncoder(Encoder):
         src = self.config.model
         folder = src if os.path.isdir(src) else snapshot(src, what="encoder 'vit_pretrained'")
         self.torch = torch
+        self.precision = resolve_precision(self.config.precision)
         self.model = ViTModel.from_pretrained(folder, add_pooling_layer=self.config.pooling == "pooler").eval()
         processor = AutoImageProcessor.from_pretrained(folder)
         size = getattr(processor, "size", None)  # dict or SizeDict, depending on the transformers release
@@ -52,7 +55,8 @@ class ViTPretrainedEncoder(Encoder):
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         x = (batch.astype(np.float32) - self.mean) / self.std  # (N, S, S, 3)
         pixels = self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # (N, 3, S, S)
-        with self.torch.inference_mode():
+        bf16 = self.precision == "bfloat16"
+        with self.torch.inference_mode(), self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=bf16):
             out = self.model(pixel_values=pixels)
             if self.config.pooling == "pooler":
                 feats = out.pooler_output  # (N, H)
@@ -60,4 +64,4 @@ class ViTPretrainedEncoder(Encoder):
                 feats = out.last_hidden_state[:, 1:].mean(dim=1)  # (N, H)
             else:
                 feats = out.last_hidden_state[:, 0]  # (N, H)
-            return feats.numpy()
+            return feats.float().numpy()
