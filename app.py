@@ -200,7 +200,11 @@ class References:
             pass  # a read-only checkout still works, just slower to start
         return hashes
 
-    def lookup(self, img: Image.Image, wait: float = 30.0) -> tuple[str, tuple[str, ...]] | None:
+    def lookup(self, img: Image.Image, wait: float = 3.0) -> tuple[str, tuple[str, ...]] | None:
+        """(image id, reference captions) of the dataset photo that ``img`` is, else None. While the
+        index is still being built (about 20 s on a first start, then cached) a caption waits at most
+        ``wait`` seconds for it, and comes without references after that (measured: a first request
+        during the build used to take 16 s)."""
         if not self.data_dir:
             return None
         self.ready.wait(wait)
@@ -423,7 +427,10 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
     dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}
     d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
     if models.default:
-        threading.Thread(target=models.warm_up, daemon=True, name="warm-up").start()
+        # not a daemon: a daemon thread frozen inside TensorFlow or h5py at interpreter exit aborted the
+        # process ("FATAL: exception not rethrown") or deadlocked it on h5py's lock (seen in the tests);
+        # exit now waits for the warm-up, a few seconds at most
+        threading.Thread(target=models.warm_up, daemon=False, name="warm-up").start()
 
     with gr.Blocks(title="Image captioning") as demo:
         demo.handlers = handlers  # for tests and embedding

@@ -162,3 +162,28 @@ def test_real_browser_upload_and_caption(server, tmp_path):
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_a_caption_does_not_wait_for_a_slow_reference_index(setup, monkeypatch, tmp_path):
+    """While the index builds (a first start), lookup gives up after `wait` seconds instead of
+    holding the caption; once built, the same photo is found."""
+    import threading
+    import time
+
+    _, data, _ = setup
+    release = threading.Event()
+    original = app.References._cached_hashes
+
+    def slow(self, examples):
+        release.wait(30)
+        return original(self, examples)
+
+    monkeypatch.setattr(app.References, "_cached_hashes", slow)
+    refs = app.References(data, 3, cache_dir=str(tmp_path))
+    img = Image.open(refs.examples[0]).convert("RGB")
+    t = time.perf_counter()
+    assert refs.lookup(img, wait=0.2) is None
+    assert time.perf_counter() - t < 2
+    release.set()
+    assert refs.ready.wait(30)
+    assert refs.lookup(img) is not None
