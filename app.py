@@ -29,7 +29,7 @@ from caption_core.bundle import BundleError, list_bundles, read_manifest, resolv
 from caption_core.captioner import Captioner
 from caption_core.decoding import STRATEGIES
 from caption_core.encoders import ENCODERS
-from caption_core.images import ImageError, ImageLimits, content_hash, load_image, resize_array
+from caption_core.images import ImageError, ImageLimits, content_hash, load_image
 from caption_core.metrics import CiderD, sentence_bleu
 
 log = logging.getLogger("app")
@@ -336,10 +336,8 @@ class Handlers:
         probability drops. -> (gallery of (overlay, word), caption explained)."""
         img = self._image(image)
         captioner = self.models.get(bundle)
-        if not caption:
-            caption = captioner.caption(img)[0].captions[0].text
         enc = captioner.encoder
-        base = resize_array(img, enc.input_size)  # (S, S, 3)
+        base = enc.preprocess([img])[0]  # (S, S, 3), exactly as caption() prepares it
         g = self.cfg.occlusion_grid
         edges = np.linspace(0, enc.input_size, g + 1).astype(int)
         batch = [base]
@@ -348,7 +346,9 @@ class Handlers:
                 occluded = base.copy()
                 occluded[edges[i]:edges[i + 1], edges[j]:edges[j + 1]] = 127
                 batch.append(occluded)
-        feats = enc.encode_arrays(np.stack(batch))  # (1 + g*g, D)
+        feats = enc.encode_arrays(np.stack(batch))  # (1 + g*g, D); row 0 is the photo itself
+        if not caption:  # the bundle's default decoding of the unoccluded photo, without encoding it again
+            caption = captioner.decode(feats[:1])[0][0].text
         words, lp = captioner.word_log_probs(feats, caption)  # (1 + g*g, T)
         if not words or len(words) < 2:
             raise gr.Error("Nothing to explain: the caption has no words.")

@@ -64,15 +64,11 @@ def measure(url: str, image: str, bundle: str | None, clients: int, requests: in
     from gradio_client import Client, handle_file
 
     pool = [Client(url, verbose=False) for _ in range(clients)]
-    args = (handle_file(image),) + ((bundle,) if bundle else ())
+    args = (handle_file(image),) + ((bundle,) if bundle else ())  # no bundle: the app's default
 
     def one(i: int) -> float:
-        client = pool[i % clients]
         t = time.perf_counter()
-        if bundle:
-            client.predict(*args, api_name="/caption")
-        else:
-            client.predict(handle_file(image), api_name="/caption")
+        pool[i % clients].predict(*args, api_name="/caption")
         return (time.perf_counter() - t) * 1000
 
     for i in range(clients * 2):  # warm-up

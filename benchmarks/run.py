@@ -44,15 +44,6 @@ def interleaved(fns: dict, repeats: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
-
-
 def bench_features(n: int, repeats: int) -> list[dict]:
     """Images/s, classic per-image loop vs ours, float32 and 'auto' precision (bfloat16 where native).
 
@@ -162,7 +153,7 @@ def bench_roofline(features: list[dict]) -> dict:
     gemm = {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-        t, _ = timed(lambda: a @ b, 7)
+        t = interleaved({"matmul": lambda: a @ b}, 7)["matmul"]
         gemm[name] = round(2048 ** 3 / t / 1e9, 1)
     macs = {"xception": keras_conv_macs(keras.applications.Xception(include_top=False, weights=None,
                                                                    input_shape=(299, 299, 3))),
@@ -221,7 +212,6 @@ def bench_training(cap, data, feats, classic_images: int, repeats: int) -> dict:
 
 def bench_latency(cap, data, feats, n: int, classic_n: int) -> dict:
     import classic
-
 
     test = np.asarray(feats["test"][0], np.float32)
     lat = {}
@@ -289,7 +279,6 @@ def main() -> None:
     wanted = args.only or SECTIONS
     if "features" in wanted:
         results["features"] = bench_features(16 if q else 64, 1 if q else 3)
-    if "features" in wanted:
         results["roofline"] = bench_roofline(results["features"])
         print(json.dumps(results["roofline"]), flush=True)
     if {"training", "latency"} & set(wanted):

@@ -1,9 +1,17 @@
-"""Test data made by the tests."""
+"""Test data made by the tests, and a free port for servers they start."""
+
+import socket
 
 import numpy as np
 from PIL import Image
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_flickr(root, per_split=(12, 6, 6), bad=True):

@@ -3,7 +3,6 @@
 import io
 import os
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import gradio as gr  # noqa: E402
 import app  # noqa: E402
 from caption_core.bundle import save_bundle  # noqa: E402
 
-from helpers import make_flickr  # noqa: E402
+from helpers import free_port, make_flickr  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +96,6 @@ def test_bad_inputs_give_clear_errors(setup, tmp_path, bad, message):
         demo.handlers.caption(src, "tiny-a")
     with pytest.raises(gr.Error, match="No bundle named"):
         demo.handlers.caption(demo.example_paths[0], "nope")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

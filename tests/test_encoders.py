@@ -170,7 +170,9 @@ def test_efficientnet_compiled_matches_eager_and_compiles_once():
     torch._dynamo.reset()
     eager = build_encoder("efficientnet_lite0", {"batch_size": 4})
     compiled = build_encoder("efficientnet_lite0", {"batch_size": 4, "compile": True})
-    batch = np.stack([compiled.preprocess([im])[0] for im in __import__("caption_core.images").images.load_images(photos(6))])
+    from caption_core.images import load_images
+
+    batch = compiled.preprocess(load_images(photos(6)))  # (6, 224, 224, 3)
     ref = eager.encode_arrays(batch)
     out = compiled.encode_arrays(batch)  # a full batch of 4, then 2 padded to 4
     assert out.shape == (6, 1280) and cosines(out, ref).min() > 0.999

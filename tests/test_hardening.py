@@ -18,6 +18,7 @@ os.environ["CAPTION_APP_NO_DEMO"] = "1"
 
 from caption_core.captioner import Captioner  # noqa: E402
 from caption_core.images import ImageError  # noqa: E402
+from helpers import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,8 +113,6 @@ def test_library_gives_a_caption_or_a_clear_error(name, files, tiny_parts):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_parts):
-    import socket
-
     import app
     from caption_core.bundle import save_bundle
 
@@ -121,9 +120,7 @@ def server(tmp_path_factory, tiny_parts):
     enc, dec, vocab = tiny_parts
     save_bundle(str(root / "weights" / "tiny"), encoder=enc, decoder=dec, vocab=vocab)
     demo = app.build_demo(app.AppConfig(weights_dir=str(root / "weights"), data_dir=None, concurrency=2, queue_size=40))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -175,7 +172,6 @@ def test_32_concurrent_requests_each_get_their_own_answer(server, tmp_path, tiny
 def test_full_queue_gives_a_clear_busy_message(tiny_parts, tmp_path):
     """A queue of size 1 with one slow request in progress: extra requests are refused at once."""
     import concurrent.futures
-    import socket
 
     import app
     from gradio_client import Client, handle_file
@@ -192,9 +188,7 @@ def test_full_queue_gives_a_clear_busy_message(tiny_parts, tmp_path):
         return slow(*a, **k)
 
     demo.fns[[i for i, f in demo.fns.items() if f.api_name == "caption"][0]].fn = slower
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=True, quiet=True)
     try:
         img = tmp_path / "x.png"

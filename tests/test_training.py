@@ -12,6 +12,7 @@ from PIL import Image
 from caption_core.bundle import verify_bundle
 from caption_core.captioner import Captioner
 from caption_core.encoders import build_encoder
+from caption_core.images import load_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from helpers import COLOURS, make_flickr
@@ -57,8 +58,7 @@ def test_features_are_cached_resumed_and_keyed_by_config(flickr, tmp_path):
     assert json.load(open(index_files[0]))["done"] == 4
     feats, valid = extract_features(enc, examples, flickr, "train", cache, progress=False)  # resumes
     assert feats.shape == (13, 16) and valid.sum() == 12 and not valid[-1]
-    full = enc.encode_arrays(enc.preprocess([__import__("caption_core.images").images.load_image(e.image)
-                                             for e in examples[:12]]))
+    full = enc.encode_arrays(enc.preprocess(load_images([e.image for e in examples[:12]])))
     np.testing.assert_allclose(feats[:12], full, atol=1e-5)
     mtime = os.path.getmtime(index_files[0])
     again, _ = extract_features(enc, examples, flickr, "train", cache, progress=False)

@@ -15,10 +15,10 @@ from caption_core.decoder import MergeDecoder
 from caption_core.encoders import build_encoder, get_encoder_class
 from caption_core.text import Vocabulary
 
-from .common import command_line, git_commit, machine, versions, write_json
+from .common import command_line, git_commit, machine, read_json, versions, write_json
 from .datasets import LoadReport, load_captions
 from .evaluate import captions_file, evaluate_split, metrics_key, strategy_options, write_captions
-from .features import extract_features
+from .features import cache_dir, extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
 log = logging.getLogger("training.build")
@@ -133,9 +133,6 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     t0 = time.perf_counter()
     feats = {s: extract_features(encoder, ex, cfg.dataset, s, cfg.cache) for s, ex in splits.items()}
     feature_seconds = time.perf_counter() - t0
-    from .common import read_json
-    from .features import cache_dir
-
     feature_rates = {s: (read_json(os.path.join(cache_dir(cfg.cache, encoder, cfg.dataset), s, "index.json")) or {})
                      .get("images_per_second") for s in splits}
     print(f"features ready in {feature_seconds:.0f} s (extraction rates, images/s: {feature_rates})", flush=True)
@@ -156,8 +153,6 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "decoder_seconds": round(decoder_seconds, 1),
                 "machine": machine(), "versions": versions(), "git_commit": git_commit()}
     if cfg.encoder == "vit_custom" and cfg.weights:
-        from .common import read_json
-
         vit_result = read_json(os.path.join(os.path.dirname(os.path.abspath(cfg.weights)), "result.json"))
         if vit_result:  # how the encoder itself was trained (CIFAR-10 accuracy, time, hardware)
             training["encoder_training"] = {k: vit_result.get(k) for k in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from typing import Any, ClassVar, Sequence
@@ -16,8 +17,10 @@ from ..images import DEFAULT_LIMITS, ImageLimits, batch_arrays, load_image
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), read from /proc/cpuinfo."""
+    """True where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), read from /proc/cpuinfo
+    once per process (every config with precision='auto' asks)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -80,6 +83,8 @@ class Encoder:
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()
+        if hasattr(self.config, "precision"):  # encoders whose config offers a choice of arithmetic
+            self.precision = resolve_precision(self.config.precision)
         self.last_timing_ms = 0.0
 
     # -- the one method subclasses implement ----------------------------------------------

@@ -89,7 +89,7 @@ def fold_for_inference(model):
 
 
 class EfficientNetLite0Encoder(Encoder):
-    revision = 2  # 2: frozen-graph inference with batch norms folded; bfloat16 where native
+    revision = 2  # 2: batch norms folded into the convolutions; bfloat16 where native
     name = "efficientnet_lite0"
     config_class = EfficientNetLite0Config
     input_size = 224
@@ -104,7 +104,6 @@ class EfficientNetLite0Encoder(Encoder):
         else:
             torch.set_num_threads(os.cpu_count() or 1)
         self.torch = torch
-        self.precision = resolve_precision(self.config.precision)
         self.model = fold_for_inference(build_efficientnet_lite0(self.config.weights))
         if self.config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -42,7 +42,6 @@ class ViTPretrainedEncoder(Encoder):
         src = self.config.model
         folder = src if os.path.isdir(src) else snapshot(src, what="encoder 'vit_pretrained'")
         self.torch = torch
-        self.precision = resolve_precision(self.config.precision)
         self.model = ViTModel.from_pretrained(folder, add_pooling_layer=self.config.pooling == "pooler").eval()
         processor = AutoImageProcessor.from_pretrained(folder)
         size = getattr(processor, "size", None)  # dict or SizeDict, depending on the transformers release

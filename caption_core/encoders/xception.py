@@ -45,7 +45,6 @@ class XceptionEncoder(Encoder):
     def __init__(self, config: XceptionConfig | None = None):
         super().__init__(config)
         import keras
-        import tensorflow as tf
 
         weights = self.config.weights
         if weights == "imagenet" and not os.path.exists(keras_cache_file(KERAS_WEIGHTS_FILE)):
@@ -56,13 +55,12 @@ class XceptionEncoder(Encoder):
                 )
         elif weights not in (None, "imagenet", "random") and not os.path.isfile(weights):
             raise FileNotFoundError(f"encoder 'xception': weights file '{weights}' does not exist")
-        self.precision = resolve_precision(self.config.precision)
         self.model = keras.applications.Xception(
             include_top=False, pooling="avg", input_shape=(299, 299, 3),
             weights=None if weights == "random" else weights)
         if self.precision == "bfloat16":
             self.model = with_dtype_policy(self.model, "mixed_bfloat16")
-        self._forward = frozen_forward(self.model, tf)
+        self._forward = frozen_forward(self.model)
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32) / 127.5 - 1.0  # (N, 299, 299, 3) in [-1, 1]
@@ -79,8 +77,9 @@ def with_dtype_policy(model, policy: str):
     return clone
 
 
-def frozen_forward(model, tf):
+def frozen_forward(model):
     """x (N, H, W, 3) float32 -> (N, D): the inference graph with its variables folded into constants."""
+    import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
