@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,10 +26,11 @@ from PIL import Image
 
 from caption_core.bundle import BundleError, list_bundles, read_manifest, resolve_bundle
 from caption_core.captioner import Captioner
-from caption_core.decoding import STRATEGIES
+from caption_core.config import Config, parse_option
+from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy
 from caption_core.encoders import ENCODERS
-from caption_core.images import ImageError, ImageLimits, content_hash, load_image
-from caption_core.metrics import CiderD, sentence_bleu
+from caption_core.images import ImageError, ImageLimits, load_image
+from caption_core.references import References
 
 log = logging.getLogger("app")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,7 +38,7 @@ PREFERRED_DEFAULT = "efficientnet_lite0-flickr8k"
 
 
 @dataclasses.dataclass(frozen=True)
-class AppConfig:
+class AppConfig(Config):
     weights_dir: str = os.path.join(HERE, "weights")  # folder of bundles (one sub-folder each)
     hub_bundles: tuple[str, ...] = ()  # extra bundles as hf://owner/repo references
     data_dir: str | None = None  # Flickr8k-layout folder: examples and reference captions
@@ -49,6 +49,7 @@ class AppConfig:
     n_examples: int = 12  # example photos shown
     occlusion_grid: int = 7  # the occlusion map masks grid x grid patches
     cache_dir: str = os.path.join(HERE, "cache")  # the reference photos' content hashes are kept here
+    encoder_options: dict = dataclasses.field(default_factory=dict)  # encoder config for every bundle: {"precision": "float32"}
 
 
 def default_data_dir() -> str | None:
@@ -97,10 +98,19 @@ class Models:
         with self._lock:
             if name not in self._loaded:
                 try:
-                    self._loaded[name] = Captioner.from_bundle(self.refs[name])
+                    self._loaded[name] = Captioner.from_bundle(self.refs[name], self.encoder_options(name))
                 except (BundleError, FileNotFoundError, OSError, ValueError) as exc:
                     raise gr.Error(f"Bundle '{name}' cannot be loaded: {exc}") from None
             return self._loaded[name]
+
+    def encoder_options(self, name: str) -> dict | None:
+        """The app's --encoder-option fields that this bundle's encoder has (precision: not every encoder)."""
+        try:
+            fields = {f.name for f in dataclasses.fields(
+                ENCODERS[self.manifests[name]["encoder"]["name"]].config_class)}
+        except KeyError:
+            return None  # an unknown encoder: loading it says so
+        return {k: v for k, v in self.cfg.encoder_options.items() if k in fields} or None
 
     def warm_up(self) -> None:
         """Load every bundle (the default first) and caption a blank image once, so the first real
@@ -114,115 +124,7 @@ class Models:
 
     def missing_encoders(self) -> list[tuple[str, str]]:
         have = {m["encoder"]["name"] for m in self.manifests.values()}
-        out = []
-        for name in sorted(ENCODERS):
-            if name not in have:
-                extra = " --weights runs/vit_custom/backbone.keras  (after: python -m training train-vit)" \
-                    if name == "vit_custom" else ""
-                out.append((name, f"python -m training build --encoder {name}{extra}"))
-        return out
-
-
-# -- dataset references -------------------------------------------------------------------------
-class References:
-    """Reference captions of dataset photos, found by image content (a re-uploaded or re-encoded
-    copy is recognised), and the CIDEr-D document frequencies of the dataset's references."""
-
-    MAX_DISTANCE = 12  # of 256 hash bits
-
-    def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None):
-        self.data_dir, self.cache_dir = data_dir, cache_dir
-        self.examples: list[str] = []
-        self.by_hash: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self.bits: np.ndarray | None = None
-        self.keys: list[str] = []
-        self.cider: CiderD | None = None
-        self.ready = threading.Event()
-        if not data_dir:
-            self.ready.set()
-            return
-        try:
-            from training.datasets import load_flickr_local
-
-            self.splits = {s: load_flickr_local(data_dir, s) for s in ("test", "dev", "train")}
-        except Exception as exc:
-            log.warning("no dataset references: %s", exc)
-            self.data_dir = None
-            self.ready.set()
-            return
-        self.examples = [e.image for e in self.splits["test"][:n_examples]]
-        threading.Thread(target=self._index, daemon=True, name="reference-index").start()
-
-    def _index(self) -> None:
-        try:
-            t0 = time.perf_counter()
-            examples = [e for s in ("test", "dev", "train") for e in self.splits[s]]
-            self.cider = CiderD(e.captions for e in examples)
-            hashes = self._cached_hashes(examples)
-            for e in examples:
-                if e.image_id in hashes:
-                    self.by_hash.setdefault(hashes[e.image_id], (e.image_id, e.captions))
-            self.keys = list(self.by_hash)
-            self.bits = np.unpackbits(np.frombuffer(bytes.fromhex("".join(self.keys)), np.uint8).reshape(len(self.keys), -1), axis=1)
-            log.info("reference index: %d photos in %.1f s", len(self.keys), time.perf_counter() - t0)
-        finally:
-            self.ready.set()
-
-    def _cached_hashes(self, examples) -> dict[str, str]:
-        """Content hashes of the dataset photos, kept in cache/ so later starts skip the 8,000 decodes."""
-        import hashlib
-        import json
-
-        key = hashlib.sha256(f"{os.path.abspath(self.data_dir)}|{len(examples)}".encode()).hexdigest()[:12]
-        path = os.path.join(self.cache_dir, f"reference-hashes-{key}.json") if self.cache_dir else None
-        try:
-            with open(path or "", encoding="utf-8") as f:
-                cached = json.load(f)
-            if len(cached) == len(examples):
-                return cached
-        except (OSError, ValueError):
-            pass
-        hashes = {}
-        for e in examples:
-            try:
-                with Image.open(e.image) as im:
-                    hashes[e.image_id] = content_hash(im.convert("RGB"))
-            except OSError:
-                continue
-        if path is None:
-            return hashes
-        try:
-            from caption_core.bundle import write_json_atomic
-
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_json_atomic(path, hashes)
-        except OSError:
-            pass  # a read-only checkout still works, just slower to start
-        return hashes
-
-    def lookup(self, img: Image.Image, wait: float = 3.0) -> tuple[str, tuple[str, ...]] | None:
-        """(image id, reference captions) of the dataset photo that ``img`` is, else None. While the
-        index is still being built (about 20 s on a first start, then cached) a caption waits at most
-        ``wait`` seconds for it, and comes without references after that (measured: a first request
-        during the build used to take 16 s)."""
-        if not self.data_dir:
-            return None
-        self.ready.wait(wait)
-        if self.bits is None:
-            return None
-        h = content_hash(img)
-        if h in self.by_hash:
-            return self.by_hash[h]
-        q = np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))
-        dist = (self.bits != q).sum(axis=1)
-        best = int(dist.argmin())
-        return self.by_hash[self.keys[best]] if dist[best] <= self.MAX_DISTANCE else None
-
-    def scores(self, caption: str, refs: tuple[str, ...]) -> dict[str, float]:
-        out = {"BLEU-4": round(sentence_bleu(caption, refs)[3], 3)}
-        if self.cider is not None:
-            out["CIDEr"] = round(self.cider.score(caption, refs), 3)
-        return out
+        return [(name, cls.build_hint()) for name, cls in sorted(ENCODERS.items()) if name not in have]
 
 
 def fallback_examples() -> list[str]:
@@ -245,6 +147,9 @@ def fallback_examples() -> list[str]:
 
 # -- handlers (plain functions: the tests call them directly) ------------------------------------
 class Handlers:
+    """What each event does. ``options`` is a dict of decoding options (any of ``caption_core.decoding``'s
+    registered options; each strategy reads its own, so one dict serves every strategy)."""
+
     def __init__(self, cfg: AppConfig, models: Models, refs: References):
         self.cfg, self.models, self.refs = cfg, models, refs
         self.limits = ImageLimits(max_pixels=cfg.max_pixels)
@@ -258,20 +163,14 @@ class Handlers:
             raise gr.Error(f"That file can't be captioned: {exc}") from None
 
     @staticmethod
-    def options(strategy, beam_width, length_penalty, temperature, top_k, top_p, no_repeat, max_length, num_return,
-                seed) -> tuple[str, dict]:
-        if strategy not in STRATEGIES:
-            raise gr.Error(f"Unknown strategy '{strategy}'; choose one of {', '.join(sorted(STRATEGIES))}.")
-        opts = {"max_length": int(max_length), "no_repeat_ngram_size": int(no_repeat), "num_return": int(num_return)}
-        if strategy == "beam":
-            opts.update(beam_width=int(beam_width), length_penalty=float(length_penalty),
-                        num_return=min(int(num_return), int(beam_width)))
-        elif strategy == "sample":
-            opts.update(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                        seed=None if seed is None or seed == "" or int(seed) < 0 else int(seed))
-        else:
-            opts["num_return"] = 1
-        return strategy, opts
+    def decoding(captioner: Captioner, strategy: str, options: dict | None) -> tuple[str, dict]:
+        """-> (strategy, every option it reads): the bundle's defaults with ``options`` on top, checked;
+        a gr.Error that says what is wrong otherwise."""
+        try:
+            s, opts = captioner.decoding(strategy, None, **(options or {}))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return s.name, opts.to_dict()
 
     def _references_md(self, match) -> str:
         if match is None:
@@ -280,17 +179,12 @@ class Handlers:
         image_id, caps = match
         return f"**Reference captions** (dataset photo `{image_id}`):\n\n" + "\n".join(f"- {c}" for c in caps)
 
-    def caption(self, image, bundle, strategy="beam", beam_width=3, length_penalty=0.0, temperature=1.0, top_k=0,
-                top_p=1.0, no_repeat=0, max_length=30, num_return=1, seed=0):
+    def caption(self, image, bundle, strategy="beam", options=None):
         """-> (captions markdown, references markdown, details dict)."""
         img = self._image(image)
-        strategy, opts = self.options(strategy, beam_width, length_penalty, temperature, top_k, top_p, no_repeat,
-                                      max_length, num_return, seed)
         captioner = self.models.get(bundle)
-        try:
-            result = captioner.caption(img, strategy=strategy, **opts)[0]
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+        strategy, opts = self.decoding(captioner, strategy, options)
+        result = captioner.caption(img, strategy=strategy, options=opts)[0]
         match = self.refs.lookup(img)
         rows = []
         for c in result.captions:
@@ -312,17 +206,15 @@ class Handlers:
                    "references": list(match[1]) if match else []}
         return "\n".join(lines), self._references_md(match), details
 
-    def compare(self, image, strategy="beam", beam_width=3, length_penalty=0.0, temperature=1.0, top_k=0, top_p=1.0,
-                no_repeat=0, max_length=30, num_return=1, seed=0):
-        """Every bundle captions the same photo. -> (table rows, references markdown)."""
+    def compare(self, image, strategy="beam", options=None):
+        """Every bundle captions the same photo (its best caption). -> (table rows, references markdown)."""
         img = self._image(image)
-        strategy, opts = self.options(strategy, beam_width, length_penalty, temperature, top_k, top_p, no_repeat,
-                                      max_length, 1, seed)
-        opts["num_return"] = 1
         match = self.refs.lookup(img)
         rows = []
         for name in self.models.names:
-            r = self.models.get(name).caption(img, strategy=strategy, **opts)[0]
+            captioner = self.models.get(name)
+            s, opts = self.decoding(captioner, strategy, {**(options or {}), "num_return": 1})
+            r = captioner.caption(img, strategy=s, options=opts)[0]
             c = r.captions[0]
             s = self.refs.scores(c.text, match[1]) if match else {}
             rows.append([name, c.text, round(c.score, 3), s.get("BLEU-4"), s.get("CIDEr"),
@@ -332,35 +224,19 @@ class Handlers:
         return rows, self._references_md(match)
 
     def explain(self, image, bundle, caption: str | None = None):
-        """Occlusion map per word: grey out each of grid x grid patches, measure how much each word's
-        probability drops. -> (gallery of (overlay, word), caption explained)."""
+        """Per-word occlusion maps. -> (gallery of (overlay, word), caption explained)."""
         img = self._image(image)
-        captioner = self.models.get(bundle)
-        enc = captioner.encoder
-        base = enc.preprocess([img])[0]  # (S, S, 3), exactly as caption() prepares it
-        g = self.cfg.occlusion_grid
-        edges = np.linspace(0, enc.input_size, g + 1).astype(int)
-        batch = [base]
-        for i in range(g):
-            for j in range(g):
-                occluded = base.copy()
-                occluded[edges[i]:edges[i + 1], edges[j]:edges[j + 1]] = 127
-                batch.append(occluded)
-        feats = enc.encode_arrays(np.stack(batch))  # (1 + g*g, D); row 0 is the photo itself
-        if not caption:  # the bundle's default decoding of the unoccluded photo, without encoding it again
-            caption = captioner.decode(feats[:1])[0][0].text
-        words, lp = captioner.word_log_probs(feats, caption)  # (1 + g*g, T)
-        if not words or len(words) < 2:
-            raise gr.Error("Nothing to explain: the caption has no words.")
-        drop = np.maximum(lp[:1] - lp[1:], 0.0)  # (g*g, T): how much each patch mattered to each word
+        try:
+            ex = self.models.get(bundle).explain(img, caption or None, grid=self.cfg.occlusion_grid)
+        except ValueError as exc:
+            raise gr.Error(f"Nothing to explain: {exc}") from None
         display = img.copy()
         display.thumbnail((320, 320))
         out = []
-        for t, word in enumerate(words[:-1]):  # the last entry is <end>
-            heat = drop[:, t].reshape(g, g)
-            heat = heat / heat.max() if heat.max() > 0 else heat
-            out.append((overlay(display, heat), f"{word}  (p={np.exp(lp[0, t]):.2f})"))
-        return out, caption
+        for word, p, heat in zip(ex.words, ex.probabilities, ex.heat):
+            peak = heat.max()
+            out.append((overlay(display, heat / peak if peak > 0 else heat), f"{word}  (p={p:.2f})"))
+        return out, ex.caption
 
     def card(self, bundle) -> str:
         if bundle not in self.models.refs:
@@ -418,6 +294,21 @@ def encoder_table(models: Models) -> str:
     return "\n".join(lines)
 
 
+def option_control(option: Option, value: Any, visible: bool):
+    """The page's control for one registered decoding option."""
+    if option.type is bool:
+        return gr.Checkbox(value=bool(value), label=option.title, info=option.help, visible=visible)
+    if option.nullable:  # e.g. the seed: empty or -1 means "none"
+        return gr.Number(value=-1 if value is None else value, precision=0, label=option.title, info=option.help,
+                         visible=visible)
+    return gr.Slider(option.min, option.max, value=value, step=option.step or (1 if option.type is int else 0.05),
+                     label=option.title, info=option.help, visible=visible)
+
+
+def visible_options(strategy: str) -> set[str]:
+    return {o.name for o in get_strategy(strategy).options} if strategy in STRATEGIES else set()
+
+
 def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
     cfg = cfg or AppConfig(data_dir=default_data_dir())
     models = Models(cfg)
@@ -446,22 +337,12 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
             with gr.Column(scale=1):
                 bundle = gr.Dropdown(choices=models.names, value=models.default, label="Encoder (bundle)",
                                      info="Bundles found in weights/. Encoders not built yet are listed under Encoders.")
-                strategy = gr.Radio(choices=["greedy", "beam", "sample"], value=d_strategy, label="Decoding strategy",
+                strategy = gr.Radio(choices=list(STRATEGIES), value=d_strategy, label="Decoding strategy",
                                     info="The default is the one chosen for this bundle on the dev split.")
                 with gr.Accordion("Decoding options", open=False):
-                    beam, sample = d_strategy == "beam", d_strategy == "sample"
-                    beam_width = gr.Slider(1, 10, value=d_opts.get("beam_width", 3), step=1, label="Beam width",
-                                           visible=beam)
-                    length_penalty = gr.Slider(0.0, 2.0, value=d_opts.get("length_penalty", 0.0), step=0.1,
-                                               label="Length penalty (alpha)", visible=beam)
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", visible=sample)
-                    top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0 = off)", visible=sample)
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", visible=sample)
-                    seed = gr.Number(value=0, precision=0, label="Random seed (-1 = random)", visible=sample)
-                    no_repeat = gr.Slider(0, 4, value=0, step=1, label="No-repeat n-gram size (0 = off)")
-                    max_length = gr.Slider(5, 40, value=30, step=1, label="Maximum length (words)")
-                    num_return = gr.Slider(1, 5, value=1, step=1, label="Captions returned (n-best)",
-                                           visible=d_strategy != "greedy")
+                    shown = visible_options(d_strategy)
+                    controls = {name: option_control(o, d_opts.get(name, o.default), name in shown)
+                                for name, o in ALL_OPTIONS.items()}
                 with gr.Row():
                     caption_btn = gr.Button("Caption", variant="primary")
                     compare_btn = gr.Button("Compare all encoders")
@@ -472,8 +353,8 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
                 table = gr.Dataframe(headers=["bundle", "caption", "score", "BLEU-4", "CIDEr", "encode ms", "decode ms"],
                                      interactive=False, wrap=True)
             with gr.Tab("Which part of the photo each word depends on"):
-                gr.Markdown("Occlusion map: each of 7x7 patches is greyed out in turn; red marks the patches whose "
-                            "removal lowers that word's probability the most.")
+                gr.Markdown(f"Occlusion map: each of {cfg.occlusion_grid}x{cfg.occlusion_grid} patches is greyed out "
+                            "in turn; red marks the patches whose removal lowers that word's probability the most.")
                 explain_btn = gr.Button("Explain the caption")
                 explained = gr.Textbox(label="Caption explained", interactive=False)
                 gallery = gr.Gallery(label="Per-word occlusion maps", columns=4, height="auto")
@@ -483,20 +364,24 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
                 gr.Markdown(encoder_table(models))
             with gr.Tab("Details (JSON)"):
                 details = gr.JSON()
+        # the API takes the options as one JSON object; the page gathers its controls into it first
+        options = gr.JSON(value={}, visible=False)
 
-        opts = [strategy, beam_width, length_penalty, temperature, top_k, top_p, no_repeat, max_length, num_return, seed]
+        def gather(s, *values):
+            names = visible_options(s)
+            return {name: v for name, v in zip(controls, values) if name in names}
 
         def on_strategy(s):
-            beam, sample = s == "beam", s == "sample"
-            return (gr.update(visible=beam), gr.update(visible=beam), gr.update(visible=sample),
-                    gr.update(visible=sample), gr.update(visible=sample), gr.update(visible=sample),
-                    gr.update(visible=s != "greedy"))
+            names, own = visible_options(s), get_strategy(s).defaults if s in STRATEGIES else {}
+            return [gr.update(visible=name in names, **({"value": own[name]} if name in own else {}))
+                    for name in controls]
 
-        strategy.change(on_strategy, strategy, [beam_width, length_penalty, temperature, top_k, top_p, seed, num_return],
-                        api_name=False, queue=False)
-        caption_btn.click(handlers.caption, [image, bundle, *opts], [captions_md, references_md, details],
-                          api_name="caption")
-        compare_btn.click(handlers.compare, [image, *opts], [table, references_md], api_name="compare")
+        strategy.change(on_strategy, strategy, list(controls.values()), api_name=False, queue=False)
+        gathered = dict(fn=gather, inputs=[strategy, *controls.values()], outputs=options, api_name=False, queue=False)
+        caption_btn.click(**gathered).then(handlers.caption, [image, bundle, strategy, options],
+                                           [captions_md, references_md, details], api_name="caption")
+        compare_btn.click(**gathered).then(handlers.compare, [image, strategy, options], [table, references_md],
+                                           api_name="compare")
         explain_btn.click(handlers.explain, [image, bundle], [gallery, explained], api_name="explain")
         bundle.change(handlers.card, bundle, card_md, api_name="card")
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
@@ -504,7 +389,7 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Image captioning demo (Gradio).")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
@@ -513,16 +398,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", default=os.path.join(HERE, "weights"), help="folder of bundles")
     p.add_argument("--hub", nargs="*", default=[b for b in os.environ.get("CAPTION_HUB_BUNDLES", "").split(",") if b],
                    help="extra bundles as hf://owner/repo")
-    p.add_argument("--concurrency", type=int, default=2)
-    p.add_argument("--queue-size", type=int, default=16)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = AppConfig(weights_dir=args.weights, hub_bundles=tuple(args.hub), data_dir=args.data_dir,
-                    concurrency=args.concurrency, queue_size=args.queue_size)
-    demo = build_demo(cfg)
+    p.add_argument("--concurrency", type=int, default=2, help="requests processed at once (default: %(default)s)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond that (default: %(default)s)")
+    p.add_argument("--encoder-option", dest="encoder_options", type=parse_option, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="encoder config field for every bundle, repeatable: precision=float32 forces float32 "
+                        "on CPUs with native bfloat16")
+    return p
+
+
+def config_from_args(args) -> AppConfig:
+    return AppConfig(weights_dir=args.weights, hub_bundles=tuple(args.hub), data_dir=args.data_dir,
+                     concurrency=args.concurrency, queue_size=args.queue_size,
+                     encoder_options=dict(args.encoder_options))
+
+
+def launch(demo: gr.Blocks, args) -> None:
+    cfg = demo.app_config
     allowed = [os.path.dirname(p) for p in demo.example_paths] + ([cfg.data_dir] if cfg.data_dir else [])
     demo.launch(server_name=args.host, server_port=args.port, show_error=True, allowed_paths=allowed,
                 max_file_size=f"{cfg.max_upload_mb}mb")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    launch(build_demo(config_from_args(args)), args)
 
 
 if __name__ == "__main__":

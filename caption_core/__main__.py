@@ -1,7 +1,7 @@
 """Caption image files from the command line.
 
     python -m caption_core photo.jpg more/*.jpg [--bundle weights/efficientnet_lite0-flickr8k]
-           [--strategy beam] [--beam-width 3] [--num-return 1] [--json]
+           [--strategy beam] [--beam-width 3] [--num-return 1] [--json]   (--help: every decoding option)
 """
 
 from __future__ import annotations
@@ -27,23 +27,14 @@ def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .decoding import STRATEGIES
+    from .decoding import add_decoding_arguments, decoding_arguments
 
     p = argparse.ArgumentParser(prog="python -m caption_core", description="Caption images with a trained bundle.")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--bundle", help="bundle folder or hf://owner/repo (default: the best bundle in weights/)")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), help="decoding strategy (default: the bundle's)")
-    p.add_argument("--beam-width", type=int)
-    p.add_argument("--length-penalty", type=float)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--no-repeat-ngram-size", type=int)
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--num-return", type=int, help="captions per image")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    add_decoding_arguments(p)
     args = p.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -62,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, OfflineError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in {
-        "beam_width": args.beam_width, "length_penalty": args.length_penalty, "temperature": args.temperature,
-        "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed, "max_length": args.max_length,
-        "no_repeat_ngram_size": args.no_repeat_ngram_size, "num_return": args.num_return}.items() if v is not None}
+    strategy, overrides = decoding_arguments(args)
+    try:
+        captioner.decoding(strategy, None, **overrides)  # check the options before reading any image
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failures = 0
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start:start + args.batch_size]
@@ -78,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImageError as exc:
                 bad.append((path, str(exc)))
         try:
-            results = captioner.caption([im for _, im in good], strategy=args.strategy, **overrides) if good else []
+            results = captioner.caption([im for _, im in good], strategy=strategy, **overrides) if good else []
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

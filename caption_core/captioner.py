@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decoding import DecodeOptions, decode
+from .decoding import get_strategy
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
 from .text import Vocabulary, clean_caption
 
@@ -19,6 +19,14 @@ class Caption:
     score: float  # what the strategy ranked by (length-normalised log-probability where asked)
     log_prob: float  # total log-probability of the words and <end>
     tokens: list[int]  # generated ids (<end> included when emitted)
+
+
+@dataclasses.dataclass
+class Explanation:
+    caption: str  # the caption explained
+    words: list[str]  # its words (<end> excluded)
+    probabilities: np.ndarray  # (T,) the model's probability of each word given the photo
+    heat: np.ndarray  # (T, grid, grid) >= 0: how much each word's log-probability drops when that patch is greyed
 
 
 @dataclasses.dataclass
@@ -36,9 +44,9 @@ class Captioner:
         self.manifest = manifest or {}
         self.name = name or self.manifest.get("name") or encoder.name
         default = self.manifest.get("default_decoding") or {}
-        self.default_strategy: str = default.get("strategy", "beam")
-        self.default_options = DecodeOptions.from_dict({"max_length": decoder.config.max_length - 1,
-                                                        **default.get("options", {})})
+        self.default_strategy: str = get_strategy(default.get("strategy", "beam")).name
+        # every strategy starts from these (each reads the keys it knows): the bundle's tuned options
+        self.default_options: dict = {"max_length": decoder.config.max_length - 1, **default.get("options", {})}
         # a language-only baseline was trained on zeroed features: it must be run on zeros too
         self.blind = bool(self.manifest.get("training", {}).get("blind", False))
 
@@ -54,18 +62,26 @@ class Captioner:
     def encode(self, images: Sequence[Any], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
         return self.encoder.encode(images, limits)  # (N, D)
 
-    def decode(self, features: np.ndarray, strategy: str | None = None, options: DecodeOptions | None = None,
+    def decode(self, features: np.ndarray, strategy: str | None = None, options: dict | None = None,
                **overrides) -> list[list[Caption]]:
-        """features (N, D) -> for each image, its captions best first."""
+        """features (N, D) -> for each image, its captions best first. ``options`` replace the bundle's
+        defaults, ``overrides`` set single ones (``beam_width=5``); see ``caption_core.decoding``."""
+        s, opts = self.decoding(strategy, options, **overrides)
         features = np.asarray(features, dtype=np.float32)
         if self.blind:
             features = np.zeros_like(features)
-        state = self.decoder.initial_state(features)
-        hyps = decode(self.decoder.step, state, len(features), strategy or self.default_strategy,
-                      options or self.default_options, **overrides)
+        with self.decoder.blas_threads(len(features)):
+            state = self.decoder.initial_state(features)
+            hyps = s.run(self.decoder.step, state, len(features), opts)
         return [[Caption(self.vocab.decode(h.tokens), h.score, h.log_prob, h.tokens) for h in per] for per in hyps]
 
-    def caption(self, images: Sequence[Any] | Any, strategy: str | None = None, options: DecodeOptions | None = None,
+    def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
+        """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with
+        ``overrides`` on top; keys that belong to other strategies are ignored, unknown keys raise."""
+        s = get_strategy(strategy or self.default_strategy)
+        return s, s.make_options({**(self.default_options if options is None else options), **overrides})
+
+    def caption(self, images: Sequence[Any] | Any, strategy: str | None = None, options: dict | None = None,
                 limits: ImageLimits = DEFAULT_LIMITS, **overrides) -> list[CaptionResult]:
         """Caption one image or a list; every input goes through ``load_image`` (clear errors)."""
         if not isinstance(images, (list, tuple)):
@@ -89,4 +105,32 @@ class Captioner:
         ids = self.vocab.encode(clean_caption(caption))  # [<start>, ..., <end>]
         tokens = np.tile(np.asarray(ids, np.int32), (len(features), 1))  # (N, T+1)
         words = [self.vocab.id_to_word[i] for i in ids[1:]]
-        return words, self.decoder.token_log_probs(features, tokens)  # (N, T)
+        features = np.asarray(features, np.float32)
+        if self.blind:
+            features = np.zeros_like(features)
+        with self.decoder.blas_threads(len(features)):
+            return words, self.decoder.token_log_probs(features, tokens)  # (N, T)
+
+    def explain(self, image: Any, caption: str | None = None, grid: int = 7,
+                limits: ImageLimits = DEFAULT_LIMITS) -> Explanation:
+        """Occlusion map per word: grey out each of ``grid`` x ``grid`` patches in turn and measure how much
+        each word's log-probability drops. Without ``caption``, explains the bundle's default caption of the
+        photo (decoded from the same forward pass: the photo is encoded once, with its occluded copies)."""
+        if grid < 1:
+            raise ValueError(f"grid must be >= 1, got {grid}")
+        base = self.encoder.preprocess([load_image(image, limits)])[0]  # (S, S, 3), exactly as caption() prepares it
+        edges = np.linspace(0, base.shape[0], grid + 1).astype(int)
+        batch = [base]
+        for i in range(grid):
+            for j in range(grid):
+                occluded = base.copy()
+                occluded[edges[i]:edges[i + 1], edges[j]:edges[j + 1]] = 127
+                batch.append(occluded)
+        feats = self.encoder.encode_arrays(np.stack(batch))  # (1 + g*g, D); row 0 is the photo itself
+        if not caption:
+            caption = self.decode(feats[:1])[0][0].text
+        words, lp = self.word_log_probs(feats, caption)  # (1 + g*g, T + 1)
+        if len(words) < 2:
+            raise ValueError("nothing to explain: the caption has no words in the vocabulary")
+        drop = np.maximum(lp[:1] - lp[1:], 0.0)[:, :-1]  # (g*g, T): how much each patch mattered to each word
+        return Explanation(caption, words[:-1], np.exp(lp[0, :-1]), drop.T.reshape(len(words) - 1, grid, grid))

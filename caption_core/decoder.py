@@ -4,10 +4,12 @@
     tokens   (B, T) -> Embedding(mask_zero) -> Dropout -> LSTM(U, seq)     -> seq  (B, T, U)
     img[:, None] + seq -> Dense(units, relu) -> Dense(vocab)               -> logits (B, T, V)
 
-Two Keras models share the same layer objects (so the same weights):
-- ``training_model``: whole captions, teacher forcing, logits for every position;
-- ``step_model``: one token per call with the LSTM state carried, so decoding a caption costs one
-  small step per word instead of re-reading the whole prefix.
+Keras models that share the same layer objects (so the same weights):
+- ``training_model``: whole captions, teacher forcing, logits for every position (trained, saved);
+- ``project_model`` and ``step_model``: the image projection, and one token per call with the LSTM
+  state carried (the inference graph in Keras, kept as the reference the tests check against).
+``MergeDecoder`` decodes with a NumPy copy of that inference graph: one small step per word, the
+state carried, never re-reading the prefix.
 
 Padding is handled by the loss (``masked_loss`` with explicit sample weights), because Keras
 ``Add`` drops the Embedding mask.
@@ -15,42 +17,27 @@ Padding is handled by the loss (``masked_loss`` with explicit sample weights), b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import functools
 import warnings
 
 import numpy as np
 
+from .config import Config
+
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(Config):
     """Sizes of the merge decoder. Saved in every bundle's manifest."""
 
-    vocab_size: int  # number of ids, reserved tokens included
-    feature_dim: int  # D: size of the encoder's feature vector
+    vocab_size: int = 0  # number of ids, reserved tokens included (set from the vocabulary when training)
+    feature_dim: int = 0  # D: size of the encoder's feature vector (set from the encoder when training)
     embed_dim: int = 256  # word embedding size
     units: int = 256  # LSTM units == image projection size == merge size (U)
     feature_dropout: float = 0.5  # dropout on the image features before the projection
     embed_dropout: float = 0.5  # dropout on word embeddings before the LSTM
     max_length: int = 32  # most tokens in a caption, <start> and <end> included
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DecoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown DecoderConfig fields {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DecoderConfig":
-        return cls.from_dict(json.loads(text))
 
 
 def build_decoder(config: DecoderConfig):
@@ -135,7 +122,16 @@ def pad_captions(captions: list[list[int]], max_length: int) -> np.ndarray:
 
 
 class MergeDecoder:
-    """Holds the three models built by ``build_decoder`` plus a compiled step function."""
+    """The Keras models built by ``build_decoder`` (what is trained and saved) and a NumPy copy of the
+    inference path (what decodes).
+
+    Decoding calls ``step`` once per word. Through Keras each call paid a fixed overhead (a
+    ``tf.function`` call and numpy round trips) far above its arithmetic, so inference runs on the
+    exported weights in NumPy: an embedding lookup whose input projection is precomputed for every word,
+    one (B, U) x (U, 4U) matmul, the merge and the (B, U) x (U, V) head. The arithmetic is the Keras
+    graph's, in float32, in the same order; the Keras models stay the source of truth (``refresh``
+    re-exports after their weights change).
+    """
 
     def __init__(self, config: DecoderConfig, training_model=None):
         self.config = config
@@ -143,9 +139,21 @@ class MergeDecoder:
         self.training_model, self.project_model, self.step_model = built
         if training_model is not None:
             self.training_model.set_weights(training_model.get_weights())
-        self._step_fn = None
-        self._project_fn = None
-        self._score_fn = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """(Re)export the inference weights from the Keras layers; call after training changes them."""
+        m = self.training_model
+        f32 = lambda v: np.ascontiguousarray(np.asarray(v, np.float32))  # noqa: E731
+        lstm = m.get_layer("lstm").cell
+        self._emb = f32(m.get_layer("embedding").embeddings)  # (V, E)
+        kernel = f32(lstm.kernel)  # (E, 4U), gates i, f, c, o
+        self._word_gates = f32(self._emb @ kernel)  # (V, 4U): each word's input projection, computed once
+        self._recurrent = f32(lstm.recurrent_kernel)  # (U, 4U)
+        self._lstm_bias = f32(lstm.bias)  # (4U,)
+        self._proj_w, self._proj_b = (f32(w) for w in m.get_layer("feature_projection").get_weights())  # (D, U), (U,)
+        self._merge_w, self._merge_b = (f32(w) for w in m.get_layer("merge_dense").get_weights())  # (U, U), (U,)
+        self._head_w, self._head_b = (f32(w) for w in m.get_layer("logits").get_weights())  # (U, V), (V,)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str) -> None:
@@ -158,57 +166,76 @@ class MergeDecoder:
         trained = keras.saving.load_model(path, compile=False, safe_mode=True)
         return cls(config, training_model=trained)
 
-    # -- fast inference ---------------------------------------------------------------------
-    def _compile(self):
-        import tensorflow as tf
-
-        U, D = self.config.units, self.config.feature_dim
-        step_model, project_model, training_model = self.step_model, self.project_model, self.training_model
-
-        @tf.function(jit_compile=False, input_signature=[
-            tf.TensorSpec([None, U], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None, U], tf.float32), tf.TensorSpec([None, U], tf.float32)])
-        def step_fn(img, token, h, c):
-            with warnings.catch_warnings():  # see build_decoder: the one-token mask is dropped on purpose
-                warnings.filterwarnings("ignore", message=".*does not support masking.*")
-                out = step_model({"img": img, "token": token[:, None], "h": h, "c": c}, training=False)
-            return out["log_probs"], out["h"], out["c"]
-
-        @tf.function(jit_compile=False, input_signature=[tf.TensorSpec([None, D], tf.float32)])
-        def project_fn(features):
-            return project_model(features, training=False)
-
-        @tf.function(jit_compile=False, input_signature=[
-            tf.TensorSpec([None, D], tf.float32), tf.TensorSpec([None, None], tf.int32)])
-        def score_fn(features, tokens):
-            logits = training_model({"features": features, "tokens": tokens}, training=False)
-            return tf.nn.log_softmax(logits, axis=-1)
-
-        self._step_fn, self._project_fn, self._score_fn = step_fn, project_fn, score_fn
+    # -- inference (NumPy) --------------------------------------------------------------------
+    @staticmethod
+    def blas_threads(n_images: int):
+        """Context for decoding ``n_images`` at once: one BLAS thread below 100 images (500 beam rows).
+        A beam step is a few (B, 256) x (256, V) matmuls; OpenBLAS's threads cost more than they save there,
+        and while the other core is busy (another request, the encoder) waking them costs milliseconds per
+        matmul (benchmarks/RESULTS.md). Large batches keep every thread."""
+        return contextlib.nullcontext() if n_images >= 100 else _one_blas_thread()
 
     def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """features (N, D) -> decoding state (img (N, U), h (N, U), c (N, U))."""
-        if self._project_fn is None:
-            self._compile()
-        img = self._project_fn(np.asarray(features, dtype=np.float32)).numpy()  # (N, U)
+        x = np.asarray(features, dtype=np.float32)
+        img = np.maximum(x @ self._proj_w + self._proj_b, 0.0)  # (N, U)
         zeros = np.zeros_like(img)
         return img, zeros, zeros.copy()
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
-        """tokens (B,) int, state (img, h, c) -> log_probs (B, V), new state. Decoding's step."""
-        if self._step_fn is None:
-            self._compile()
+        """tokens (B,) int, state (img, h, c) -> log_probs (B, V) float32, new state. Decoding's step."""
         img, h, c = state
-        log_probs, h, c = self._step_fn(img, np.asarray(tokens, dtype=np.int32), h, c)
-        return log_probs.numpy(), (img, h.numpy(), c.numpy())
+        U = self.config.units
+        z = self._word_gates[tokens] + h @ self._recurrent  # (B, 4U)
+        z += self._lstm_bias
+        gates = _sigmoid(z)  # (B, 4U): i, f, (c: unused), o
+        c = gates[:, U:2 * U] * c + gates[:, :U] * np.tanh(z[:, 2 * U:3 * U])  # (B, U)
+        h = gates[:, 3 * U:] * np.tanh(c)  # (B, U)
+        merged = (img + h) @ self._merge_w  # (B, U)
+        merged += self._merge_b
+        np.maximum(merged, 0.0, out=merged)
+        logits = merged @ self._head_w  # (B, V)
+        logits += self._head_b
+        logits -= logits.max(axis=1, keepdims=True)
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
+        return logits, (img, h, c)
 
     def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         """Teacher-forced log-probability of each next token.
 
         features (N, D), token_ids (N, T) starting with <start> -> (N, T-1): log p(token[t+1] | ...).
         """
-        if self._score_fn is None:
-            self._compile()
-        inputs, targets = teacher_forcing_pairs(np.asarray(token_ids, dtype=np.int32))
-        log_probs = self._score_fn(np.asarray(features, dtype=np.float32), inputs).numpy()  # (N, T-1, V)
-        return np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # (N, T-1)
+        inputs, targets = teacher_forcing_pairs(np.asarray(token_ids, dtype=np.int64))
+        state = self.initial_state(features)
+        rows = np.arange(len(inputs))
+        out = np.empty(targets.shape, np.float32)  # (N, T-1)
+        for t in range(inputs.shape[1]):
+            log_probs, state = self.step(inputs[:, t], state)  # (N, V)
+            out[:, t] = log_probs[rows, targets[:, t]]
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_libraries() -> tuple:
+    """The BLAS libraries loaded in this process (threadpoolctl's controllers), found once."""
+    from threadpoolctl import ThreadpoolController
+
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    libs = _blas_libraries()
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function (what Keras' LSTM uses for its gates), without overflow warnings."""
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)

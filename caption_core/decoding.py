@@ -2,65 +2,101 @@
 
 ``tokens`` is (B,) int, ``log_probs`` (B, V) float, and ``state`` a tuple of arrays whose first
 axis is B (the decoder's image projection and LSTM h, c). Every strategy is batched: all images,
-and all beams or samples of each image, go through one ``step`` call per token. Each returns, for
-each image, its n best ``Hypothesis`` (generated ids and log-probability), best first.
+and all beams or samples of each image, go through one ``step`` call per token, and rows that
+finished leave the batch. Each returns, for each image, its n best ``Hypothesis`` (generated ids and
+log-probability), best first.
+
+Each strategy is registered with the options it reads (``Option``: name, type, default, range, help).
+The app's controls and their visibility, its API, and every command line's flags are made from this
+registry, so a new strategy is one decorated function here::
+
+    @register_strategy("mine", MAX_LENGTH, Option("spice", float, 0.5, "how much", 0.0, 1.0), help="...")
+    def mine(step, state, n_images, opts):  # opts.spice, opts.max_length, ...
+        ...
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .config import Config
 from .text import END_ID, PAD_ID, START_ID, UNK_ID
 
 StepFn = Callable[[np.ndarray, tuple], tuple[np.ndarray, tuple]]
 NEG_INF = -np.inf
 
 
+# -- options ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-    """Options shared by every strategy; each strategy reads the ones that apply to it."""
+class Option:
+    """One option a strategy reads. The range is checked, and is the app's slider range."""
 
-    max_length: int = 30  # most words generated per caption (<end> included)
-    num_return: int = 1  # captions returned per image (beam: <= beam_width; greedy: always 1)
-    beam_width: int = 3  # beams kept per image (beam)
-    length_penalty: float = 0.0  # beam/sample ranking: score = log_prob / ((5 + len) / 6) ** alpha
-    temperature: float = 1.0  # sample: divide logits by this (> 0)
-    top_k: int = 0  # sample: keep the k most likely words (0 = all)
-    top_p: float = 1.0  # sample: keep the smallest set of words with this total probability
-    seed: int | None = None  # sample: random seed (None = fresh randomness)
-    no_repeat_ngram_size: int = 0  # forbid any n-gram of this size twice in a caption (0 = off)
-    min_length: int = 1  # <end> is forbidden before this many words
-    ban_unknown: bool = True  # never emit <unk>
+    name: str  # python identifier; the CLI flag is --name-with-dashes
+    type: type  # int, float or bool
+    default: Any  # value when not given
+    help: str  # one line for people: the app's label info and the CLI's help
+    min: float | None = None  # smallest accepted value
+    max: float | None = None  # largest accepted value
+    step: float | None = None  # the app's slider step
+    nullable: bool = False  # None accepted (and an empty or below-min value means None)
+    label: str = ""  # the app's control label (default: the name in words)
 
-    def __post_init__(self):
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
-        if self.num_return < 1:
-            raise ValueError(f"num_return must be >= 1, got {self.num_return}")
-        if self.beam_width < 1:
-            raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature} (use greedy for temperature 0)")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.no_repeat_ngram_size < 0:
-            raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def check(self, value: Any) -> Any:
+        """Coerce ``value`` to the option's type and check its range; loud errors."""
+        if self.nullable and (value is None or value == "" or (self.min is not None and _number(value) is not None
+                                                                and _number(value) < self.min)):
+            return None
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(value)
+                    value = value.lower() in ("true", "1", "yes")
+                value = bool(value)
+            elif self.type is int:
+                if float(value) != int(float(value)):
+                    raise ValueError(value)
+                value = int(float(value))
+            else:
+                value = self.type(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"option {self.name} must be {self.type.__name__}, got {value!r}") from None
+        if self.type in (int, float):
+            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+                raise ValueError(f"option {self.name} must be in [{self.min}, {self.max}], got {value}")
+        return value
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "DecodeOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown decoding options {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# Options more than one strategy reads (one definition each, so every strategy reads them alike).
+MAX_LENGTH = Option("max_length", int, 30, "most words generated per caption (<end> included)", 1, 60, 1,
+                    label="Maximum length (words)")
+MIN_LENGTH = Option("min_length", int, 1, "<end> is forbidden before this many words", 0, 20, 1,
+                    label="Minimum length (words)")
+NO_REPEAT = Option("no_repeat_ngram_size", int, 0, "forbid any n-gram of this size twice in a caption (0 = off)",
+                   0, 4, 1, label="No-repeat n-gram size (0 = off)")
+BAN_UNKNOWN = Option("ban_unknown", bool, True, "never write <unk> (words outside the vocabulary)",
+                     label="Never write <unk>")
+COMMON = (MAX_LENGTH, MIN_LENGTH, NO_REPEAT, BAN_UNKNOWN)
+NUM_RETURN = Option("num_return", int, 1, "captions returned per image (the n best)", 1, 10, 1,
+                    label="Captions returned (n-best)")
+BEAM_WIDTH = Option("beam_width", int, 3, "beams kept per image", 1, 10, 1, label="Beam width")
+LENGTH_PENALTY = Option("length_penalty", float, 0.0,
+                        "ranking: score = log_prob / ((5 + length) / 6) ** alpha (0 = plain log-probability)",
+                        0.0, 2.0, 0.1, label="Length penalty (alpha)")
 
 
 @dataclasses.dataclass
@@ -70,7 +106,118 @@ class Hypothesis:
     score: float  # what the ranking used (log_prob, length-normalised where asked)
 
 
-def length_normaliser(length: int, alpha: float) -> float:
+# -- the registry ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """A registered strategy: its function, the options it reads, and their options class."""
+
+    name: str  # registry key
+    run: Callable[..., list[list[Hypothesis]]]  # (step, state, n_images, opts) -> n best per image
+    options: tuple[Option, ...]  # what it reads, in the order the app shows them
+    help: str  # one line for people
+    options_class: type  # frozen dataclass of its options (Config: JSON round trip)
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # its own defaults for shared options
+
+    def make_options(self, values: Mapping[str, Any] | None = None, **overrides):
+        """Checked options of this strategy from ``values`` and ``overrides``. Keys that belong to another
+        strategy are ignored (one set of controls serves every strategy); unknown keys raise."""
+        merged = {**(values or {}), **overrides}
+        unknown = set(merged) - set(ALL_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown decoding options {sorted(unknown)}; valid for {self.name!r}: "
+                             f"{[o.name for o in self.options]}")
+        mine = {o.name for o in self.options}
+        return self.options_class(**{k: v for k, v in merged.items() if k in mine})
+
+    def __call__(self, step: StepFn, state: tuple, n_images: int, opts=None) -> list[list[Hypothesis]]:
+        if opts is None or isinstance(opts, Mapping):
+            opts = self.make_options(opts)
+        return self.run(step, state, n_images, opts)
+
+
+STRATEGIES: dict[str, Strategy] = {}
+ALL_OPTIONS: dict[str, Option] = {}  # every option of every strategy, by name, in registration order
+
+
+def register_strategy(name: str, *options: Option, help: str, defaults: Mapping[str, Any] | None = None):
+    """Decorator: register ``fn(step, state, n_images, opts)`` under ``name`` with the options it reads.
+    ``defaults``: this strategy's own defaults for shared options (e.g. more captions returned)."""
+    defaults = dict(defaults or {})
+
+    def wrap(fn):
+        if name in STRATEGIES:
+            raise ValueError(f"decoding strategy {name!r} is registered twice")
+        if set(defaults) - {o.name for o in options}:
+            raise ValueError(f"defaults {sorted(set(defaults) - {o.name for o in options})} of {name!r} are not its options")
+        for o in options:
+            if ALL_OPTIONS.setdefault(o.name, o) != o:
+                raise ValueError(f"option {o.name!r} of {name!r} differs from the one registered before: "
+                                 "share one Option definition")
+
+        def post_init(self):
+            for o in options:
+                object.__setattr__(self, o.name, o.check(getattr(self, o.name)))
+        cls = dataclasses.make_dataclass(
+            "".join(p.capitalize() for p in name.split("_")) + "Options",
+            [(o.name, o.type if not o.nullable else o.type | None,
+              dataclasses.field(default=o.check(defaults[o.name]) if o.name in defaults else o.default))
+             for o in options],
+            bases=(Config,), frozen=True, namespace={"__post_init__": post_init, "__module__": __name__})
+        STRATEGIES[name] = Strategy(name, fn, tuple(options), help, cls, defaults)
+        return fn
+
+    return wrap
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown decoding strategy {name!r}; valid: {sorted(STRATEGIES)}") from None
+
+
+def decode(step: StepFn, state: tuple, n_images: int, strategy: str = "greedy",
+           options: Mapping[str, Any] | None = None, **overrides) -> list[list[Hypothesis]]:
+    """Run a strategy by name; ``options`` (a dict, or that strategy's options) and ``overrides`` set
+    its options (keys of other strategies are ignored)."""
+    s = get_strategy(strategy)
+    if isinstance(options, Config):
+        options = options.to_dict()
+    return s.run(step, state, n_images, s.make_options(options, **overrides))
+
+
+def add_decoding_arguments(parser, strategy_default: str | None = None, exclude: Sequence[str] = ()) -> None:
+    """``--strategy`` and one flag per registered option (``--beam-width``, ``--top-p``, ...), with its
+    help, range, default and the strategies that read it. Unset flags stay None: the bundle's default.
+    ``exclude``: options the command sets otherwise; options whose flag the parser already has (training's
+    ``--seed``, ``--max-length``) are left out too, so call this after the command's own flags."""
+    g = parser.add_argument_group("decoding", "strategies: " + "; ".join(f"{n}: {s.help}" for n, s in STRATEGIES.items()))
+    g.add_argument("--strategy", choices=list(STRATEGIES), default=strategy_default,
+                   help="decoding strategy (default: %s)" % (strategy_default or "the bundle's"))
+    taken = set(getattr(parser, "_option_string_actions", {}))
+    for name, o in ALL_OPTIONS.items():
+        if name in exclude or "--" + name.replace("_", "-") in taken:
+            continue
+        users = ", ".join(n for n, s in STRATEGIES.items() if o in s.options)
+        bounds = f"; {o.min:g}..{o.max:g}" if o.min is not None and o.max is not None else ""
+        kind = _bool_arg if o.type is bool else o.type
+        g.add_argument("--" + name.replace("_", "-"), dest=f"decoding_{name}", type=kind, default=None,
+                       metavar=o.type.__name__.upper(), help=f"{o.help} [{users}{bounds}; default {o.default}]")
+
+
+def decoding_arguments(args) -> tuple[str | None, dict]:
+    """-> (--strategy or None, the options given on the command line) from ``add_decoding_arguments``."""
+    given = {name: getattr(args, f"decoding_{name}") for name in ALL_OPTIONS
+             if getattr(args, f"decoding_{name}", None) is not None}
+    return getattr(args, "strategy", None), given
+
+
+def _bool_arg(text: str) -> bool:
+    return BAN_UNKNOWN.check(text)  # any bool option: the same parsing
+
+
+# -- shared pieces ------------------------------------------------------------------------------
+def length_normaliser(length: int | np.ndarray, alpha: float):
     """GNMT length penalty: ((5 + length) / 6) ** alpha; 1 when alpha == 0."""
     return ((5.0 + length) / 6.0) ** alpha if alpha else 1.0
 
@@ -79,72 +226,92 @@ def _take(state: tuple, index: np.ndarray) -> tuple:
     return tuple(s[index] for s in state)
 
 
-def _banned_by_ngrams(seq: Sequence[int], n: int) -> list[int]:
-    """Ids that would repeat an n-gram already in ``seq``."""
-    if n <= 0 or len(seq) < n - 1:
-        return []
-    if n == 1:
-        return list(seq)
-    prefix = tuple(seq[len(seq) - n + 1:])
-    return [seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix]
-
-
-def _constrain(log_probs: np.ndarray, seqs: Sequence[Sequence[int]], opts: DecodeOptions) -> np.ndarray:
-    """Set forbidden ids to -inf, in place. log_probs (B, V); seqs: the B generated prefixes."""
+def _constrain(log_probs: np.ndarray, seqs: np.ndarray, t: int, opts) -> np.ndarray:
+    """Set forbidden ids to -inf, in place. log_probs (B, V); seqs (B, >= t): the B prefixes, all of length t."""
     log_probs[:, PAD_ID] = NEG_INF
     log_probs[:, START_ID] = NEG_INF
     if opts.ban_unknown:
         log_probs[:, UNK_ID] = NEG_INF
-    for row, seq in enumerate(seqs):
-        if len(seq) < opts.min_length:
-            log_probs[row, END_ID] = NEG_INF
-        if opts.no_repeat_ngram_size:
-            banned = _banned_by_ngrams(seq, opts.no_repeat_ngram_size)
-            if banned:
-                log_probs[row, banned] = NEG_INF
-    # a row with nothing left may only end
-    dead = ~np.isfinite(log_probs).any(axis=1)
+    if t < opts.min_length:
+        log_probs[:, END_ID] = NEG_INF
+    n = opts.no_repeat_ngram_size
+    if n and t >= n - 1:
+        if n == 1:
+            rows, cols = np.repeat(np.arange(len(seqs)), t), seqs[:, :t].ravel()
+        else:
+            # every earlier window of n-1 words equal to the last n-1 words bans the word that followed it
+            windows = np.lib.stride_tricks.sliding_window_view(seqs[:, :t], n - 1, axis=1)[:, : t - n + 1]  # (B, t-n+1, n-1)
+            match = (windows == seqs[:, None, t - n + 1:t]).all(axis=2)  # (B, t-n+1)
+            rows, at = np.nonzero(match)
+            cols = seqs[rows, at + n - 1]
+        log_probs[rows, cols] = NEG_INF
+    dead = log_probs.max(axis=1) == NEG_INF  # a row with nothing left may only end
     if dead.any():
         log_probs[dead, END_ID] = 0.0
     return log_probs
 
 
-def _run_rows(step: StepFn, state: tuple, n_rows: int, opts: DecodeOptions, choose) -> list[Hypothesis]:
+def _run_rows(step: StepFn, state: tuple, n_rows: int, opts, choose) -> list[Hypothesis]:
     """Shared loop of greedy and sampling: each row extends one sequence until <end>.
 
     ``choose(log_probs (B, V)) -> ids (B,)`` picks the next id of every active row.
     Finished rows leave the batch, so the step runs on active rows only.
     """
-    seqs: list[list[int]] = [[] for _ in range(n_rows)]
+    T = opts.max_length
+    seqs = np.zeros((n_rows, T), np.int64)  # (N, T) generated ids
+    lengths = np.zeros(n_rows, np.int64)
     total = np.zeros(n_rows, dtype=np.float64)
     active = np.arange(n_rows)
     tokens = np.full(n_rows, START_ID, dtype=np.int32)
-    for _ in range(opts.max_length):
+    for t in range(T):
         log_probs, state = step(tokens, state)  # (B, V)
-        log_probs = _constrain(np.array(log_probs, dtype=np.float64), [seqs[r] for r in active], opts)
+        log_probs = _constrain(np.array(log_probs, dtype=np.float64), seqs[active], t, opts)
         chosen = choose(log_probs)  # (B,)
         total[active] += log_probs[np.arange(len(active)), chosen]
-        for row, tok in zip(active, chosen):
-            seqs[row].append(int(tok))
+        seqs[active, t] = chosen
+        lengths[active] = t + 1
         keep = chosen != END_ID
         if not keep.any():
             break
         if not keep.all():
             state = _take(state, np.flatnonzero(keep))
         active, tokens = active[keep], chosen[keep].astype(np.int32)
-    return [Hypothesis(seqs[r], float(total[r]), float(total[r]) / length_normaliser(len(seqs[r]), opts.length_penalty))
+    return [Hypothesis(seqs[r, :lengths[r]].tolist(), float(total[r]),
+                       float(total[r]) / length_normaliser(int(lengths[r]), opts.length_penalty))
             for r in range(n_rows)]
 
 
-def greedy(step: StepFn, state: tuple, n_images: int, opts: DecodeOptions) -> list[list[Hypothesis]]:
-    """Most likely word at every step. One caption per image."""
-    hyps = _run_rows(step, state, n_images, opts, lambda lp: lp.argmax(axis=1))
-    return [[h] for h in hyps]
+# -- the strategies -------------------------------------------------------------------------------
+@register_strategy("greedy", *COMMON, help="the most likely word at every step: one caption, fastest")
+def greedy(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
+    opts = _with(opts, length_penalty=0.0)
+    return [[h] for h in _run_rows(step, state, n_images, opts, lambda lp: lp.argmax(axis=1))]
 
 
-def sample(step: StepFn, state: tuple, n_images: int, opts: DecodeOptions) -> list[list[Hypothesis]]:
-    """Random sampling with temperature, top-k and top-p (nucleus); ``num_return`` samples per
-    image, ranked by (length-normalised) log-probability. Reproducible with ``seed``."""
+@register_strategy("beam", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN,
+                   help="keep the beam_width best partial captions at every step: usually the best captions")
+def beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
+    """Beam search, ``beam_width`` beams per image, all images batched.
+
+    Finished hypotheses are ranked by log_prob / ((5 + len) / 6) ** length_penalty. An image stops
+    once it has ``beam_width`` finished hypotheses that no live beam can still beat.
+    """
+    return _grouped_beam_search(step, state, n_images, opts, groups=1, width=opts.beam_width, diversity=0.0)
+
+
+@register_strategy(
+    "sample", *COMMON,
+    Option("temperature", float, 1.0, "divide the logits by this: < 1 safer, > 1 more adventurous", 0.01, 5.0, 0.05,
+           label="Temperature"),
+    Option("top_k", int, 0, "sample among the k most likely words only (0 = all)", 0, 1000, 1, label="Top-k (0 = off)"),
+    Option("top_p", float, 1.0, "sample among the smallest set of words with this total probability (nucleus)",
+           0.01, 1.0, 0.05, label="Top-p"),
+    Option("seed", int, None, "random seed for reproducible samples (empty or -1 = fresh randomness)", 0, 2**31 - 1,
+           nullable=True, label="Random seed (-1 = random)"),
+    NUM_RETURN, LENGTH_PENALTY,
+    help="random words drawn from the model (temperature, top-k, top-p); n samples ranked by score")
+def sample(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
+    """``num_return`` samples per image, ranked by (length-normalised) log-probability."""
     rng = np.random.default_rng(opts.seed)
     k = opts.num_return
     state = _take(state, np.repeat(np.arange(n_images), k))
@@ -160,17 +327,14 @@ def sample(step: StepFn, state: tuple, n_images: int, opts: DecodeOptions) -> li
             order = np.argsort(-probs, axis=1)  # (B, V)
             sorted_p = np.take_along_axis(probs, order, axis=1)
             before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of the better words
-            drop = before >= opts.top_p  # the first word is always kept
-            sorted_p[drop] = 0.0
+            sorted_p[before >= opts.top_p] = 0.0  # the first word is always kept
             probs = np.zeros_like(probs)
             np.put_along_axis(probs, order, sorted_p, axis=1)
             probs /= probs.sum(axis=1, keepdims=True)
         cum = np.cumsum(probs, axis=1)
         u = rng.random((len(probs), 1)) * cum[:, -1:]
-        picked = (cum < u).sum(axis=1)
-        # never pick a zero-probability id through rounding at the top end
-        picked = np.minimum(picked, probs.shape[1] - 1)
-        bad = probs[np.arange(len(picked)), picked] <= 0
+        picked = np.minimum((cum < u).sum(axis=1), probs.shape[1] - 1)
+        bad = probs[np.arange(len(picked)), picked] <= 0  # never a zero-probability id through rounding
         if bad.any():
             picked[bad] = probs[bad].argmax(axis=1)
         return picked
@@ -179,95 +343,101 @@ def sample(step: StepFn, state: tuple, n_images: int, opts: DecodeOptions) -> li
     return [sorted(hyps[i * k:(i + 1) * k], key=lambda h: -h.score) for i in range(n_images)]
 
 
-def beam_search(step: StepFn, state: tuple, n_images: int, opts: DecodeOptions) -> list[list[Hypothesis]]:
-    """Beam search, ``beam_width`` beams per image, all images batched.
+def _with(opts, **values):
+    """A plain namespace of ``opts`` plus ``values`` (for shared loops reading options a strategy lacks)."""
+    return _Namespace({**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}, **values})
 
-    Finished hypotheses are ranked by log_prob / ((5 + len) / 6) ** length_penalty. An image stops
-    once it has ``beam_width`` finished hypotheses that no live beam can still beat.
+
+class _Namespace(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups: int, width: int,
+                         diversity: float) -> list[list[Hypothesis]]:
+    """Beam search in ``groups`` groups of ``width`` beams per image (one group: plain beam search).
+
+    Groups take their step in turn; each word that earlier groups chose at this step for the same image
+    costs a later group ``diversity`` per choice (Hamming diversity, Vijayakumar et al. 2016). Each group
+    keeps the ``width`` best candidates by that penalised score; hypotheses record their true
+    log-probability and are ranked by it (length-normalised).
     """
-    W, alpha = opts.beam_width, opts.length_penalty
-    n_ret = min(opts.num_return, W)
-    state = _take(state, np.repeat(np.arange(n_images), W))  # rows: image-major, W beams each
-    beam_lp = np.full((n_images, W), NEG_INF)
-    beam_lp[:, 0] = 0.0  # all beams start equal: keep one so the first step does not repeat
-    seqs: list[list[list[int]]] = [[[] for _ in range(W)] for _ in range(n_images)]
+    G, W, alpha, T = groups, width, opts.length_penalty, opts.max_length
+    n_ret = min(opts.num_return, G * W)
+    images = np.arange(n_images)  # the images still searching (compacted as images finish)
+    state = _take(state, np.repeat(images, G * W))  # rows: image-major, then group, then beam
+    beam_lp = np.full((n_images, G, W), NEG_INF)  # true log-probabilities of the live beams
+    beam_lp[:, :, 0] = 0.0  # all beams start equal: keep one so the first step does not repeat
+    beam_sel = beam_lp.copy()  # the (penalised) scores the groups select by
+    seqs = np.zeros((n_images, G, W, T), np.int64)  # (N, G, W, T)
     finished: list[list[Hypothesis]] = [[] for _ in range(n_images)]
-    done = np.zeros(n_images, dtype=bool)
-    tokens = np.full(n_images * W, START_ID, dtype=np.int32)
+    fin_scores: dict[tuple[int, int], list[float]] = {}  # (image, group) -> scores of its finished hypotheses
+    group_done = np.zeros((n_images, G), dtype=bool)
+    tokens = np.full(n_images * G * W, START_ID, dtype=np.int32)
+    row_base = (np.arange(n_images)[:, None, None] * G + np.arange(G)[None, :, None]) * W  # (N, G, 1)
+    stay = np.broadcast_to(np.arange(W), (n_images, G, W))  # beams that keep their row
 
-    for t in range(opts.max_length):
-        log_probs, state = step(tokens, state)  # (N*W, V)
-        flat_seqs = [s for beams in seqs for s in beams]
-        log_probs = _constrain(np.array(log_probs, dtype=np.float64), flat_seqs, opts)
+    for t in range(T):
+        log_probs, state = step(tokens, state)  # (n*G*W, V)
+        n = len(images)
+        log_probs = _constrain(np.array(log_probs, dtype=np.float64), seqs.reshape(n * G * W, T), t, opts)
         V = log_probs.shape[1]
-        cand = (beam_lp[:, :, None] + log_probs.reshape(n_images, W, V)).reshape(n_images, W * V)  # (N, W*V)
-        k = min(2 * W, W * V)
-        top = np.argpartition(-cand, k - 1, axis=1)[:, :k]  # (N, 2W)
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(cand, top, axis=1), axis=1), axis=1)
-
-        origin = np.tile(np.arange(W), (n_images, 1))  # default: beams stay (rows of done images)
-        new_tokens = np.full((n_images, W), END_ID, dtype=np.int32)
-        new_lp = np.full((n_images, W), NEG_INF)
-        new_seqs = seqs
-        last = t == opts.max_length - 1
-        for n in range(n_images):
-            if done[n]:
-                continue
-            kept = []
-            for j in top[n]:
-                score = cand[n, j]
-                if not np.isfinite(score):
-                    break
-                w, v = divmod(int(j), V)
-                seq = seqs[n][w] + [v]
-                if v == END_ID or last:
-                    finished[n].append(Hypothesis(seq, float(score), float(score) / length_normaliser(len(seq), alpha)))
-                else:
-                    kept.append((w, v, seq, score))
-                if len(kept) == W:
-                    break
-            for b, (w, v, seq, score) in enumerate(kept):
-                origin[n, b], new_tokens[n, b], new_lp[n, b] = w, v, score
-                new_seqs[n][b] = seq
-            for b in range(len(kept), W):
-                new_seqs[n][b] = []
-            # stop when no live beam can beat the W best finished ones
-            if len(finished[n]) >= W:
-                best = sorted((h.score for h in finished[n]), reverse=True)[:W]
-                alive = new_lp[n][np.isfinite(new_lp[n])]
-                bound = (alive.max() / length_normaliser(opts.max_length, alpha) if alpha > 0 else alive.max()) if alive.size else NEG_INF
-                if bound <= best[-1]:
-                    done[n] = True
-            if not kept:
-                done[n] = True
-        seqs, beam_lp = new_seqs, new_lp
-        if done.all():
+        log_probs = log_probs.reshape(n, G, W, V)
+        last = t == T - 1
+        at = np.arange(n)[:, None]  # (n, 1): row index for fancy indexing
+        origin = stay[:n].copy()  # (n, G, W): default, beams stay (rows of done groups)
+        new_tokens = np.full((n, G, W), END_ID, dtype=np.int32)
+        new_lp = np.full((n, G, W), NEG_INF)
+        new_sel = np.full((n, G, W), NEG_INF)
+        chosen_count = np.zeros((n, V)) if G > 1 else None  # words earlier groups chose at this step
+        for g in range(G):
+            lp = log_probs[:, g]  # (n, W, V)
+            sel = lp - diversity * chosen_count[:, None, :] if g and diversity else lp
+            cand = (beam_sel[:, g, :, None] + sel).reshape(n, W * V)  # (n, W*V)
+            k = min(2 * W, W * V)
+            top = np.argpartition(-cand, k - 1, axis=1)[:, :k]  # (n, 2W)
+            top = top[at, np.argsort(-cand[at, top], axis=1)]  # best first
+            score = cand[at, top]  # (n, 2W)
+            w, v = np.divmod(top, V)
+            true = beam_lp[:, g][at, w] + lp[at, w, v]  # (n, 2W)
+            ok = np.isfinite(score) & ~group_done[:, g][:, None]
+            ends = (v == END_ID) | last
+            rank = np.cumsum(ok & ~ends, axis=1)  # continuing candidates up to and including this one
+            kept = ok & ~ends & (rank <= W)
+            fin = ok & ends & (rank < W)  # <end> candidates ahead of the W-th continuing one
+            rows, cols = np.nonzero(kept)
+            slot = rank[rows, cols] - 1
+            origin[rows, g, slot] = w[rows, cols]
+            new_tokens[rows, g, slot] = v[rows, cols]
+            new_lp[rows, g, slot] = true[rows, cols]
+            new_sel[rows, g, slot] = score[rows, cols]
+            if chosen_count is not None:
+                np.add.at(chosen_count, (rows, v[rows, cols]), 1.0)
+            for i, j in zip(*np.nonzero(fin)):
+                seq = seqs[i, g, w[i, j], :t].tolist() + [int(v[i, j])]
+                h = Hypothesis(seq, float(true[i, j]), float(true[i, j]) / length_normaliser(t + 1, alpha))
+                finished[images[i]].append(h)
+                fin_scores.setdefault((int(images[i]), g), []).append(h.score)
+            # a group stops when no live beam can beat its W best finished hypotheses
+            best_alive = new_lp[:, g].max(axis=1)  # (n,)
+            for i in np.flatnonzero(~group_done[:, g]):
+                scores = fin_scores.get((int(images[i]), g), ())
+                if best_alive[i] == NEG_INF:
+                    group_done[i, g] = True
+                elif len(scores) >= W:
+                    bound = best_alive[i] / length_normaliser(T, alpha) if alpha > 0 else best_alive[i]
+                    if bound <= sorted(scores, reverse=True)[W - 1]:
+                        group_done[i, g] = True
+        seqs = seqs[at[:, :, None], np.arange(G)[None, :, None], origin]  # (n, G, W, T): each beam's prefix
+        seqs[..., t] = new_tokens
+        beam_lp, beam_sel = new_lp, new_sel
+        live = ~group_done.all(axis=1)  # (n,)
+        if not live.any() or last:
             break
-        rows = (np.arange(n_images)[:, None] * W + origin).ravel()  # (N*W,)
-        state = _take(state, rows)
+        rows = row_base[:n] + origin  # (n, G, W): the state row each new beam continues
+        if not live.all():
+            images, rows, seqs = images[live], rows[live], seqs[live]
+            beam_lp, beam_sel, group_done, new_tokens = beam_lp[live], beam_sel[live], group_done[live], new_tokens[live]
+        state = _take(state, rows.ravel())
         tokens = new_tokens.ravel()
 
     return [sorted(f, key=lambda h: -h.score)[:n_ret] for f in finished]
-
-
-STRATEGIES: dict[str, Callable[..., list[list[Hypothesis]]]] = {
-    "greedy": greedy,
-    "beam": beam_search,
-    "sample": sample,
-}
-
-
-def get_strategy(name: str):
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown decoding strategy {name!r}; valid: {sorted(STRATEGIES)}") from None
-
-
-def decode(step: StepFn, state: tuple, n_images: int, strategy: str = "greedy",
-           options: DecodeOptions | None = None, **overrides) -> list[list[Hypothesis]]:
-    """Run a strategy by name. ``overrides`` replace fields of ``options``."""
-    opts = options or DecodeOptions()
-    if overrides:
-        opts = dataclasses.replace(opts, **overrides)
-    return get_strategy(strategy)(step, state, n_images, opts)

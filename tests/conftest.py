@@ -36,3 +36,41 @@ def tiny_parts():
 @pytest.fixture()
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory, tiny_parts):
+    """The app on one tiny bundle ('tiny'), no dataset, served on a free local port: its URL."""
+    os.environ["CAPTION_APP_NO_DEMO"] = "1"
+    import app
+    from caption_core.bundle import save_bundle
+    from helpers import free_port
+
+    root = tmp_path_factory.mktemp("served")
+    enc, dec, vocab = tiny_parts
+    save_bundle(str(root / "weights" / "tiny"), encoder=enc, decoder=dec, vocab=vocab)
+    demo = app.build_demo(app.AppConfig(weights_dir=str(root / "weights"), data_dir=None, concurrency=2, queue_size=40))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_setup(tmp_path_factory, tiny_parts):
+    """The page on two tiny bundles and a small Flickr-layout folder: (demo, data folder, root)."""
+    os.environ["CAPTION_APP_NO_DEMO"] = "1"
+    import app
+    from caption_core.bundle import save_bundle
+    from helpers import make_flickr
+
+    root = tmp_path_factory.mktemp("app")
+    data = make_flickr(root / "flickr", per_split=(6, 3, 4), bad=False)
+    enc, dec, vocab = tiny_parts
+    for name in ("tiny-a", "tiny-b"):
+        save_bundle(str(root / "weights" / name), encoder=enc, decoder=dec, vocab=vocab,
+                    metrics={"flickr/test": {"beam": {"BLEU-4": 0.1, "CIDEr": 0.2}}}, card=f"# {name}\n")
+    cfg = app.AppConfig(weights_dir=str(root / "weights"), data_dir=data, n_examples=3, cache_dir=str(root / "cache"))
+    demo = app.build_demo(cfg)
+    demo.handlers.refs.ready.wait(30)
+    return demo, data, root

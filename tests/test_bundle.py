@@ -30,7 +30,7 @@ def test_save_load_gives_identical_captions(bundle, tiny_parts):
     assert [[c.text for c in r.captions] for r in before] == [[c.text for c in r.captions] for r in after]
     np.testing.assert_allclose([c.score for r in before for c in r.captions],
                                [c.score for r in after for c in r.captions], atol=1e-4)
-    assert loaded.default_strategy == "beam" and loaded.default_options.beam_width == 2
+    assert loaded.default_strategy == "beam" and loaded.default_options["beam_width"] == 2
     assert all(r.encode_ms > 0 and r.decode_ms > 0 for r in after)
 
 

@@ -72,6 +72,7 @@ def test_tiny_decoder_learns_and_loss_falls():
     assert losses[-1] < 0.2 * losses[0]
     from caption_core.decoding import decode
 
+    dec.refresh()  # NumPy inference reads weights exported from the Keras layers: re-export after training
     out = decode(dec.step, dec.initial_state(feats[:4]), 4, "greedy")
     expect = [[4, 5, END_ID] if k == 0 else [7, 8, 9, END_ID] for k in kind[:4]]
     assert [o[0].tokens for o in out] == expect

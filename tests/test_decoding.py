@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from caption_core.decoding import STRATEGIES, DecodeOptions, decode, get_strategy
+from caption_core.decoding import ALL_OPTIONS, STRATEGIES, decode, get_strategy
 from caption_core.text import END_ID, START_ID
 
 V = 9  # 0..3 reserved, words 4..8
@@ -106,8 +106,8 @@ def test_sampling_is_reproducible_with_a_seed_and_returns_n_best():
 
 
 def test_low_temperature_sampling_is_greedy():
-    step = markov(TRAP)
-    out = decode(step, state_for(50), 50, "sample", seed=0, temperature=0.001)
+    step = markov({START_ID: {A: 0.6, B: 0.4}, A: {C: 0.5, D: 0.25, END_ID: 0.25}, B: {END_ID: 1.0}})
+    out = decode(step, state_for(50), 50, "sample", seed=0, temperature=0.01)  # p(C) / p(D) = 2 ** 100
     assert all(o[0].tokens == [A, C, END_ID] for o in out)
 
 
@@ -129,13 +129,64 @@ def test_max_length_and_min_length():
 
 
 def test_registry_and_option_errors():
-    assert set(STRATEGIES) == {"greedy", "beam", "sample"}
-    with pytest.raises(ValueError, match="valid: \\['beam', 'greedy', 'sample'\\]"):
+    assert {"greedy", "beam", "sample"} <= set(STRATEGIES)
+    with pytest.raises(ValueError, match="valid: \\['beam', "):
         get_strategy("nucleus")
+    sample = get_strategy("sample")
     with pytest.raises(ValueError, match="temperature"):
-        DecodeOptions(temperature=0)
+        sample.make_options(temperature=0)
     with pytest.raises(ValueError, match="top_p"):
-        DecodeOptions(top_p=0)
-    with pytest.raises(ValueError, match="unknown decoding options"):
-        DecodeOptions.from_dict({"beams": 3})
-    assert DecodeOptions.from_dict(DecodeOptions(beam_width=5).to_dict()) == DecodeOptions(beam_width=5)
+        sample.make_options(top_p=0)
+    with pytest.raises(ValueError, match="top_k must be int"):
+        sample.make_options(top_k="many")
+    with pytest.raises(ValueError, match="unknown decoding options \\['beams'\\]"):
+        get_strategy("beam").make_options({"beams": 3})
+    beam = get_strategy("beam")
+    opts = beam.make_options(beam_width="5", temperature=0.3)  # strings coerced; another strategy's option ignored
+    assert opts.beam_width == 5 and not hasattr(opts, "temperature")
+    assert type(opts).from_dict(opts.to_dict()) == opts and type(opts).from_json(opts.to_json()) == opts
+    assert sample.make_options(seed=-1).seed is None and sample.make_options(seed="").seed is None
+    assert sample.make_options(seed=7).seed == 7
+
+
+def test_every_option_is_declared_once_with_a_range_and_help():
+    for s in STRATEGIES.values():
+        assert s.help and s.options
+        for o in s.options:
+            assert ALL_OPTIONS[o.name] is o, o.name  # one definition shared by every strategy that reads it
+            assert o.help
+            if o.type in (int, float):
+                assert o.min is not None and o.max is not None and o.min <= (o.default if o.default is not None
+                                                                            else o.min) <= o.max
+            default = getattr(s.make_options(), o.name)  # the option's, or the strategy's own
+            assert o.check(default) == default and s.make_options({o.name: default}) == s.make_options()
+
+
+def test_decoding_flags_are_made_from_the_registry():
+    import argparse
+
+    from caption_core.decoding import add_decoding_arguments, decoding_arguments
+
+    p = argparse.ArgumentParser()
+    add_decoding_arguments(p)
+    args = p.parse_args(["--strategy", "sample", "--top-p", "0.8", "--ban-unknown", "false"])
+    assert decoding_arguments(args) == ("sample", {"top_p": 0.8, "ban_unknown": False})
+    assert decoding_arguments(p.parse_args([])) == (None, {})
+    text = p.format_help()
+    for name in ALL_OPTIONS:
+        assert "--" + name.replace("_", "-") in text
+
+
+def test_vectorised_no_repeat_ngram_matches_a_plain_scan():
+    """The vectorised n-gram ban bans exactly what a scan of each prefix bans."""
+    from caption_core.decoding import _constrain
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3):
+        seqs = rng.integers(4, 7, size=(20, 9))
+        opts = get_strategy("greedy").make_options(no_repeat_ngram_size=n, min_length=0)
+        lp = _constrain(np.zeros((20, V)), seqs, 9, opts)
+        for row, seq in enumerate(seqs.tolist()):
+            prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+            banned = {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix}
+            assert {int(v) for v in np.flatnonzero(np.isinf(lp[row])) if v >= 4} == banned

@@ -71,13 +71,14 @@ def test_features_are_cached_resumed_and_keyed_by_config(flickr, tmp_path):
 def test_decoder_training_resumes_to_the_same_result(flickr, tmp_path):
     from training.datasets import load_captions
     from training.features import extract_features
+    from caption_core.decoder import DecoderConfig
     from training.train_decoder import DecoderTrainConfig, train_decoder
 
     enc = tiny_encoder()
     data = {s: load_captions(flickr, s) for s in ("train", "dev")}
     feats = {s: extract_features(enc, data[s], flickr, s, str(tmp_path / "c"), progress=False) for s in data}
-    args = lambda out: DecoderTrainConfig(out=str(out), epochs=4, batch_size=8, min_count=1, embed_dim=16, units=16,
-                                          patience=10, learning_rate=0.01)
+    args = lambda out: DecoderTrainConfig(out=str(out), epochs=4, batch_size=8, min_count=1, patience=10,
+                                          decoder=DecoderConfig(embed_dim=16, units=16), learning_rate=0.01)
     straight = train_decoder(args(tmp_path / "a"), data["train"], *feats["train"], data["dev"], *feats["dev"])
     train_decoder(args(tmp_path / "b"), data["train"], *feats["train"], data["dev"], *feats["dev"], stop_after_epochs=2)
     resumed = train_decoder(args(tmp_path / "b"), data["train"], *feats["train"], data["dev"], *feats["dev"], resume=True)
@@ -128,6 +129,7 @@ def test_evaluation_scores_a_perfect_caption_as_perfect():
 
 
 def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
+    from caption_core.decoder import DecoderConfig
     from training.build import BuildConfig, build
     from training.train_decoder import DecoderTrainConfig
 
@@ -138,9 +140,10 @@ def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
                                                      "train_seconds": 3.0, "vit": {}, "train": {}, "machine": {}}))
     cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny-flickr",
                       weights=str(vit_dir / "backbone.keras"), cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"),
-                      beam_width=2)
-    manifest = build(cfg, DecoderTrainConfig(out="", epochs=12, batch_size=8, min_count=1, embed_dim=16, units=32,
-                                             learning_rate=0.01, feature_dropout=0.0, embed_dropout=0.0, patience=20))
+                      default_options={"beam_width": 2})
+    manifest = build(cfg, DecoderTrainConfig(out="", epochs=12, batch_size=8, min_count=1, learning_rate=0.01, patience=20,
+                                             decoder=DecoderConfig(embed_dim=16, units=32, feature_dropout=0.0,
+                                                                   embed_dropout=0.0)))
     folder = str(tmp_path / "weights" / "tiny-flickr")
     assert verify_bundle(folder)["name"] == "tiny-flickr"
     assert set(manifest["files"]) >= {"decoder.keras", "vocab.json", "encoder.keras", "README.md",
@@ -253,7 +256,12 @@ def test_cli_help_and_bad_arguments():
         assert cmd in out.stdout
     bad = subprocess.run([sys.executable, "-m", "training", "build", "--encoder", "resnet"], capture_output=True,
                          text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    assert bad.returncode == 2 and "unknown encoder 'resnet'; valid: ['efficientnet_lite0'," in bad.stderr
+    helped = subprocess.run([sys.executable, "-m", "training", "build", "--help"], capture_output=True, text=True,
+                            cwd=ROOT)
+    for flag in ("--encoder", "--epochs", "--units", "--max-length", "--beam-width", "--length-penalty", "--top-p"):
+        assert flag in helped.stdout
+    assert " ".join(helped.stdout.split()).count("(default: ") >= 20  # the config fields' comments and defaults
     missing = subprocess.run([sys.executable, "-m", "training", "features", "--encoder", "efficientnet_lite0",
                               "--dataset", "/nonexistent/flickr"], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no dataset at")

@@ -17,143 +17,94 @@ import logging
 import os
 import sys
 
+from caption_core.config import add_arguments, from_arguments, parse_option
+
 DEFAULT_FLICKR = os.path.join("..", "shared", "data", "flickr8k")
-DEFAULT_CIFAR = os.path.join("..", "shared", "data", "cifar10")
+
+
+def _encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder-option", dest="encoder_options", type=parse_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="encoder config field, repeatable: precision=float32, compile=true, "
+                   "batch_size=8 (see the encoder's config class)")
 
 
 def _decoder_args(p: argparse.ArgumentParser) -> None:
     from .train_decoder import DecoderTrainConfig
 
-    d = DecoderTrainConfig(out="")
-    g = p.add_argument_group("decoder training")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    g.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
-    g.add_argument("--min-count", type=int, default=d.min_count, help="vocabulary: minimum word count")
-    g.add_argument("--max-length", type=int, default=d.max_length, help="most tokens per caption")
-    g.add_argument("--embed-dim", type=int, default=d.embed_dim)
-    g.add_argument("--units", type=int, default=d.units)
-    g.add_argument("--feature-dropout", type=float, default=d.feature_dropout)
-    g.add_argument("--embed-dropout", type=float, default=d.embed_dropout)
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--blind", action="store_true", help="train on zeroed image features (language-only baseline)")
-    g.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA (slower on CPU here)")
-    g.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    add_arguments(p.add_argument_group("decoder training"), DecoderTrainConfig, exclude=("out", "vocab_size", "feature_dim"))
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
 
 def _decoder_config(args, out: str):
     from .train_decoder import DecoderTrainConfig
 
-    return DecoderTrainConfig(out=out, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              patience=args.patience, min_count=args.min_count, max_length=args.max_length,
-                              embed_dim=args.embed_dim, units=args.units, feature_dropout=args.feature_dropout,
-                              embed_dropout=args.embed_dropout, seed=args.seed, blind=args.blind,
-                              jit_compile=args.jit_compile)
-
-
-def _encoder_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE, VALUE read as JSON when it parses (true, 8, "x"), else as a string."""
-    import json
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. precision=float32), got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
-def _encoder_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder-option", dest="encoder_options", type=_encoder_option, action="append", default=[],
-                   metavar="KEY=VALUE", help="encoder config field, repeatable: precision=float32, compile=true, "
-                   "batch_size=8 (see the encoder's config class)")
+    return from_arguments(DecoderTrainConfig, args, out=out)
 
 
 def parser() -> argparse.ArgumentParser:
-    from caption_core.decoding import STRATEGIES
+    from caption_core.decoding import add_decoding_arguments
     from caption_core.encoders import ENCODERS
+    from caption_core.encoders.vit_custom import ViTCustomConfig
+
+    from .build import BuildConfig
+    from .train_vit import ViTTrainConfig
 
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
+    encoders = sorted(ENCODERS)
 
     f = sub.add_parser("features", help="extract and cache features")
-    f.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
+    f.add_argument("--encoder", required=True, choices=encoders)
     f.add_argument("--weights", help="encoder weights: a file, a folder or a Hub id (default: the encoder's)")
     f.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder, parquet folder or Hub id (default: %(default)s)")
-    f.add_argument("--splits", default="train,dev,test")
+    f.add_argument("--splits", default="train,dev,test", help="comma-separated (default: %(default)s)")
     f.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     _encoder_args(f)
 
     t = sub.add_parser("train-decoder", help="train the merge decoder on cached features")
-    t.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
-    t.add_argument("--weights")
-    t.add_argument("--dataset", default=DEFAULT_FLICKR)
-    t.add_argument("--cache", default="cache")
+    t.add_argument("--encoder", required=True, choices=encoders)
+    t.add_argument("--weights", help="encoder weights (default: the encoder's)")
+    t.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder, parquet folder or Hub id (default: %(default)s)")
+    t.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     t.add_argument("--out", required=True, help="run folder for checkpoints")
     _encoder_args(t)
     _decoder_args(t)
 
     v = sub.add_parser("train-vit", help="train the custom ViT on CIFAR-10")
-    v.add_argument("--data", default=DEFAULT_CIFAR, help="CIFAR-10 ImageFolder or Hub id (default: %(default)s)")
-    v.add_argument("--out", default=os.path.join("runs", "vit_custom"))
-    v.add_argument("--epochs", type=int, default=30)
-    v.add_argument("--batch-size", type=int, default=128)
-    v.add_argument("--learning-rate", type=float, default=1e-3)
-    v.add_argument("--warmup-epochs", type=float, default=2.0)
-    v.add_argument("--weight-decay", type=float, default=0.05)
-    v.add_argument("--label-smoothing", type=float, default=0.1)
-    v.add_argument("--dim", type=int, default=128)
-    v.add_argument("--depth", type=int, default=6)
-    v.add_argument("--heads", type=int, default=4)
-    v.add_argument("--mlp-dim", type=int, default=256)
-    v.add_argument("--patch-size", type=int, default=4)
-    v.add_argument("--stem", choices=("conv", "linear"), default="conv")
-    v.add_argument("--drop-path", type=float, default=0.1)
-    v.add_argument("--limit", type=int, default=0, help="use N training images (0 = all)")
-    v.add_argument("--no-jit", action="store_true", help="disable XLA")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--cache", default="cache")
+    add_arguments(v.add_argument_group("training"), ViTTrainConfig)
+    add_arguments(v.add_argument_group("architecture"), ViTCustomConfig, exclude=("weights", "batch_size"))
     v.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
     e = sub.add_parser("evaluate", help="caption a split with a bundle and score it")
     e.add_argument("bundle", help="bundle folder")
-    e.add_argument("--dataset", default=DEFAULT_FLICKR)
+    e.add_argument("--dataset", default=DEFAULT_FLICKR, help="(default: %(default)s)")
     e.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    e.add_argument("--strategy", default="beam", choices=sorted(STRATEGIES))
-    e.add_argument("--beam-width", type=int, default=3)
-    e.add_argument("--length-penalty", type=float, default=0.0)
     e.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
-    e.add_argument("--cache", default="cache")
+    e.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     e.add_argument("--no-write", action="store_true", help="print the scores without touching the bundle")
+    add_decoding_arguments(e)
     _encoder_args(e)
 
     n = sub.add_parser("tune", help="choose the default decoding on the dev split (never test)")
     n.add_argument("bundle", help="bundle folder")
-    n.add_argument("--dataset", default=DEFAULT_FLICKR)
-    n.add_argument("--beam-widths", type=int, nargs="+", default=[1, 2, 3, 5, 7])
-    n.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    n.add_argument("--dataset", default=DEFAULT_FLICKR, help="(default: %(default)s)")
+    n.add_argument("--beam-widths", type=int, nargs="+", default=[1, 2, 3, 5, 7], help="(default: %(default)s; 1 = greedy)")
+    n.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="(default: %(default)s)")
     n.add_argument("--metric", default="CIDEr", choices=("BLEU-4", "CIDEr", "ROUGE-L"))
-    n.add_argument("--cache", default="cache")
+    n.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     n.add_argument("--no-write", action="store_true", help="print the table without touching the bundle")
     _encoder_args(n)
 
     b = sub.add_parser("build", help="features -> train -> evaluate -> export a bundle")
-    b.add_argument("--encoder", required=True, choices=sorted(ENCODERS))
-    b.add_argument("--weights", help="encoder weights; vit_custom: runs/vit_custom/backbone.keras")
-    b.add_argument("--dataset", default=DEFAULT_FLICKR)
-    b.add_argument("--name", help="bundle name (default: <encoder>-<dataset>)")
-    b.add_argument("--out", default="weights", help="where bundles go (default: %(default)s)")
-    b.add_argument("--cache", default="cache")
-    b.add_argument("--runs", default="runs")
-    b.add_argument("--beam-width", type=int, default=3)
-    b.add_argument("--length-penalty", type=float, default=0.0)
-    b.add_argument("--no-export", action="store_true", help="report metrics only, write no bundle")
+    add_arguments(b.add_argument_group("build"), BuildConfig, exclude=("encoder_options", "default_options",
+                                                                      "default_strategy"),
+                  defaults={"dataset": DEFAULT_FLICKR}, required=("encoder",))
     _encoder_args(b)
     _decoder_args(b)
+    # the bundle's default decoding; its caption length follows the decoder's --max-length
+    add_decoding_arguments(b, strategy_default="beam")
 
     u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     u.add_argument("bundle")
@@ -211,14 +162,9 @@ def cmd_train_vit(args) -> int:
 
     from .train_vit import ViTTrainConfig, train_vit
 
-    vit = ViTCustomConfig(patch_size=args.patch_size, stem=args.stem, dim=args.dim, depth=args.depth, heads=args.heads,
-                          mlp_dim=args.mlp_dim, drop_path=args.drop_path)
-    cfg = ViTTrainConfig(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs,
-                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
-                         jit_compile=not args.no_jit, limit=args.limit, cache=args.cache)
-    print(f"training vit_custom on {args.data} into {args.out}", flush=True)
-    train_vit(cfg, vit, resume=args.resume)
+    cfg = from_arguments(ViTTrainConfig, args)
+    print(f"training vit_custom on {cfg.data} into {cfg.out}", flush=True)
+    train_vit(cfg, from_arguments(ViTCustomConfig, args), resume=args.resume)
     return 0
 
 
@@ -228,25 +174,29 @@ def cmd_evaluate(args) -> int:
     from caption_core.bundle import update_manifest
     from caption_core.captioner import Captioner
 
+    from caption_core.decoding import decoding_arguments
+
     from .build import dataset_name, load_splits
-    from .evaluate import captions_file, evaluate_split, metrics_key, strategy_options, write_captions
+    from .evaluate import captions_file, evaluate_split, metrics_key, write_captions
     from .features import extract_features
 
     captioner = Captioner.from_bundle(args.bundle, dict(args.encoder_options))
+    strategy, given = decoding_arguments(args)
+    strategy_obj, options = captioner.decoding(strategy, None, **given)  # the bundle's default, flags on top
+    strategy, opts = strategy_obj.name, options.to_dict()
     examples = load_splits(args.dataset, [args.split])[args.split]
     if args.limit:
         examples = examples[: args.limit]
     feats, valid = extract_features(captioner.encoder, examples, args.dataset, args.split, args.cache)
-    opts = strategy_options(args.strategy, args.beam_width, args.length_penalty)
-    scores, captions = evaluate_split(captioner, examples, feats, valid, args.strategy, **opts)
+    scores, captions = evaluate_split(captioner, examples, feats, valid, strategy, **opts)
     scores["options"] = opts
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}))
     if not args.no_write:
         key = metrics_key(dataset_name(args.dataset), args.split, captioner.encoder.precision, args.limit)
         metrics = dict(captioner.manifest.get("metrics", {}))
-        metrics.setdefault(key, {})[args.strategy] = scores
-        fname = captions_file(args.split, args.strategy, captioner.encoder.precision)
-        write_captions(os.path.join(args.bundle, fname), captioner.name, key, args.strategy, opts, captions)
+        metrics.setdefault(key, {})[strategy] = scores
+        fname = captions_file(args.split, strategy, captioner.encoder.precision)
+        write_captions(os.path.join(args.bundle, fname), captioner.name, key, strategy, opts, captions)
         update_manifest(args.bundle, {"metrics": metrics}, add_files=[fname])
         from .build import refresh_card
 
@@ -260,7 +210,7 @@ def cmd_tune(args) -> int:
     from caption_core.captioner import Captioner
 
     from .build import load_splits
-    from .evaluate import evaluate_split, strategy_options
+    from .evaluate import evaluate_split
     from .features import extract_features
 
     captioner = Captioner.from_bundle(args.bundle, dict(args.encoder_options))
@@ -270,7 +220,7 @@ def cmd_tune(args) -> int:
     for width in args.beam_widths:
         for alpha in (args.length_penalties if width > 1 else [0.0]):
             strategy = "beam" if width > 1 else "greedy"
-            opts = strategy_options(strategy, width, alpha)
+            opts = {"beam_width": width, "length_penalty": alpha} if strategy == "beam" else {}
             scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False, **opts)
             rows.append({"strategy": strategy, "options": opts, **{k: round(scores[k], 4) for k in
                                                                   ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")}})
@@ -289,12 +239,13 @@ def cmd_tune(args) -> int:
 
 
 def cmd_build(args) -> int:
+    from caption_core.decoding import decoding_arguments
+
     from .build import BuildConfig, build
 
-    cfg = BuildConfig(encoder=args.encoder, dataset=args.dataset, out=args.out, name=args.name, weights=args.weights,
-                      encoder_options=dict(args.encoder_options),
-                      cache=args.cache, runs=args.runs, beam_width=args.beam_width,
-                      length_penalty=args.length_penalty, export=not args.no_export)
+    strategy, given = decoding_arguments(args)
+    cfg = from_arguments(BuildConfig, args, encoder_options=dict(args.encoder_options), default_strategy=strategy,
+                         default_options=given)
     build(cfg, _decoder_config(args, ""), resume=not args.no_resume)
     return 0
 

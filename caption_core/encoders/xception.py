@@ -3,7 +3,7 @@
 Inference runs a frozen graph (weights as constants, so TensorFlow's grappler folds the batch norms
 into the convolutions and fuses the ReLUs for oneDNN: about 10% faster), in batches, and in
 bfloat16 (Keras ``mixed_bfloat16``: float32 weights, bf16 arithmetic) where the CPU multiplies bf16
-natively (``precision='auto'``). Measured on a 2-core Zen 4: about 11 images/s float32, 17 bf16.
+natively (``precision='auto'``). Speeds: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import os
 import numpy as np
 
 from ..hub import OfflineError, host_reachable
-from .base import ConfigMixin, Encoder, resolve_precision
+from ..config import Config
+from .base import Encoder, resolve_precision
 
 KERAS_WEIGHTS_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"
 
 
 @dataclasses.dataclass(frozen=True)
-class XceptionConfig(ConfigMixin):
+class XceptionConfig(Config):
     weights: str | None = "imagenet"  # 'imagenet' (Keras cache or download), a local weights file, or None (random)
     batch_size: int = 16  # images per forward pass
     precision: str = "auto"  # 'float32', 'bfloat16' (mixed_bfloat16) or 'auto': bfloat16 where the CPU has it natively
@@ -39,6 +40,7 @@ class XceptionEncoder(Encoder):
     revision = 2  # 2: frozen-graph inference with batch norms folded; bfloat16 where native
     name = "xception"
     config_class = XceptionConfig
+    licence = "MIT (Keras Applications ImageNet weights)"
     input_size = 299
     output_dim = 2048
 
