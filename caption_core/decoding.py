@@ -343,6 +343,35 @@ def sample(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothe
     return [sorted(hyps[i * k:(i + 1) * k], key=lambda h: -h.score) for i in range(n_images)]
 
 
+@register_strategy(
+    "diverse_beam", *COMMON,
+    Option("beam_groups", int, 3, "groups of beams searched in turn; each pays for the words earlier groups chose",
+           1, 10, 1, label="Beam groups"),
+    Option("group_width", int, 2, "beams per group", 1, 5, 1, label="Beams per group"),
+    Option("diversity_penalty", float, 1.0, "log-probability each earlier group's choice of a word at the same step "
+           "costs a later group (Hamming diversity)", 0.0, 5.0, 0.1, label="Diversity penalty"),
+    LENGTH_PENALTY, NUM_RETURN,
+    defaults={"num_return": 3},
+    help="diverse beam search (Vijayakumar et al. 2016): groups of beams pushed apart, so the n-best list shows "
+         "different captions, not variants of one")
+def diverse_beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
+    """``beam_groups`` x ``group_width`` beams; the first group is plain beam search, each later one pays
+    ``diversity_penalty`` per earlier group that chose the same word at the same step. The n best distinct
+    captions are returned, each group's best first (so ``num_return <= beam_groups`` gives one per group)."""
+    G = opts.beam_groups
+    hyps = _grouped_beam_search(step, state, n_images, _with(opts, num_return=G * opts.group_width), groups=G,
+                                width=opts.group_width, diversity=opts.diversity_penalty, by_group=True)
+    out = []
+    for per in hyps:
+        seen, best = set(), []
+        for h in per:  # each group's best first, then the rest by score; a caption found twice counts once
+            if tuple(h.tokens) not in seen:
+                seen.add(tuple(h.tokens))
+                best.append(h)
+        out.append(best[: opts.num_return])
+    return out
+
+
 def _with(opts, **values):
     """A plain namespace of ``opts`` plus ``values`` (for shared loops reading options a strategy lacks)."""
     return _Namespace({**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}, **values})
@@ -353,13 +382,14 @@ class _Namespace(dict):
 
 
 def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups: int, width: int,
-                         diversity: float) -> list[list[Hypothesis]]:
+                         diversity: float, by_group: bool = False) -> list[list[Hypothesis]]:
     """Beam search in ``groups`` groups of ``width`` beams per image (one group: plain beam search).
 
     Groups take their step in turn; each word that earlier groups chose at this step for the same image
     costs a later group ``diversity`` per choice (Hamming diversity, Vijayakumar et al. 2016). Each group
     keeps the ``width`` best candidates by that penalised score; hypotheses record their true
-    log-probability and are ranked by it (length-normalised).
+    log-probability and are ranked by it (length-normalised). ``by_group``: each group's best hypothesis
+    first (best group first), then all the others by score.
     """
     G, W, alpha, T = groups, width, opts.length_penalty, opts.max_length
     n_ret = min(opts.num_return, G * W)
@@ -370,6 +400,7 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
     beam_sel = beam_lp.copy()  # the (penalised) scores the groups select by
     seqs = np.zeros((n_images, G, W, T), np.int64)  # (N, G, W, T)
     finished: list[list[Hypothesis]] = [[] for _ in range(n_images)]
+    group_of: dict[int, int] = {}  # id(hypothesis) -> its group
     fin_scores: dict[tuple[int, int], list[float]] = {}  # (image, group) -> scores of its finished hypotheses
     group_done = np.zeros((n_images, G), dtype=bool)
     tokens = np.full(n_images * G * W, START_ID, dtype=np.int32)
@@ -416,6 +447,7 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
                 seq = seqs[i, g, w[i, j], :t].tolist() + [int(v[i, j])]
                 h = Hypothesis(seq, float(true[i, j]), float(true[i, j]) / length_normaliser(t + 1, alpha))
                 finished[images[i]].append(h)
+                group_of[id(h)] = g
                 fin_scores.setdefault((int(images[i]), g), []).append(h.score)
             # a group stops when no live beam can beat its W best finished hypotheses
             best_alive = new_lp[:, g].max(axis=1)  # (n,)
@@ -440,4 +472,13 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
         state = _take(state, rows.ravel())
         tokens = new_tokens.ravel()
 
-    return [sorted(f, key=lambda h: -h.score)[:n_ret] for f in finished]
+    out = []
+    for f in finished:
+        ranked = sorted(f, key=lambda h: -h.score)
+        if by_group:
+            firsts = [next(h for h in ranked if group_of[id(h)] == g) for g in range(G)
+                      if any(group_of[id(h)] == g for h in ranked)]
+            firsts.sort(key=lambda h: -h.score)
+            ranked = firsts + [h for h in ranked if all(h is not x for x in firsts)]
+        out.append(ranked[:n_ret])
+    return out

@@ -74,8 +74,8 @@ def test_length_penalty_favours_longer_captions():
 
 def test_no_repeat_ngram_holds():
     loop = {START_ID: {A: 1.0}, A: {B: 0.9, C: 0.05}, B: {A: 0.9, C: 0.05}, C: {D: 0.9}, D: {A: 0.9}}
-    for strategy in ("greedy", "beam", "sample"):
-        [[h]] = decode(markov(loop), state_for(1), 1, strategy, max_length=15, no_repeat_ngram_size=2, seed=0)
+    for strategy in ("greedy", "beam", "sample", "diverse_beam"):
+        [h, *_] = decode(markov(loop), state_for(1), 1, strategy, max_length=15, no_repeat_ngram_size=2, seed=0)[0]
         words = [t for t in h.tokens if t != END_ID]
         bigrams = list(zip(words, words[1:]))
         assert len(bigrams) == len(set(bigrams)), (strategy, words)
@@ -128,8 +128,31 @@ def test_max_length_and_min_length():
     assert h.tokens == [A, END_ID]  # <end> is banned before the first word
 
 
+def test_diverse_beam_search_returns_different_captions():
+    """Plain beam's n-best are variants of one opening; diverse beam's groups start differently."""
+    table = {START_ID: {A: 0.8, B: 0.1, C: 0.1}, A: {D: 0.5, E: 0.3, END_ID: 0.2}, D: {END_ID: 1.0},
+             E: {END_ID: 1.0}, B: {END_ID: 1.0}, C: {END_ID: 1.0}}
+    plain = decode(markov(table), state_for(1), 1, "beam", beam_width=3, num_return=3)[0]
+    assert [h.tokens[0] for h in plain] == [A, A, A]
+    diverse = decode(markov(table), state_for(1), 1, "diverse_beam", beam_groups=3, group_width=1,
+                     diversity_penalty=3.0)[0]  # log 0.8 - 3 < log 0.1: a later group starts elsewhere
+    assert len(diverse) == 3 and len({h.tokens[0] for h in diverse}) == 3
+    assert diverse[0].tokens == [A, D, END_ID]  # the first group is plain beam search
+    assert all(d.log_prob == pytest.approx(np.log(np.prod([table.get(p, {}).get(t, 0) for p, t in
+                                                                 zip([START_ID] + d.tokens, d.tokens)])), abs=1e-4)
+               for d in diverse)  # true log-probabilities, not the penalised selection scores
+    # no penalty: the groups search alike, and the same caption is listed once
+    same = decode(markov(table), state_for(1), 1, "diverse_beam", beam_groups=3, group_width=1,
+                  diversity_penalty=0.0)[0]
+    assert [h.tokens for h in same] == [[A, D, END_ID]]
+    # batched like the others: every image gets its own answer
+    out = decode(markov(None, per_image=[table, TRAP]), state_for(2), 2, "diverse_beam", group_width=1,
+                 diversity_penalty=3.0)
+    assert out[0][0].tokens == [A, D, END_ID] and out[1][0].tokens[0] in (A, B)
+
+
 def test_registry_and_option_errors():
-    assert {"greedy", "beam", "sample"} <= set(STRATEGIES)
+    assert {"greedy", "beam", "sample", "diverse_beam"} <= set(STRATEGIES)
     with pytest.raises(ValueError, match="valid: \\['beam', "):
         get_strategy("nucleus")
     sample = get_strategy("sample")
