@@ -62,7 +62,11 @@ def default_data_dir() -> str | None:
 
 # -- models -----------------------------------------------------------------------------------
 class Models:
-    """The bundles found, loaded once each (lazily, thread-safe) and cached."""
+    """The bundles found, each loaded once (lazily, thread-safe) and cached.
+
+    Each bundle has its own lock, so a request waits only for the bundle it asked for: the warm-up loads
+    the default bundle first, and a request for it is served as soon as that one is ready, never behind
+    the loading of the others."""
 
     def __init__(self, cfg: AppConfig):
         self.cfg = cfg
@@ -82,7 +86,9 @@ class Models:
             except Exception as exc:  # a hub bundle that cannot be had is listed, not fatal
                 self.errors[ref] = str(exc)
         self._loaded: dict[str, Captioner] = {}
-        self._lock = threading.Lock()
+        self._locks = {name: threading.Lock() for name in self.refs}
+        self.ready = {name: threading.Event() for name in self.refs}  # loaded and warmed up
+        self.failed: dict[str, str] = {}
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +101,9 @@ class Models:
     def get(self, name: str) -> Captioner:
         if name not in self.refs:
             raise gr.Error(f"No bundle named '{name}'. Available: {', '.join(self.names) or 'none'}.")
-        with self._lock:
+        if name in self._loaded:
+            return self._loaded[name]
+        with self._locks[name]:
             if name not in self._loaded:
                 try:
                     self._loaded[name] = Captioner.from_bundle(self.refs[name], self.encoder_options(name))
@@ -113,14 +121,25 @@ class Models:
         return {k: v for k, v in self.cfg.encoder_options.items() if k in fields} or None
 
     def warm_up(self) -> None:
-        """Load every bundle (the default first) and caption a blank image once, so the first real
-        request does not pay for loading and graph tracing."""
-        blank = np.full((64, 64, 3), 128, np.uint8)
+        """Load each bundle, the default first, and caption a small blank image once (the first forward
+        pass of an encoder builds its kernels), so that first requests do not pay for it."""
+        blank = np.full((32, 32, 3), 128, np.uint8)
         for name in self.names:
             try:
-                self.get(name).caption(blank)
+                self.get(name).caption(blank, strategy="greedy", max_length=2)
             except Exception as exc:  # a broken bundle is reported when someone picks it
+                self.failed[name] = str(getattr(exc, "message", exc))
                 log.warning("warm-up of %s failed: %s", name, exc)
+            finally:
+                self.ready[name].set()
+
+    def status(self) -> str:
+        """One line for the page while bundles are still loading; empty once all are."""
+        waiting = [n for n in self.names if not self.ready[n].is_set()]
+        if not waiting:
+            return ""
+        return ("⏳ Loading " + ", ".join(f"`{n}`" for n in waiting) + ": a caption with "
+                + ("it" if len(waiting) == 1 else "them") + " starts once loaded (a few seconds).")
 
     def missing_encoders(self) -> list[tuple[str, str]]:
         have = {m["encoder"]["name"] for m in self.manifests.values()}
@@ -179,9 +198,16 @@ class Handlers:
         image_id, caps = match
         return f"**Reference captions** (dataset photo `{image_id}`):\n\n" + "\n".join(f"- {c}" for c in caps)
 
+    def _loading_note(self, bundle: str) -> None:
+        """Say so (a toast on the page) when the picked bundle is still loading, instead of spinning silently."""
+        event = self.models.ready.get(bundle)
+        if event is not None and not event.is_set():
+            gr.Info(f"{bundle} is still loading: this first caption takes a few seconds more.")
+
     def caption(self, image, bundle, strategy="beam", options=None):
         """-> (captions markdown, references markdown, details dict)."""
         img = self._image(image)
+        self._loading_note(bundle)
         captioner = self.models.get(bundle)
         strategy, opts = self.decoding(captioner, strategy, options)
         result = captioner.caption(img, strategy=strategy, options=opts)[0]
@@ -212,6 +238,7 @@ class Handlers:
         match = self.refs.lookup(img)
         rows = []
         for name in self.models.names:
+            self._loading_note(name)
             captioner = self.models.get(name)
             s, opts = self.decoding(captioner, strategy, {**(options or {}), "num_return": 1})
             r = captioner.caption(img, strategy=s, options=opts)[0]
@@ -337,6 +364,8 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
             with gr.Column(scale=1):
                 bundle = gr.Dropdown(choices=models.names, value=models.default, label="Encoder (bundle)",
                                      info="Bundles found in weights/. Encoders not built yet are listed under Encoders.")
+                loading = gr.Markdown(models.status())
+                loading_timer = gr.Timer(1.0, active=bool(models.status()))
                 strategy = gr.Radio(choices=list(STRATEGIES), value=d_strategy, label="Decoding strategy",
                                     info="The default is the one chosen for this bundle on the dev split.")
                 with gr.Accordion("Decoding options", open=False):
@@ -376,6 +405,12 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
             return [gr.update(visible=name in names, **({"value": own[name]} if name in own else {}))
                     for name in controls]
 
+        def on_tick():
+            text = models.status()
+            return text, gr.Timer(active=bool(text))
+
+        loading_timer.tick(on_tick, None, [loading, loading_timer], api_name=False, queue=False)
+        demo.load(on_tick, None, [loading, loading_timer], api_name=False, queue=False)
         strategy.change(on_strategy, strategy, list(controls.values()), api_name=False, queue=False)
         gathered = dict(fn=gather, inputs=[strategy, *controls.values()], outputs=options, api_name=False, queue=False)
         caption_btn.click(**gathered).then(handlers.caption, [image, bundle, strategy, options],

@@ -132,9 +132,9 @@ def copy_weights_from(model, decoder) -> None:
     loops caption with the same model and differ only in how they run it."""
     from keras import layers
 
-    ours = {l.name: l for l in decoder.training_model.layers}
+    ours = decoder.layer_weights()
     dense = [l for l in model.layers if isinstance(l, layers.Dense)]
     for mine, name in zip(dense, ("feature_projection", "merge_dense", "logits")):
-        mine.set_weights(ours[name].get_weights())
-    next(l for l in model.layers if isinstance(l, layers.Embedding)).set_weights(ours["embedding"].get_weights())
-    next(l for l in model.layers if isinstance(l, layers.LSTM)).set_weights(ours["lstm"].get_weights())
+        mine.set_weights(ours[name])
+    next(l for l in model.layers if isinstance(l, layers.Embedding)).set_weights(ours["embedding"])
+    next(l for l in model.layers if isinstance(l, layers.LSTM)).set_weights(ours["lstm"])

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from .decoder import DecoderConfig, MergeDecoder
+from .decoder import DecoderConfig, InferenceDecoder
 from .text import Vocabulary
 
 MANIFEST = "manifest.json"
@@ -71,7 +71,7 @@ def write_json_atomic(path: str, data: Any) -> None:
         raise
 
 
-def save_bundle(folder: str, *, encoder, decoder: MergeDecoder, vocab: Vocabulary, training: dict | None = None,
+def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: dict | None = None,
                 metrics: dict | None = None, default_decoding: dict | None = None, card: str | None = None,
                 extra_files: dict[str, str] | None = None) -> str:
     """Write a complete bundle to ``folder`` atomically (temporary folder + rename).
@@ -201,7 +201,10 @@ def load_bundle(ref: str, encoder_options: dict | None = None):
     config = DecoderConfig.from_dict(manifest["decoder"]["config"])
     if config.vocab_size != len(vocab):
         raise BundleError(f"bundle '{folder}': decoder expects {config.vocab_size} words, vocabulary has {len(vocab)}")
-    decoder = MergeDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
+    try:  # NumPy inference on the saved weights: Keras (TensorFlow) is imported only if the encoder needs it
+        decoder = InferenceDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
+    except ValueError as exc:
+        raise BundleError(f"bundle '{folder}': {exc}") from None
     enc = manifest["encoder"]
     enc_config = {**enc.get("config", {}), **(encoder_options or {})}
     cls = get_encoder_class(enc["name"])

@@ -20,7 +20,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import io
+import json
+import re
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -121,52 +125,54 @@ def pad_captions(captions: list[list[int]], max_length: int) -> np.ndarray:
     return out
 
 
-class MergeDecoder:
-    """The Keras models built by ``build_decoder`` (what is trained and saved) and a NumPy copy of the
-    inference path (what decodes).
+class InferenceDecoder:
+    """The decoder's inference graph in NumPy: what decodes, in the app and everywhere else.
 
     Decoding calls ``step`` once per word. Through Keras each call paid a fixed overhead (a
     ``tf.function`` call and numpy round trips) far above its arithmetic, so inference runs on the
-    exported weights in NumPy: an embedding lookup whose input projection is precomputed for every word,
+    trained weights in NumPy: an embedding lookup whose input projection is precomputed for every word,
     one (B, U) x (U, 4U) matmul, the merge and the (B, U) x (U, V) head. The arithmetic is the Keras
-    graph's, in float32, in the same order; the Keras models stay the source of truth (``refresh``
-    re-exports after their weights change).
+    graph's, in float32, in the same order. ``load`` reads a saved ``.keras`` file with h5py alone, so
+    serving a bundle whose encoder is not a Keras model never imports TensorFlow.
     """
 
-    def __init__(self, config: DecoderConfig, training_model=None):
-        self.config = config
-        built = build_decoder(config)
-        self.training_model, self.project_model, self.step_model = built
-        if training_model is not None:
-            self.training_model.set_weights(training_model.get_weights())
-        self.refresh()
+    LAYERS = ("embedding", "lstm", "feature_projection", "merge_dense", "logits")  # the layers it reads, by name
 
-    def refresh(self) -> None:
-        """(Re)export the inference weights from the Keras layers; call after training changes them."""
-        m = self.training_model
+    def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
+        """``layer_weights``: layer name -> its weight arrays, as Keras orders them (``get_weights``)."""
+        self.config = c = config
+        self._layer_weights = layer_weights
+        missing = [n for n in self.LAYERS if n not in layer_weights]
+        if missing:
+            raise ValueError(f"decoder weights lack the layers {missing}")
         f32 = lambda v: np.ascontiguousarray(np.asarray(v, np.float32))  # noqa: E731
-        lstm = m.get_layer("lstm").cell
-        self._emb = f32(m.get_layer("embedding").embeddings)  # (V, E)
-        kernel = f32(lstm.kernel)  # (E, 4U), gates i, f, c, o
-        self._word_gates = f32(self._emb @ kernel)  # (V, 4U): each word's input projection, computed once
-        self._recurrent = f32(lstm.recurrent_kernel)  # (U, 4U)
-        self._lstm_bias = f32(lstm.bias)  # (4U,)
-        self._proj_w, self._proj_b = (f32(w) for w in m.get_layer("feature_projection").get_weights())  # (D, U), (U,)
-        self._merge_w, self._merge_b = (f32(w) for w in m.get_layer("merge_dense").get_weights())  # (U, U), (U,)
-        self._head_w, self._head_b = (f32(w) for w in m.get_layer("logits").get_weights())  # (U, V), (V,)
+        (emb,) = layer_weights["embedding"]
+        kernel, recurrent, bias = layer_weights["lstm"]
+        self._proj_w, self._proj_b = map(f32, layer_weights["feature_projection"])  # (D, U), (U,)
+        self._merge_w, self._merge_b = map(f32, layer_weights["merge_dense"])  # (U, U), (U,)
+        self._head_w, self._head_b = map(f32, layer_weights["logits"])  # (U, V), (V,)
+        expected = {"embedding": (c.vocab_size, c.embed_dim), "lstm kernel": (c.embed_dim, 4 * c.units),
+                    "lstm recurrent kernel": (c.units, 4 * c.units), "feature_projection": (c.feature_dim, c.units),
+                    "merge_dense": (c.units, c.units), "logits": (c.units, c.vocab_size)}
+        got = {"embedding": emb.shape, "lstm kernel": kernel.shape, "lstm recurrent kernel": recurrent.shape,
+               "feature_projection": self._proj_w.shape, "merge_dense": self._merge_w.shape, "logits": self._head_w.shape}
+        wrong = {k: (tuple(got[k]), v) for k, v in expected.items() if tuple(got[k]) != v}
+        if wrong:
+            raise ValueError("decoder weights do not match the decoder config: " + ", ".join(
+                f"{k} is {g}, config says {e}" for k, (g, e) in wrong.items()))
+        self._word_gates = f32(f32(emb) @ f32(kernel))  # (V, 4U): each word's input projection, computed once
+        self._recurrent = f32(recurrent)  # (U, 4U), gates i, f, c, o
+        self._lstm_bias = f32(bias)  # (4U,)
 
-    # -- persistence ------------------------------------------------------------------------
-    def save(self, path: str) -> None:
-        self.training_model.save(path)
+    def layer_weights(self) -> dict[str, list[np.ndarray]]:
+        """Layer name -> weight arrays, as loaded (e.g. to copy them into another model)."""
+        return self._layer_weights
 
     @classmethod
-    def load(cls, path: str, config: DecoderConfig) -> "MergeDecoder":
-        import keras
+    def load(cls, path: str, config: DecoderConfig) -> "InferenceDecoder":
+        """From a ``.keras`` file (``MergeDecoder.save``), read with h5py: nothing is unpickled, Keras is not imported."""
+        return cls(config, read_keras_weights(path))
 
-        trained = keras.saving.load_model(path, compile=False, safe_mode=True)
-        return cls(config, training_model=trained)
-
-    # -- inference (NumPy) --------------------------------------------------------------------
     @staticmethod
     def blas_threads(n_images: int):
         """Context for decoding ``n_images`` at once: one BLAS thread below 100 images (500 beam rows).
@@ -213,6 +219,93 @@ class MergeDecoder:
             log_probs, state = self.step(inputs[:, t], state)  # (N, V)
             out[:, t] = log_probs[rows, targets[:, t]]
         return out
+
+
+class MergeDecoder:
+    """The Keras models built by ``build_decoder`` (what is trained and saved), and their
+    ``InferenceDecoder`` (what decodes: ``step``, ``initial_state``, ``token_log_probs``). The Keras
+    weights are the source of truth: ``refresh`` re-exports them after training changes them."""
+
+    def __init__(self, config: DecoderConfig, training_model=None):
+        self.config = config
+        built = build_decoder(config)
+        self.training_model, self.project_model, self.step_model = built
+        if training_model is not None:
+            self.training_model.set_weights(training_model.get_weights())
+        self.refresh()
+
+    def layer_weights(self) -> dict[str, list[np.ndarray]]:
+        """Layer name -> weight arrays, for the layers inference reads."""
+        return {name: [np.asarray(w) for w in self.training_model.get_layer(name).get_weights()]
+                for name in InferenceDecoder.LAYERS}
+
+    def refresh(self) -> None:
+        """(Re)export the inference weights from the Keras layers; call after training changes them."""
+        self.inference = InferenceDecoder(self.config, self.layer_weights())
+
+    def save(self, path: str) -> None:
+        self.training_model.save(path)
+
+    @classmethod
+    def load(cls, path: str, config: DecoderConfig) -> "MergeDecoder":
+        import keras
+
+        trained = keras.saving.load_model(path, compile=False, safe_mode=True)
+        return cls(config, training_model=trained)
+
+    # decoding goes through the NumPy copy
+    blas_threads = staticmethod(InferenceDecoder.blas_threads)
+
+    def initial_state(self, features: np.ndarray):
+        return self.inference.initial_state(features)
+
+    def step(self, tokens: np.ndarray, state: tuple):
+        return self.inference.step(tokens, state)
+
+    def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        return self.inference.token_log_probs(features, token_ids)
+
+
+def _snake_case(name: str) -> str:
+    """Keras' own name for a layer class in a saved file (``keras.src.utils.naming.to_snake_case``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def read_keras_weights(path: str) -> dict[str, list[np.ndarray]]:
+    """Layer name -> weight arrays of a functional model saved as ``.keras`` (Keras 3: a zip of
+    ``config.json`` and ``model.weights.h5``), read with h5py. Keras stores each layer under
+    ``layers/<class in snake case>[_<n>]``, numbered in the order of the model's layers; the config
+    gives that order and the names."""
+    import h5py
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+            weights = z.read("model.weights.h5")
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"'{path}' is not a Keras 3 .keras file: {exc}") from None
+    out: dict[str, list[np.ndarray]] = {}
+    used: dict[str, int] = {}
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        layers = h5.get("layers")
+        for layer in config.get("config", {}).get("layers", []):
+            key = _snake_case(layer["class_name"])
+            used[key] = used.get(key, -1) + 1
+            group = layers.get(key if used[key] == 0 else f"{key}_{used[key]}") if layers is not None else None
+            if group is None:
+                continue
+            arrays: list[tuple[tuple, np.ndarray]] = []
+            group.visititems(lambda name, obj: arrays.append((_var_key(name), obj[()]))
+                             if isinstance(obj, h5py.Dataset) else None)
+            out[layer["config"]["name"]] = [a for _, a in sorted(arrays, key=lambda x: x[0])]
+    return out
+
+
+def _var_key(name: str) -> tuple:
+    """'cell/vars/10' -> ('cell', 'vars', 10): variables in their saved order."""
+    return tuple(int(p) if p.isdigit() else p for p in name.split("/"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -408,7 +408,11 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
     stay = np.broadcast_to(np.arange(W), (n_images, G, W))  # beams that keep their row
 
     for t in range(T):
-        log_probs, state = step(tokens, state)  # (n*G*W, V)
+        if t == 0 and W > 1:  # every beam of a group starts alike: step one row per group, then copy it
+            log_probs, state = step(tokens[::W], _take(state, np.arange(0, len(tokens), W)))  # (n*G, V)
+            log_probs, state = np.repeat(log_probs, W, axis=0), tuple(np.repeat(x, W, axis=0) for x in state)
+        else:
+            log_probs, state = step(tokens, state)  # (n*G*W, V)
         n = len(images)
         log_probs = _constrain(np.array(log_probs, dtype=np.float64), seqs.reshape(n * G * W, T), t, opts)
         V = log_probs.shape[1]

@@ -124,3 +124,37 @@ def test_a_caption_does_not_wait_for_a_slow_reference_index(app_setup, monkeypat
     release.set()
     assert refs.ready.wait(30)
     assert refs.lookup(img) is not None
+
+
+def test_a_request_waits_only_for_its_own_bundle(app_setup, monkeypatch):
+    """While another bundle is still loading, the default one answers; the page's status line says which
+    bundle is loading, and is empty once all are."""
+    import threading
+    import time
+
+    from caption_core.captioner import Captioner
+
+    demo, _, root = app_setup
+    release = threading.Event()
+    original = Captioner.from_bundle.__func__
+
+    def slow_for_b(cls, ref, encoder_options=None):
+        if ref.endswith("tiny-b"):
+            release.wait(30)
+        return original(cls, ref, encoder_options)
+
+    monkeypatch.setattr(Captioner, "from_bundle", classmethod(slow_for_b))
+    models = app.Models(app.AppConfig(weights_dir=str(root / "weights"), data_dir=None))
+    assert "tiny-a" in models.status() and "tiny-b" in models.status()
+    warm = threading.Thread(target=models.warm_up)
+    warm.start()
+    try:
+        assert models.ready["tiny-a"].wait(30)
+        t = time.perf_counter()
+        assert models.get("tiny-a").caption(np.zeros((20, 20, 3), np.uint8))[0].captions
+        assert time.perf_counter() - t < 5  # not behind tiny-b's load
+        assert "tiny-b" in models.status() and "tiny-a" not in models.status()
+    finally:
+        release.set()
+        warm.join(60)
+    assert models.status() == ""

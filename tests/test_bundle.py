@@ -127,3 +127,24 @@ def test_hf_bundle_offline_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(BundleError, match="not of the form"):
         load_bundle("hf://just-a-name")
     assert time.perf_counter() - t < 5
+
+
+def test_a_torch_encoder_bundle_is_served_without_tensorflow(tmp_path, tiny_parts):
+    """EfficientNet (torch) + the NumPy decoder read from decoder.keras: TensorFlow and Keras never load."""
+    import subprocess
+    import sys
+
+    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.encoders import build_encoder
+
+    _, _, vocab = tiny_parts
+    enc = build_encoder("efficientnet_lite0", {"precision": "float32"})
+    dec = MergeDecoder(DecoderConfig(vocab_size=len(vocab), feature_dim=1280, embed_dim=16, units=16, max_length=12))
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    code = ("import sys, numpy as np; from caption_core.captioner import Captioner; "
+            "r = Captioner.from_bundle(sys.argv[1]).caption(np.zeros((40, 40, 3), np.uint8))[0]; "
+            "assert r.captions[0].tokens; print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['torch']"
