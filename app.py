@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import tempfile
 import threading
 from typing import Any
 
@@ -89,6 +88,7 @@ class Models:
         self._locks = {name: threading.Lock() for name in self.refs}
         self.ready = {name: threading.Event() for name in self.refs}  # loaded and warmed up
         self.failed: dict[str, str] = {}
+        self.first_served = threading.Event()  # a first request was answered (or the start is long past)
 
     @property
     def names(self) -> list[str]:
@@ -120,11 +120,16 @@ class Models:
             return None  # an unknown encoder: loading it says so
         return {k: v for k, v in self.cfg.encoder_options.items() if k in fields} or None
 
-    def warm_up(self) -> None:
+    def warm_up(self, quiet: float = 5.0) -> None:
         """Load each bundle, the default first, and caption a small blank image once (the first forward
-        pass of an encoder builds its kernels), so that first requests do not pay for it."""
+        pass of an encoder builds its kernels), so that first requests do not pay for it. The other bundles
+        wait until a first request was answered or ``quiet`` seconds passed: their imports (TensorFlow for
+        a Keras encoder) would slow a first visitor who came for the default."""
         blank = np.full((32, 32, 3), 128, np.uint8)
-        for name in self.names:
+        for i, name in enumerate(self.names):
+            if i == 1:
+                self.first_served.wait(quiet)
+                self.first_served.set()
             try:
                 self.get(name).caption(blank, strategy="greedy", max_length=2)
             except Exception as exc:  # a broken bundle is reported when someone picks it
@@ -147,21 +152,16 @@ class Models:
 
 
 def fallback_examples() -> list[str]:
-    """A few freely licensed photos that scikit-image ships (public domain / CC0)."""
-    try:
-        import skimage.data as data
-    except ImportError:
+    """A few freely licensed photos that scikit-image ships (public domain / CC0), used from its package
+    folder as they are: importing skimage.io to re-save them cost about a second of every start."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
         return []
-    folder = tempfile.mkdtemp(prefix="caption-examples-")
-    out = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket"):
-        try:
-            path = os.path.join(folder, f"{name}.png")
-            Image.fromarray(getattr(data, name)()).save(path)
-            out.append(path)
-        except Exception:
-            continue
-    return out
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    names = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
+    return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
 
 
 # -- handlers (plain functions: the tests call them directly) ------------------------------------
@@ -226,6 +226,7 @@ class Handlers:
                 f"{k} {rows[0][k]}" for k in ("BLEU-4", "CIDEr") if k in rows[0]))
         lines.append("")
         lines.append(f"*{bundle} · {strategy} · encode {result.encode_ms:.0f} ms · decode {result.decode_ms:.0f} ms*")
+        self.models.first_served.set()
         details = {"bundle": bundle, "strategy": strategy, "options": opts, "captions": rows,
                    "encode_ms": round(result.encode_ms, 1), "decode_ms": round(result.decode_ms, 1),
                    "reference_image": match[0] if match else None,
@@ -248,6 +249,7 @@ class Handlers:
                          round(r.encode_ms, 1), round(r.decode_ms, 1)])
         if not rows:
             raise gr.Error("No bundles found in weights/: build one with python -m training build.")
+        self.models.first_served.set()
         return rows, self._references_md(match)
 
     def explain(self, image, bundle, caption: str | None = None):
@@ -336,23 +338,33 @@ def visible_options(strategy: str) -> set[str]:
     return {o.name for o in get_strategy(strategy).options} if strategy in STRATEGIES else set()
 
 
-def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
+def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Blocks:
+    """The page. Loading the bundles and indexing the references run in the background: started here,
+    or with ``background=False`` by ``demo.start_background()`` once the server answers (``main`` does
+    that, so that their imports do not slow the start of the page)."""
     cfg = cfg or AppConfig(data_dir=default_data_dir())
     models = Models(cfg)
-    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir)
+    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir, start=False)
     handlers = Handlers(cfg, models, refs)
     examples = refs.examples or fallback_examples()
     dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}
     d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
-    if models.default:
-        # not a daemon: a daemon thread frozen inside TensorFlow or h5py at interpreter exit aborted the
-        # process ("FATAL: exception not rethrown") or deadlocked it on h5py's lock (seen in the tests);
-        # exit now waits for the warm-up, a few seconds at most
-        threading.Thread(target=models.warm_up, daemon=False, name="warm-up").start()
+
+    def start_background() -> None:
+        # the default bundle and the photo index now; the CIDEr-D frequencies and the other bundles once a
+        # first visitor is served. Not a daemon: a daemon thread frozen inside TensorFlow or h5py at
+        # interpreter exit aborted the process ("FATAL: exception not rethrown") or deadlocked it on h5py's
+        # lock (seen in the tests); exit now waits for the warm-up, a few seconds at most
+        refs.start(scores_later=models.first_served)
+        if models.default:
+            threading.Thread(target=models.warm_up, daemon=False, name="warm-up").start()
+        else:
+            models.first_served.set()
 
     with gr.Blocks(title="Image captioning") as demo:
         demo.handlers = handlers  # for tests and embedding
         demo.example_paths = examples
+        demo.start_background = start_background
         gr.Markdown("# Image captioning\nDrop in a photo, pick an encoder and a decoding strategy, read the caption. "
                     "Dataset photos show their reference captions and per-caption BLEU-4 / CIDEr.")
         with gr.Row():
@@ -421,6 +433,8 @@ def build_demo(cfg: AppConfig | None = None) -> gr.Blocks:
         bundle.change(handlers.card, bundle, card_md, api_name="card")
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
     demo.app_config = cfg
+    if background:
+        start_background()
     return demo
 
 
@@ -449,16 +463,19 @@ def config_from_args(args) -> AppConfig:
 
 
 def launch(demo: gr.Blocks, args) -> None:
+    """Serve the page, then start loading the bundles (if ``build_demo`` left that to us), then block."""
     cfg = demo.app_config
     allowed = [os.path.dirname(p) for p in demo.example_paths] + ([cfg.data_dir] if cfg.data_dir else [])
     demo.launch(server_name=args.host, server_port=args.port, show_error=True, allowed_paths=allowed,
-                max_file_size=f"{cfg.max_upload_mb}mb")
+                max_file_size=f"{cfg.max_upload_mb}mb", prevent_thread_lock=True)
+    demo.start_background()
+    demo.block_thread()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    launch(build_demo(config_from_args(args)), args)
+    launch(build_demo(config_from_args(args), background=False), args)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class CiderD:
             for r in refs:
                 words = clean_caption(r).split()
                 for k in range(1, n + 1):
-                    seen.update(_ngrams(words, k))
+                    seen.update(zip(*(words[i:] for i in range(k))))  # the k-grams, as _ngrams' tuples
             self.df.update(seen)
         self.log_docs = math.log(max(count, 1.0))
 

@@ -27,16 +27,21 @@ class References:
 
     MAX_DISTANCE = 12  # of 256 hash bits
 
-    def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None):
+    def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None, start: bool = True):
+        """Reads the dataset's caption files; the index (content hashes, CIDEr-D frequencies) is built in a
+        thread, started here or by ``start()``."""
         self.data_dir, self.cache_dir = data_dir, cache_dir
         self.examples: list[str] = []
         self.by_hash: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.bits: np.ndarray | None = None
         self.keys: list[str] = []
         self.cider: CiderD | None = None
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # the photo index is built (lookups can be answered)
+        self.cider_ready = threading.Event()  # the CIDEr-D document frequencies too
+        self._started = False
         if not data_dir:
             self.ready.set()
+            self.cider_ready.set()
             return
         try:
             self.splits = {s: load_flickr_local(data_dir, s) for s in ("test", "dev", "train")}
@@ -44,15 +49,25 @@ class References:
             log.warning("no dataset references: %s", exc)
             self.data_dir = None
             self.ready.set()
+            self.cider_ready.set()
             return
         self.examples = [e.image for e in self.splits["test"][:n_examples]]
-        threading.Thread(target=self._index, daemon=True, name="reference-index").start()
+        if start:
+            self.start()
 
-    def _index(self) -> None:
+    def start(self, scores_later: threading.Event | None = None) -> None:
+        """Build the index in a thread (once): the photo index first (what a lookup needs), then the CIDEr-D
+        document frequencies (a few seconds over 40,000 captions; only scores need them), after
+        ``scores_later`` is set when given (the app sets it once its first visitor is served)."""
+        if self.ready.is_set() or self._started:
+            return
+        self._started = True
+        threading.Thread(target=self._index, args=(scores_later,), daemon=True, name="reference-index").start()
+
+    def _index(self, scores_later: threading.Event | None = None) -> None:
+        examples = [e for s in ("test", "dev", "train") for e in self.splits[s]]
         try:
             t0 = time.perf_counter()
-            examples = [e for s in ("test", "dev", "train") for e in self.splits[s]]
-            self.cider = CiderD(e.captions for e in examples)
             hashes = self._cached_hashes(examples)
             for e in examples:
                 if e.image_id in hashes:
@@ -62,6 +77,12 @@ class References:
             log.info("reference index: %d photos in %.1f s", len(self.keys), time.perf_counter() - t0)
         finally:
             self.ready.set()
+        if scores_later is not None:
+            scores_later.wait()
+        try:
+            self.cider = CiderD(e.captions for e in examples)
+        finally:
+            self.cider_ready.set()
 
     def _cached_hashes(self, examples) -> dict[str, str]:
         """Content hashes of the dataset photos, kept in cache/ so later starts skip the 8,000 decodes."""
@@ -107,8 +128,11 @@ class References:
         best = int(dist.argmin())
         return self.by_hash[self.keys[best]] if dist[best] <= self.MAX_DISTANCE else None
 
-    def scores(self, caption: str, refs: tuple[str, ...]) -> dict[str, float]:
+    def scores(self, caption: str, refs: tuple[str, ...], wait: float = 0.0) -> dict[str, float]:
+        """BLEU-4 and CIDEr-D of ``caption`` against ``refs``; CIDEr-D once its document frequencies are
+        ready (waiting at most ``wait`` seconds for them; without them, BLEU-4 alone)."""
         out = {"BLEU-4": round(sentence_bleu(caption, refs)[3], 3)}
+        self.cider_ready.wait(wait)
         if self.cider is not None:
             out["CIDEr"] = round(self.cider.score(caption, refs), 3)
         return out
