@@ -143,7 +143,7 @@ class Models:
         waiting = [n for n in self.names if not self.ready[n].is_set()]
         if not waiting:
             return ""
-        return ("⏳ Loading " + ", ".join(f"`{n}`" for n in waiting) + ": a caption with "
+        return ("Loading " + ", ".join(f"`{n}`" for n in waiting) + ": a caption with "
                 + ("it" if len(waiting) == 1 else "them") + " starts once loaded (a few seconds).")
 
     def missing_encoders(self) -> list[tuple[str, str]]:
