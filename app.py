@@ -87,7 +87,6 @@ class Models:
         self._loaded: dict[str, Captioner] = {}
         self._locks = {name: threading.Lock() for name in self.refs}
         self.ready = {name: threading.Event() for name in self.refs}  # loaded and warmed up
-        self.failed: dict[str, str] = {}
         self.first_served = threading.Event()  # a first request was answered (or the start is long past)
 
     @property
@@ -133,7 +132,6 @@ class Models:
             try:
                 self.get(name).caption(blank, strategy="greedy", max_length=2)
             except Exception as exc:  # a broken bundle is reported when someone picks it
-                self.failed[name] = str(getattr(exc, "message", exc))
                 log.warning("warm-up of %s failed: %s", name, exc)
             finally:
                 self.ready[name].set()
@@ -241,11 +239,11 @@ class Handlers:
         for name in self.models.names:
             self._loading_note(name)
             captioner = self.models.get(name)
-            s, opts = self.decoding(captioner, strategy, {**(options or {}), "num_return": 1})
-            r = captioner.caption(img, strategy=s, options=opts)[0]
+            used, opts = self.decoding(captioner, strategy, {**(options or {}), "num_return": 1})
+            r = captioner.caption(img, strategy=used, options=opts)[0]
             c = r.captions[0]
-            s = self.refs.scores(c.text, match[1]) if match else {}
-            rows.append([name, c.text, round(c.score, 3), s.get("BLEU-4"), s.get("CIDEr"),
+            scores = self.refs.scores(c.text, match[1]) if match else {}
+            rows.append([name, c.text, round(c.score, 3), scores.get("BLEU-4"), scores.get("CIDEr"),
                          round(r.encode_ms, 1), round(r.decode_ms, 1)])
         if not rows:
             raise gr.Error("No bundles found in weights/: build one with python -m training build.")

@@ -81,23 +81,16 @@ def field_comments(cls: type) -> dict[str, str]:
     return out
 
 
-def _flag(name: str, prefix: str = "") -> str:
-    return "--" + (prefix + name).replace("_", "-")
-
-
-def _scalar_type(hint) -> tuple[Any, bool]:
-    """-> (python type for argparse, optional?) of a field annotation like ``int``, ``str | None``."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
+def _scalar_type(hint):
+    """The type argparse converts to, for a field annotation like ``int`` or ``str | None``."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        hint = rest[0] if len(rest) == 1 else str
-    return hint, optional
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else str
+    return hint
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-                  exclude: Iterable[str] = (), prefix: str = "", defaults: dict | None = None,
-                  required: Iterable[str] = ()) -> None:
+                  exclude: Iterable[str] = (), defaults: dict | None = None, required: Iterable[str] = ()) -> None:
     """One flag per field of config dataclass ``cls`` (nested configs flattened), help from the field's
     comment, default shown. ``exclude``: fields the command sets itself; ``defaults``: other defaults."""
     exclude, required, defaults = set(exclude), set(required), defaults or {}
@@ -110,25 +103,27 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
         if nested is not None:
             base = _default_of(f)
             nested_defaults = {**(base.to_dict() if base is not None else {}), **defaults}
-            add_arguments(parser, nested, exclude=exclude, prefix=prefix, defaults=nested_defaults)
+            add_arguments(parser, nested, exclude=exclude, defaults=nested_defaults)
             continue
         default = defaults.get(f.name, _default_of(f))
-        kind, optional = _scalar_type(hints[f.name])
+        kind = _scalar_type(hints[f.name])
         help_text = comments.get(f.name, "")
-        flag = _flag(f.name, prefix)
+        flag = "--" + f.name.replace("_", "-")
+        if kind is dict:
+            raise TypeError(f"{cls.__name__}.{f.name} is a dict: give it a flag of its own and exclude it here")
         if kind is bool:
-            parser.add_argument(flag, dest=prefix + f.name, action=argparse.BooleanOptionalAction, default=default,
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=f"{help_text} (default: {default})")
-        elif _is_tuple(kind) or kind is dict:
-            parser.add_argument(flag, dest=prefix + f.name, nargs="+", default=default, metavar="VALUE",
+        elif _is_tuple(kind):
+            parser.add_argument(flag, dest=f.name, nargs="+", default=default, metavar="VALUE",
                                 help=f"{help_text} (default: {' '.join(map(str, default or ())) or 'none'})")
         else:
-            parser.add_argument(flag, dest=prefix + f.name, type=kind if kind in (int, float) else str,
+            parser.add_argument(flag, dest=f.name, type=kind if kind in (int, float) else str,
                                 default=default, required=f.name in required,
                                 help=help_text + ("" if f.name in required else " (default: %(default)s)"))
 
 
-def from_arguments(cls: type, args: argparse.Namespace, prefix: str = "", **fixed):
+def from_arguments(cls: type, args: argparse.Namespace, **fixed):
     """Build ``cls`` from the flags ``add_arguments`` made (``fixed`` fields are given directly)."""
     hints = typing.get_type_hints(cls)
     values = {}
@@ -138,14 +133,12 @@ def from_arguments(cls: type, args: argparse.Namespace, prefix: str = "", **fixe
             continue
         nested = _dataclass_type(hints[f.name])
         if nested is not None:
-            base = _default_of(f)  # fields without a flag (e.g. sizes filled in from the data) keep its values
-            own = {g.name for g in dataclasses.fields(nested)}
-            nested_fixed = {**({k: getattr(base, k) for k in own} if base is not None else {}),
-                            **{k: v for k, v in fixed.items() if k in own}}
-            nested_fixed = {k: v for k, v in nested_fixed.items() if not hasattr(args, prefix + k) or k in fixed}
-            values[f.name] = from_arguments(nested, args, prefix, **nested_fixed)
-        elif hasattr(args, prefix + f.name):
-            value = getattr(args, prefix + f.name)
+            base = _default_of(f)  # its fields without a flag (sizes filled in from the data) keep their default
+            keep = {g.name: getattr(base, g.name) for g in dataclasses.fields(nested)
+                    if base is not None and not hasattr(args, g.name)}
+            values[f.name] = from_arguments(nested, args, **{**keep, **fixed})
+        elif hasattr(args, f.name):
+            value = getattr(args, f.name)
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values)
 

@@ -4,12 +4,9 @@
     tokens   (B, T) -> Embedding(mask_zero) -> Dropout -> LSTM(U, seq)     -> seq  (B, T, U)
     img[:, None] + seq -> Dense(units, relu) -> Dense(vocab)               -> logits (B, T, V)
 
-Keras models that share the same layer objects (so the same weights):
-- ``training_model``: whole captions, teacher forcing, logits for every position (trained, saved);
-- ``project_model`` and ``step_model``: the image projection, and one token per call with the LSTM
-  state carried (the inference graph in Keras, kept as the reference the tests check against).
-``MergeDecoder`` decodes with a NumPy copy of that inference graph: one small step per word, the
-state carried, never re-reading the prefix.
+The Keras ``training_model`` reads whole captions with teacher forcing (what is trained and saved).
+``InferenceDecoder`` runs the same graph in NumPy one word at a time with the LSTM state carried
+(what decodes): one small step per word, never re-reading the prefix.
 
 Padding is handled by the loss (``masked_loss`` with explicit sample weights), because Keras
 ``Add`` drops the Embedding mask.
@@ -23,7 +20,6 @@ import functools
 import io
 import json
 import re
-import warnings
 import zipfile
 
 import numpy as np
@@ -45,13 +41,8 @@ class DecoderConfig(Config):
 
 
 def build_decoder(config: DecoderConfig):
-    """Return ``(training_model, step_model)``, sharing weights.
-
-    training_model: inputs ``features`` (B, D) float32, ``tokens`` (B, T) int32 -> logits (B, T, V)
-    step_model:     inputs ``img`` (B, U), ``token`` (B, 1), ``h`` (B, U), ``c`` (B, U)
-                    -> ``log_probs`` (B, V), ``h`` (B, U), ``c`` (B, U)
-    ``project_model``: features (B, D) -> img (B, U), computed once per image before decoding.
-    """
+    """The Keras training model: inputs ``features`` (B, D) float32, ``tokens`` (B, T) int32 -> logits
+    (B, T, V), teacher forcing over whole captions. Decoding runs ``InferenceDecoder`` on its weights."""
     import keras
     from keras import layers
 
@@ -71,29 +62,7 @@ def build_decoder(config: DecoderConfig):
     seq, _, _ = lstm(emb_dropout(embedding(tokens)))  # (B, T, U)
     merged = layers.Add(name="merge")([layers.Reshape((1, c.units), name="img_time")(img), seq])  # (B, T, U)
     logits = head(merge_dense(merged))  # (B, T, V)
-    training_model = keras.Model({"features": features, "tokens": tokens}, logits, name="merge_decoder")
-
-    # -- image projection, once per image --------------------------------------------------
-    project_model = keras.Model(features, feat_dense(features), name="project")  # (B, U)
-
-    # -- one step with the LSTM state carried ----------------------------------------------
-    img_in = keras.Input((c.units,), name="img")  # (B, U)
-    token = keras.Input((1,), dtype="int32", name="token")  # (B, 1)
-    h_in = keras.Input((c.units,), name="h")  # (B, U)
-    c_in = keras.Input((c.units,), name="c")  # (B, U)
-    step_seq, h_out, c_out = lstm(embedding(token), initial_state=[h_in, c_in])  # (B, 1, U)
-    with warnings.catch_warnings():  # the one-token mask is all ones; dropping it is intended
-        warnings.filterwarnings("ignore", message=".*does not support masking.*")
-        step_last = layers.Reshape((c.units,), name="squeeze")(step_seq)  # (B, U)
-    step_merged = layers.Add(name="step_merge")([img_in, step_last])  # (B, U)
-    step_logits = head(merge_dense(step_merged))  # (B, V)
-    log_probs = layers.Activation("log_softmax", name="log_probs")(step_logits)  # (B, V)
-    step_model = keras.Model(
-        {"img": img_in, "token": token, "h": h_in, "c": c_in},
-        {"log_probs": log_probs, "h": h_out, "c": c_out},
-        name="merge_decoder_step",
-    )
-    return training_model, project_model, step_model
+    return keras.Model({"features": features, "tokens": tokens}, logits, name="merge_decoder")
 
 
 def masked_loss(targets, logits, sample_weight=None):
@@ -222,17 +191,17 @@ class InferenceDecoder:
 
 
 class MergeDecoder:
-    """The Keras models built by ``build_decoder`` (what is trained and saved), and their
-    ``InferenceDecoder`` (what decodes: ``step``, ``initial_state``, ``token_log_probs``). The Keras
-    weights are the source of truth: ``refresh`` re-exports them after training changes them."""
+    """The Keras model built by ``build_decoder`` (what is trained and saved), and its
+    ``InferenceDecoder`` (what decodes: ``step``, ``initial_state``, ``token_log_probs``), exported on
+    first use. The Keras weights are the source of truth: ``refresh`` re-exports them after training
+    changes them."""
 
     def __init__(self, config: DecoderConfig, training_model=None):
         self.config = config
-        built = build_decoder(config)
-        self.training_model, self.project_model, self.step_model = built
+        self.training_model = build_decoder(config)
         if training_model is not None:
             self.training_model.set_weights(training_model.get_weights())
-        self.refresh()
+        self._inference: InferenceDecoder | None = None
 
     def layer_weights(self) -> dict[str, list[np.ndarray]]:
         """Layer name -> weight arrays, for the layers inference reads."""
@@ -240,8 +209,14 @@ class MergeDecoder:
                 for name in InferenceDecoder.LAYERS}
 
     def refresh(self) -> None:
-        """(Re)export the inference weights from the Keras layers; call after training changes them."""
-        self.inference = InferenceDecoder(self.config, self.layer_weights())
+        """Re-export the inference weights from the Keras layers; call after training changes them."""
+        self._inference = None
+
+    @property
+    def inference(self) -> InferenceDecoder:
+        if self._inference is None:
+            self._inference = InferenceDecoder(self.config, self.layer_weights())
+        return self._inference
 
     def save(self, path: str) -> None:
         self.training_model.save(path)

@@ -129,11 +129,6 @@ class Strategy:
         mine = {o.name for o in self.options}
         return self.options_class(**{k: v for k, v in merged.items() if k in mine})
 
-    def __call__(self, step: StepFn, state: tuple, n_images: int, opts=None) -> list[list[Hypothesis]]:
-        if opts is None or isinstance(opts, Mapping):
-            opts = self.make_options(opts)
-        return self.run(step, state, n_images, opts)
-
 
 STRATEGIES: dict[str, Strategy] = {}
 ALL_OPTIONS: dict[str, Option] = {}  # every option of every strategy, by name, in registration order
@@ -251,10 +246,11 @@ def _constrain(log_probs: np.ndarray, seqs: np.ndarray, t: int, opts) -> np.ndar
     return log_probs
 
 
-def _run_rows(step: StepFn, state: tuple, n_rows: int, opts, choose) -> list[Hypothesis]:
+def _run_rows(step: StepFn, state: tuple, n_rows: int, opts, choose, alpha: float = 0.0) -> list[Hypothesis]:
     """Shared loop of greedy and sampling: each row extends one sequence until <end>.
 
-    ``choose(log_probs (B, V)) -> ids (B,)`` picks the next id of every active row.
+    ``choose(log_probs (B, V)) -> ids (B,)`` picks the next id of every active row; ``alpha`` is the
+    length penalty of the scores.
     Finished rows leave the batch, so the step runs on active rows only.
     """
     T = opts.max_length
@@ -277,14 +273,13 @@ def _run_rows(step: StepFn, state: tuple, n_rows: int, opts, choose) -> list[Hyp
             state = _take(state, np.flatnonzero(keep))
         active, tokens = active[keep], chosen[keep].astype(np.int32)
     return [Hypothesis(seqs[r, :lengths[r]].tolist(), float(total[r]),
-                       float(total[r]) / length_normaliser(int(lengths[r]), opts.length_penalty))
+                       float(total[r]) / length_normaliser(int(lengths[r]), alpha))
             for r in range(n_rows)]
 
 
 # -- the strategies -------------------------------------------------------------------------------
 @register_strategy("greedy", *COMMON, help="the most likely word at every step: one caption, fastest")
 def greedy(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
-    opts = _with(opts, length_penalty=0.0)
     return [[h] for h in _run_rows(step, state, n_images, opts, lambda lp: lp.argmax(axis=1))]
 
 
@@ -296,7 +291,8 @@ def beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hy
     Finished hypotheses are ranked by log_prob / ((5 + len) / 6) ** length_penalty. An image stops
     once it has ``beam_width`` finished hypotheses that no live beam can still beat.
     """
-    return _grouped_beam_search(step, state, n_images, opts, groups=1, width=opts.beam_width, diversity=0.0)
+    return _grouped_beam_search(step, state, n_images, opts, groups=1, width=opts.beam_width, diversity=0.0,
+                                n_return=opts.num_return)
 
 
 @register_strategy(
@@ -339,7 +335,7 @@ def sample(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothe
             picked[bad] = probs[bad].argmax(axis=1)
         return picked
 
-    hyps = _run_rows(step, state, n_images * k, opts, choose)
+    hyps = _run_rows(step, state, n_images * k, opts, choose, opts.length_penalty)
     return [sorted(hyps[i * k:(i + 1) * k], key=lambda h: -h.score) for i in range(n_images)]
 
 
@@ -359,8 +355,8 @@ def diverse_beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list
     ``diversity_penalty`` per earlier group that chose the same word at the same step. The n best distinct
     captions are returned, each group's best first (so ``num_return <= beam_groups`` gives one per group)."""
     G = opts.beam_groups
-    hyps = _grouped_beam_search(step, state, n_images, _with(opts, num_return=G * opts.group_width), groups=G,
-                                width=opts.group_width, diversity=opts.diversity_penalty, by_group=True)
+    hyps = _grouped_beam_search(step, state, n_images, opts, groups=G, width=opts.group_width,
+                                diversity=opts.diversity_penalty, n_return=G * opts.group_width, by_group=True)
     out = []
     for per in hyps:
         seen, best = set(), []
@@ -372,36 +368,25 @@ def diverse_beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list
     return out
 
 
-def _with(opts, **values):
-    """A plain namespace of ``opts`` plus ``values`` (for shared loops reading options a strategy lacks)."""
-    return _Namespace({**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}, **values})
-
-
-class _Namespace(dict):
-    __getattr__ = dict.__getitem__
-
-
 def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups: int, width: int,
-                         diversity: float, by_group: bool = False) -> list[list[Hypothesis]]:
+                         diversity: float, n_return: int, by_group: bool = False) -> list[list[Hypothesis]]:
     """Beam search in ``groups`` groups of ``width`` beams per image (one group: plain beam search).
 
     Groups take their step in turn; each word that earlier groups chose at this step for the same image
     costs a later group ``diversity`` per choice (Hamming diversity, Vijayakumar et al. 2016). Each group
     keeps the ``width`` best candidates by that penalised score; hypotheses record their true
-    log-probability and are ranked by it (length-normalised). ``by_group``: each group's best hypothesis
-    first (best group first), then all the others by score.
+    log-probability and are ranked by it (length-normalised); the ``n_return`` best are returned.
+    ``by_group``: each group's best hypothesis first (best group first), then all the others by score.
     """
     G, W, alpha, T = groups, width, opts.length_penalty, opts.max_length
-    n_ret = min(opts.num_return, G * W)
+    n_ret = min(n_return, G * W)
     images = np.arange(n_images)  # the images still searching (compacted as images finish)
     state = _take(state, np.repeat(images, G * W))  # rows: image-major, then group, then beam
     beam_lp = np.full((n_images, G, W), NEG_INF)  # true log-probabilities of the live beams
     beam_lp[:, :, 0] = 0.0  # all beams start equal: keep one so the first step does not repeat
     beam_sel = beam_lp.copy()  # the (penalised) scores the groups select by
     seqs = np.zeros((n_images, G, W, T), np.int64)  # (N, G, W, T)
-    finished: list[list[Hypothesis]] = [[] for _ in range(n_images)]
-    group_of: dict[int, int] = {}  # id(hypothesis) -> its group
-    fin_scores: dict[tuple[int, int], list[float]] = {}  # (image, group) -> scores of its finished hypotheses
+    finished: list[list[tuple[int, Hypothesis]]] = [[] for _ in range(n_images)]  # (group, hypothesis)
     group_done = np.zeros((n_images, G), dtype=bool)
     tokens = np.full(n_images * G * W, START_ID, dtype=np.int32)
     row_base = (np.arange(n_images)[:, None, None] * G + np.arange(G)[None, :, None]) * W  # (N, G, 1)
@@ -450,13 +435,11 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
             for i, j in zip(*np.nonzero(fin)):
                 seq = seqs[i, g, w[i, j], :t].tolist() + [int(v[i, j])]
                 h = Hypothesis(seq, float(true[i, j]), float(true[i, j]) / length_normaliser(t + 1, alpha))
-                finished[images[i]].append(h)
-                group_of[id(h)] = g
-                fin_scores.setdefault((int(images[i]), g), []).append(h.score)
+                finished[images[i]].append((g, h))
             # a group stops when no live beam can beat its W best finished hypotheses
             best_alive = new_lp[:, g].max(axis=1)  # (n,)
             for i in np.flatnonzero(~group_done[:, g]):
-                scores = fin_scores.get((int(images[i]), g), ())
+                scores = [h.score for gg, h in finished[images[i]] if gg == g]
                 if best_alive[i] == NEG_INF:
                     group_done[i, g] = True
                 elif len(scores) >= W:
@@ -478,11 +461,12 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
 
     out = []
     for f in finished:
-        ranked = sorted(f, key=lambda h: -h.score)
-        if by_group:
-            firsts = [next(h for h in ranked if group_of[id(h)] == g) for g in range(G)
-                      if any(group_of[id(h)] == g for h in ranked)]
-            firsts.sort(key=lambda h: -h.score)
-            ranked = firsts + [h for h in ranked if all(h is not x for x in firsts)]
-        out.append(ranked[:n_ret])
+        ranked = sorted(f, key=lambda gh: -gh[1].score)
+        if by_group:  # each group's best, in score order, then the rest
+            firsts: dict[int, Hypothesis] = {}
+            for g, h in ranked:
+                firsts.setdefault(g, h)
+            lead = list(firsts.values())
+            ranked = [(0, h) for h in lead] + [(g, h) for g, h in ranked if firsts[g] is not h]
+        out.append([h for _, h in ranked[:n_ret]])
     return out

@@ -67,8 +67,14 @@ def _image_dir(root: str) -> str | None:
 
 
 def load_flickr_local(root: str, split: str, report: LoadReport | None = None) -> list[CaptionExample]:
-    """Original Flickr8k layout, or the Kaggle layout (``captions.txt``)."""
-    split = _check_split(split)
+    """One split of a Flickr folder in the original or the Kaggle layout."""
+    return load_flickr_splits(root, (_check_split(split),), report)[split]
+
+
+def load_flickr_splits(root: str, splits=SPLITS, report: LoadReport | None = None) -> dict[str, list[CaptionExample]]:
+    """Several splits of a Flickr folder, reading its caption file once (40,000 lines for Flickr8k)."""
+    for split in splits:
+        _check_split(split)
     report = report if report is not None else LoadReport()
     images = _image_dir(root)
     token_file = _find(root, "Flickr8k.token.txt")
@@ -78,6 +84,7 @@ def load_flickr_local(root: str, split: str, report: LoadReport | None = None) -
             f"no Flickr dataset in '{root}': looked for an image folder (Images/, Flicker8k_Dataset/) and "
             "Flickr8k.token.txt (original layout) or captions.txt (Kaggle layout)")
     captions: dict[str, list[str]] = {}
+    names: dict[str, list[str]] = {}
     if token_file:
         with open(token_file, encoding="utf-8") as f:
             for line in f:
@@ -85,29 +92,33 @@ def load_flickr_local(root: str, split: str, report: LoadReport | None = None) -
                     continue
                 key, text = line.rstrip("\n").split("\t", 1)
                 captions.setdefault(key.split("#", 1)[0], []).append(text)
-        split_name = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
-                      "test": "Flickr_8k.testImages.txt"}[split]
-        split_file = _find(root, split_name)
-        if split_file is None:
-            raise DatasetError(f"Flickr dataset in '{root}' has no split file {split_name}")
-        with open(split_file, encoding="utf-8") as f:
-            names = [n.strip() for n in f if n.strip()]
+        for split in splits:
+            split_name = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
+                          "test": "Flickr_8k.testImages.txt"}[split]
+            split_file = _find(root, split_name)
+            if split_file is None:
+                raise DatasetError(f"Flickr dataset in '{root}' has no split file {split_name}")
+            with open(split_file, encoding="utf-8") as f:
+                names[split] = [n.strip() for n in f if n.strip()]
     else:
         with open(kaggle, encoding="utf-8", newline="") as f:
             for row in csv.DictReader(f):
                 captions.setdefault(row["image"].strip(), []).append(row["caption"])
-        names = sorted(captions)
-        random.Random(8000).shuffle(names)  # fixed split: the Kaggle copy has no official one
-        names = {"train": names[:6000], "dev": names[6000:7000], "test": names[7000:]}[split]
-    out = []
-    for name in names:
-        caps = tuple(c for c in captions.get(name, []) if c.strip())
-        path = os.path.join(images, name)
-        if not caps:
-            report.skip("no captions")
-        elif not os.path.isfile(path):
-            report.skip("image file missing")
-        else:
-            out.append(CaptionExample(name, path, caps))
-    report.log(f"flickr {root} [{split}]")
+        shuffled = sorted(captions)
+        random.Random(8000).shuffle(shuffled)  # fixed split: the Kaggle copy has no official one
+        cut = {"train": shuffled[:6000], "dev": shuffled[6000:7000], "test": shuffled[7000:]}
+        names = {split: cut[split] for split in splits}
+    out: dict[str, list[CaptionExample]] = {}
+    for split in splits:
+        out[split] = []
+        for name in names[split]:
+            caps = tuple(c for c in captions.get(name, []) if c.strip())
+            path = os.path.join(images, name)
+            if not caps:
+                report.skip("no captions")
+            elif not os.path.isfile(path):
+                report.skip("image file missing")
+            else:
+                out[split].append(CaptionExample(name, path, caps))
+    report.log(f"flickr {root} [{', '.join(splits)}]")
     return out

@@ -14,8 +14,13 @@ from typing import Iterable, Sequence
 from .text import clean_caption
 
 
+def _kgrams(words: Sequence[str], n: int):
+    """The n-grams of ``words`` as tuples, in order."""
+    return zip(*(words[i:] for i in range(n)))
+
+
 def _ngrams(words: Sequence[str], n: int) -> collections.Counter:
-    return collections.Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return collections.Counter(_kgrams(words, n))
 
 
 def sentence_bleu(candidate: str, references: Sequence[str], max_n: int = 4) -> list[float]:
@@ -56,7 +61,7 @@ class CiderD:
             for r in refs:
                 words = clean_caption(r).split()
                 for k in range(1, n + 1):
-                    seen.update(zip(*(words[i:] for i in range(k))))  # the k-grams, as _ngrams' tuples
+                    seen.update(_kgrams(words, k))
             self.df.update(seen)
         self.log_docs = math.log(max(count, 1.0))
 

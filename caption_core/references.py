@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .bundle import write_json_atomic
-from .flickr import load_flickr_local
+from .flickr import load_flickr_splits
 from .images import content_hash
 from .metrics import CiderD, sentence_bleu
 
@@ -44,7 +44,7 @@ class References:
             self.cider_ready.set()
             return
         try:
-            self.splits = {s: load_flickr_local(data_dir, s) for s in ("test", "dev", "train")}
+            self.splits = load_flickr_splits(data_dir, ("test", "dev", "train"))
         except Exception as exc:
             log.warning("no dataset references: %s", exc)
             self.data_dir = None

@@ -32,9 +32,9 @@ def test_masked_loss_ignores_padding():
     assert a == pytest.approx(only, rel=1e-6)
 
 
-def test_step_model_matches_teacher_forcing(tiny_parts):
-    """Decoding one token at a time with the carried state gives the same probabilities as the
-    training model reading the whole caption."""
+def test_stepping_matches_teacher_forcing(tiny_parts):
+    """Decoding one token at a time with the carried state gives the same probabilities as scoring
+    the whole caption at once."""
     _, dec, vocab = tiny_parts
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(2, dec.config.feature_dim)).astype(np.float32)

@@ -173,7 +173,6 @@ def cmd_evaluate(args) -> int:
 
     from caption_core.bundle import update_manifest
     from caption_core.captioner import Captioner
-
     from caption_core.decoding import decoding_arguments
 
     from .build import dataset_name, load_splits

@@ -25,6 +25,7 @@ from .train_decoder import DecoderTrainConfig, train_decoder
 
 log = logging.getLogger("training.build")
 
+
 def dataset_name(source: str) -> str:
     base = os.path.basename(os.path.normpath(source)).lower()
     return base if base else source.replace("/", "_")
