@@ -23,31 +23,33 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from caption_core.bundle import BundleError, list_bundles, read_manifest, resolve_bundle
+from caption_core.bundle import BundleError, best_first, list_baselines, list_bundles, read_manifest, resolve_bundle
 from caption_core.captioner import Captioner
 from caption_core.config import Config, parse_option
 from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy
 from caption_core.encoders import ENCODERS
+from caption_core.hub import cached_examples, dataset_examples
 from caption_core.images import ImageError, ImageLimits, load_image
 from caption_core.references import References
 
 log = logging.getLogger("app")
 HERE = os.path.dirname(os.path.abspath(__file__))
-PREFERRED_DEFAULT = "efficientnet_lite0-flickr8k"
 
 
 @dataclasses.dataclass(frozen=True)
 class AppConfig(Config):
     weights_dir: str = os.path.join(HERE, "weights")  # folder of bundles (one sub-folder each)
     hub_bundles: tuple[str, ...] = ()  # extra bundles as hf://owner/repo references
-    data_dir: str | None = None  # Flickr8k-layout folder: examples and reference captions
+    data_dir: str | None = None  # Flickr8k-layout folder: examples, and the reference index built from it
+    reference_index: str = os.path.join(HERE, "references", "flickr8k")  # the shipped index (PREFIX.json/.npz): used without data_dir
     max_pixels: int = 40_000_000  # larger photos are refused with a message
     max_upload_mb: int = 20  # the server refuses larger uploads
     concurrency: int = 2  # requests processed at once (2 cores)
     queue_size: int = 16  # requests waiting beyond that get a "busy" error
     n_examples: int = 12  # example photos shown
+    hub_examples: str = "jxie/flickr8k"  # without a dataset folder: example photos from this Hub dataset's test split ('' = none)
     occlusion_grid: int = 7  # the occlusion map masks grid x grid patches
-    cache_dir: str = os.path.join(HERE, "cache")  # the reference photos' content hashes are kept here
+    cache_dir: str = os.path.join(HERE, "cache")  # a reference index built from data_dir is kept here
     encoder_options: dict = dataclasses.field(default_factory=dict)  # encoder config for every bundle: {"precision": "float32"}
 
 
@@ -91,7 +93,7 @@ class Models:
 
     @property
     def names(self) -> list[str]:
-        return sorted(self.refs, key=lambda n: (n != PREFERRED_DEFAULT, n))
+        return best_first(self.manifests)  # the default (first) is the best on the dev split
 
     @property
     def default(self) -> str | None:
@@ -107,7 +109,9 @@ class Models:
                 try:
                     self._loaded[name] = Captioner.from_bundle(self.refs[name], self.encoder_options(name))
                 except (BundleError, FileNotFoundError, OSError, ValueError) as exc:
-                    raise gr.Error(f"Bundle '{name}' cannot be loaded: {exc}") from None
+                    folder = self.refs[name]  # the page names the bundle, never the server's folders
+                    text = str(exc).replace(os.path.abspath(folder), name).replace(folder, name)
+                    raise gr.Error(f"Bundle '{name}' cannot be loaded: {text}") from None
             return self._loaded[name]
 
     def encoder_options(self, name: str) -> dict | None:
@@ -149,6 +153,23 @@ class Models:
         return [(name, cls.build_hint()) for name, cls in sorted(ENCODERS.items()) if name not in have]
 
 
+class Examples:
+    """The example photos the page shows, and where they come from; ``fetch`` swaps in photos of the Hub
+    dataset once they are downloaded (in a thread: the page never waits for the network)."""
+
+    def __init__(self, paths: list[str], kind: str):
+        self.paths, self.kind = list(paths), kind
+
+    def fetch(self, repo_id: str, folder: str, n: int) -> None:
+        try:
+            paths = dataset_examples(repo_id, folder, n)
+        except Exception as exc:  # offline, or the dataset changed: the bundled photos stay
+            log.info("no example photos from %s: %s", repo_id, exc)
+            return
+        if paths:
+            self.paths, self.kind = paths, "Flickr8k test photos"
+
+
 def fallback_examples() -> list[str]:
     """A few freely licensed photos that scikit-image ships (public domain / CC0), used from its package
     folder as they are: importing skimage.io to re-save them cost about a second of every start."""
@@ -160,6 +181,18 @@ def fallback_examples() -> list[str]:
     folder = os.path.join(list(spec.submodule_search_locations)[0], "data")
     names = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
     return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def without_paths(message: str, source: Any) -> str:
+    """``message`` with any server-side path of ``source`` (a decoder's own message may quote it) reduced to
+    the file's base name: what the user chose, not where the server stored it."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        for p in (path, os.path.abspath(path)):
+            message = message.replace(p, os.path.basename(p))
+        folder = os.path.dirname(os.path.abspath(path))
+        message = message.replace(folder + os.sep, "")
+    return message
 
 
 # -- handlers (plain functions: the tests call them directly) ------------------------------------
@@ -174,10 +207,11 @@ class Handlers:
     def _image(self, image: Any) -> Image.Image:
         if image is None:
             raise gr.Error("Upload a photo (or pick an example) first.")
+        name = os.path.basename(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else None
         try:
-            return load_image(image, self.limits)
+            return load_image(image, self.limits, name=name)
         except ImageError as exc:
-            raise gr.Error(f"That file can't be captioned: {exc}") from None
+            raise gr.Error(f"That file can't be captioned: {without_paths(str(exc), image)}") from None
 
     @staticmethod
     def decoding(captioner: Captioner, strategy: str, options: dict | None) -> tuple[str, dict]:
@@ -191,8 +225,8 @@ class Handlers:
 
     def _references_md(self, match) -> str:
         if match is None:
-            return ("*Not a dataset photo: no reference captions.*" if self.refs.data_dir
-                    else "*No dataset configured (`--data-dir`): no reference captions.*")
+            return ("*Not a Flickr8k photo (or too flat to identify): no reference captions.*" if self.refs.available
+                    else "*No reference index (`references/`) and no dataset (`--data-dir`): no reference captions.*")
         image_id, caps = match
         return f"**Reference captions** (dataset photo `{image_id}`):\n\n" + "\n".join(f"- {c}" for c in caps)
 
@@ -222,11 +256,15 @@ class Handlers:
         if match:
             lines.append("Against the references: " + ", ".join(
                 f"{k} {rows[0][k]}" for k in ("BLEU-4", "CIDEr") if k in rows[0]))
+        if result.labels:  # what the encoder itself recognised: the limit may be the captions' vocabulary
+            lines += ["", "What the encoder itself sees (its ImageNet classes): "
+                      + ", ".join(f"{label} {p:.2f}" for label, p in result.labels)]
         lines.append("")
         lines.append(f"*{bundle} · {strategy} · encode {result.encode_ms:.0f} ms · decode {result.decode_ms:.0f} ms*")
         self.models.first_served.set()
         details = {"bundle": bundle, "strategy": strategy, "options": opts, "captions": rows,
                    "encode_ms": round(result.encode_ms, 1), "decode_ms": round(result.decode_ms, 1),
+                   "imagenet_top5": [{"label": label, "probability": round(p, 4)} for label, p in result.labels or []],
                    "reference_image": match[0] if match else None,
                    "references": list(match[1]) if match else []}
         return "\n".join(lines), self._references_md(match), details
@@ -265,6 +303,13 @@ class Handlers:
             out.append((overlay(display, heat / peak if peak > 0 else heat), f"{word}  (p={p:.2f})"))
         return out, ex.caption
 
+    def curve(self, bundle) -> str | None:
+        """The bundle's training-curve PNG (shown beside its card), if it has one."""
+        if bundle not in self.models.refs:
+            return None
+        path = os.path.join(self.models.refs[bundle], "training_curve.png")
+        return path if os.path.isfile(path) else None
+
     def card(self, bundle) -> str:
         if bundle not in self.models.refs:
             raise gr.Error(f"No bundle named '{bundle}'.")
@@ -273,6 +318,9 @@ class Handlers:
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
+            if text.startswith("---\n"):  # the Hub's YAML metadata: for the Hub, not for people
+                text = text.split("\n---\n", 1)[-1]
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("![Training curve]"))
         else:
             text = f"# {bundle}\n\nNo model card in the bundle."
         t = m.get("training", {})
@@ -307,18 +355,59 @@ def photo_input(**kwargs) -> gr.Image:
     return component
 
 
+def test_scores(manifest: dict, field: str = "metrics") -> dict:
+    """The test-split scores of a bundle's (or baseline's) default decoding, float32 features first."""
+    metrics = manifest.get(field) or {}
+    keys = sorted((k for k in metrics if "/test" in k), key=lambda k: ("(" in k, k))
+    strategy = (manifest.get("default_decoding") or {}).get("strategy", "beam")
+    for k in keys:
+        by_strategy = metrics[k]
+        if by_strategy:
+            return by_strategy.get(strategy) or next(iter(by_strategy.values()))
+    return {}
+
+
+def score_rows(models: Models, baselines: list[dict]) -> list[dict]:
+    """One row per bundle (and per bundle before SCST, where it was fine-tuned) and per baseline."""
+    rows = []
+    for name in models.names:
+        m = models.manifests[name]
+        for label, field, kind in ((name, "metrics", "bundle"),
+                                   (f"{name} before SCST", "cross_entropy_metrics", "cross-entropy only")):
+            s = test_scores(m, field)
+            if "BLEU-4" in s and "CIDEr" in s:
+                rows.append({"model": label, "kind": kind, "BLEU-4": round(s["BLEU-4"], 4), "CIDEr": round(s["CIDEr"], 4)})
+    for b in baselines:
+        s = test_scores(b)
+        if "BLEU-4" in s and "CIDEr" in s:
+            rows.append({"model": "language-only baseline", "kind": "baseline", "BLEU-4": round(s["BLEU-4"], 4),
+                         "CIDEr": round(s["CIDEr"], 4)})
+    return rows
+
+
 def encoder_table(models: Models) -> str:
     lines = ["| encoder | bundle | test BLEU-4 | test CIDEr |", "|---|---|---|---|"]
     for name in models.names:
         m = models.manifests[name]
-        scores = next(iter(m.get("metrics", {}).values()), {})
-        s = scores.get(m.get("default_decoding", {}).get("strategy", "beam"), {})
+        s = test_scores(m)
         lines.append(f"| {m['encoder']['name']} | `{name}` | {s.get('BLEU-4', float('nan')):.3f} | {s.get('CIDEr', float('nan')):.3f} |")
     for enc, cmd in models.missing_encoders():
         lines.append(f"| {enc} | *not built*: `{cmd}` | | |")
     for name, err in models.errors.items():
         lines.append(f"| ? | `{name}`: {err} | | |")
     return "\n".join(lines)
+
+
+def score_plots(rows: list[dict]) -> None:
+    """Two bar charts (Gradio's own plot component): test BLEU-4 and CIDEr of each bundle and baseline."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["model", "kind", "BLEU-4", "CIDEr"])
+    colours = {"bundle": "#2563eb", "cross-entropy only": "#93c5fd", "baseline": "#9ca3af"}
+    with gr.Row():
+        for metric in ("BLEU-4", "CIDEr"):
+            gr.BarPlot(frame, x="model", y=metric, color="kind", color_map=colours, sort=None, x_label_angle=-20,
+                       title=f"Test {metric} (Flickr8k, default decoding)", x_title="", y_title=metric, height=320)
 
 
 def option_control(option: Option, value: Any, visible: bool):
@@ -342,9 +431,14 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
     that, so that their imports do not slow the start of the page)."""
     cfg = cfg or AppConfig(data_dir=default_data_dir())
     models = Models(cfg)
-    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir, start=False)
+    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir, start=False,
+                      index_prefix=None if cfg.data_dir else cfg.reference_index)
     handlers = Handlers(cfg, models, refs)
-    examples = refs.examples or fallback_examples()
+    hub_folder = os.path.join(cfg.cache_dir, "hub-examples", cfg.hub_examples.replace("/", "--"))
+    # the dataset's test photos; without the dataset, those fetched from the Hub by an earlier start; else
+    # the bundled photos (and the Hub ones are fetched in the background, for the next page load)
+    examples = Examples(refs.examples or cached_examples(hub_folder) or fallback_examples(),
+                        "Flickr8k test photos" if refs.examples or cached_examples(hub_folder) else "free photos")
     dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}
     d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
 
@@ -354,6 +448,9 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
         # interpreter exit aborted the process ("FATAL: exception not rethrown") or deadlocked it on h5py's
         # lock (seen in the tests); exit now waits for the warm-up, a few seconds at most
         refs.start(scores_later=models.first_served)
+        if not refs.examples and cfg.hub_examples and examples.kind != "Flickr8k test photos":
+            threading.Thread(target=examples.fetch, args=(cfg.hub_examples, hub_folder, cfg.n_examples),
+                             daemon=True, name="hub-examples").start()
         if models.default:
             threading.Thread(target=models.warm_up, daemon=False, name="warm-up").start()
         else:
@@ -361,16 +458,17 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
 
     with gr.Blocks(title="Image captioning") as demo:
         demo.handlers = handlers  # for tests and embedding
-        demo.example_paths = examples
+        demo.example_paths = examples.paths
+        demo.examples = examples
         demo.start_background = start_background
         gr.Markdown("# Image captioning\nDrop in a photo, pick an encoder and a decoding strategy, read the caption. "
                     "Dataset photos show their reference captions and per-caption BLEU-4 / CIDEr.")
         with gr.Row():
             with gr.Column(scale=1):
                 image = photo_input(type="filepath", label="Photo", sources=["upload", "webcam", "clipboard"], height=320)
-                if examples:
-                    gr.Examples(examples=[[p] for p in examples], inputs=[image],
-                                label="Examples (Flickr8k test photos)" if refs.examples else "Examples")
+                gallery_examples = gr.Gallery(value=examples.paths, label=f"Examples ({examples.kind}): click one",
+                                              columns=6, height=170, allow_preview=False, show_label=True,
+                                              visible=bool(examples.paths))
             with gr.Column(scale=1):
                 bundle = gr.Dropdown(choices=models.names, value=models.default, label="Encoder (bundle)",
                                      info="Bundles found in weights/. Encoders not built yet are listed under Encoders.")
@@ -398,8 +496,14 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
                 explained = gr.Textbox(label="Caption explained", interactive=False)
                 gallery = gr.Gallery(label="Per-word occlusion maps", columns=4, height="auto")
             with gr.Tab("Model card"):
+                first_curve = handlers.curve(models.default) if models.default else None
+                curve_img = gr.Image(first_curve, label="Training curve", interactive=False, height=300,
+                                     visible=first_curve is not None)
                 card_md = gr.Markdown(handlers.card(models.default) if models.default else "No bundle.")
             with gr.Tab("Encoders"):
+                rows = score_rows(models, list_baselines(cfg.weights_dir))
+                if rows:
+                    score_plots(rows)
                 gr.Markdown(encoder_table(models))
             with gr.Tab("Details (JSON)"):
                 details = gr.JSON()
@@ -419,8 +523,21 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
             text = models.status()
             return text, gr.Timer(active=bool(text))
 
+        def pick_example(evt: gr.SelectData):
+            return examples.paths[evt.index]
+
+        shown_first = list(examples.paths)
+
+        def current_examples():  # a page loaded after the Hub photos arrived shows them
+            if examples.paths == shown_first:
+                return gr.skip()
+            return gr.Gallery(value=examples.paths, label=f"Examples ({examples.kind}): click one",
+                              visible=bool(examples.paths))
+
         loading_timer.tick(on_tick, None, [loading, loading_timer], api_name=False, queue=False)
         demo.load(on_tick, None, [loading, loading_timer], api_name=False, queue=False)
+        demo.load(current_examples, None, gallery_examples, api_name=False, queue=False)
+        gallery_examples.select(pick_example, None, image, api_name=False, queue=False)
         strategy.change(on_strategy, strategy, list(controls.values()), api_name=False, queue=False)
         gathered = dict(fn=gather, inputs=[strategy, *controls.values()], outputs=options, api_name=False, queue=False)
         caption_btn.click(**gathered).then(handlers.caption, [image, bundle, strategy, options],
@@ -429,6 +546,8 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
                                            api_name="compare")
         explain_btn.click(handlers.explain, [image, bundle], [gallery, explained], api_name="explain")
         bundle.change(handlers.card, bundle, card_md, api_name="card")
+        bundle.change(lambda b: gr.Image(value=handlers.curve(b), visible=handlers.curve(b) is not None), bundle,
+                      curve_img, api_name=False, queue=False)
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
     demo.app_config = cfg
     if background:
@@ -463,7 +582,8 @@ def config_from_args(args) -> AppConfig:
 def launch(demo: gr.Blocks, args) -> None:
     """Serve the page, then start loading the bundles (if ``build_demo`` left that to us), then block."""
     cfg = demo.app_config
-    allowed = [os.path.dirname(p) for p in demo.example_paths] + ([cfg.data_dir] if cfg.data_dir else [])
+    allowed = ([os.path.dirname(p) for p in demo.example_paths] + ([cfg.data_dir] if cfg.data_dir else [])
+               + [os.path.join(cfg.cache_dir, "hub-examples")])
     demo.launch(server_name=args.host, server_port=args.port, show_error=True, allowed_paths=allowed,
                 max_file_size=f"{cfg.max_upload_mb}mb", prevent_thread_lock=True)
     demo.start_background()

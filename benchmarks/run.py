@@ -56,7 +56,7 @@ def bench_features(n: int, repeats: int) -> list[dict]:
     import classic
 
     from caption_core.encoders import build_encoder
-    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite0
+    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite
     from caption_core.images import load_image
     from training.datasets import load_captions
     from training.features import extract_features
@@ -78,7 +78,7 @@ def bench_features(n: int, repeats: int) -> list[dict]:
             model = ours["float32"].model
             one = lambda img: classic.extract_one_by_one_keras(model, [img], lambda x: x / 127.5 - 1.0)
         else:  # a plain torch model: default NCHW memory format, float32
-            model = build_efficientnet_lite0("package")
+            model = build_efficientnet_lite("package", 0)
             one = lambda img: classic.extract_one_by_one_torch(model, [img])
         classic_arrays = lambda: [one(img) for img in imgs]
         classic_files = lambda: [one(classic.load_img(p, size)) for p in paths]
@@ -148,7 +148,7 @@ def bench_roofline(features: list[dict]) -> dict:
     import keras
     import torch
 
-    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite0
+    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite
 
     from caption_core.encoders.base import cpu_has_native_bf16
 
@@ -161,7 +161,7 @@ def bench_roofline(features: list[dict]) -> dict:
         gemm[name] = round(2048 ** 3 / t / 1e9, 1)
     macs = {"xception": keras_conv_macs(keras.applications.Xception(include_top=False, weights=None,
                                                                    input_shape=(299, 299, 3))),
-            "efficientnet_lite0": torch_conv_macs(build_efficientnet_lite0("random"), torch.zeros(1, 3, 224, 224))}
+            "efficientnet_lite0": torch_conv_macs(build_efficientnet_lite("random", 0), torch.zeros(1, 3, 224, 224))}
     rows = []
     for x in features:
         g = macs[x["encoder"]] / 1e9

@@ -12,18 +12,15 @@ import os
 import sys
 
 DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-PREFERRED = ("efficientnet_lite0-flickr8k",)
 
 
 def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
-    from .bundle import list_bundles
+    """The bundle in ``folder`` that scores best on the dev split (the app's default too)."""
+    from .bundle import best_first, list_bundles
 
-    found = [b for b in list_bundles(folder) if "manifest" in b]
-    for name in PREFERRED:
-        for b in found:
-            if b["name"] == name:
-                return b["path"]
-    return found[0]["path"] if found else None
+    found = {b["name"]: b for b in list_bundles(folder) if "manifest" in b}
+    ranked = best_first({name: b["manifest"] for name, b in found.items()})
+    return found[ranked[0]]["path"] if ranked else None
 
 
 def main(argv: list[str] | None = None) -> int:

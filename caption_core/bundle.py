@@ -26,6 +26,7 @@ from .text import Vocabulary
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "caption_core.bundle/1"
+BASELINE_FORMAT = "caption_core.baseline/1"  # a baseline's scores (no model to serve): weights/<name>.json
 DECODER_FILE = "decoder.keras"
 VOCAB_FILE = "vocab.json"
 HF_PREFIX = "hf://"
@@ -214,6 +215,48 @@ def load_bundle(ref: str, encoder_options: dict | None = None):
     if encoder.output_dim != config.feature_dim:
         raise BundleError(f"bundle '{folder}': encoder gives {encoder.output_dim}-d features, decoder expects {config.feature_dim}")
     return manifest, encoder, decoder, vocab, folder
+
+
+def dev_score(manifest: dict, metric: str = "CIDEr") -> float | None:
+    """The bundle's score on the dev split with its default decoding, as ``python -m training tune``
+    recorded it (None when it was not tuned, or its default decoding was not among those tried)."""
+    tuning = manifest.get("tuning") or {}
+    default = manifest.get("default_decoding") or {}
+    if tuning.get("split") != "dev":
+        return None
+    for row in tuning.get("results", []):
+        if row.get("strategy") == default.get("strategy") and row.get("options") == default.get("options"):
+            return row.get(metric)
+    return None
+
+
+def best_first(names_manifests: dict[str, dict]) -> list[str]:
+    """Bundle names, the best on the dev split first (CIDEr of its default decoding), then those without a
+    dev score by name. Test scores never choose: the default bundle is picked on dev, like everything else."""
+    def key(name: str):
+        score = dev_score(names_manifests[name])
+        return (score is None, -(score or 0.0), name)
+
+    return sorted(names_manifests, key=key)
+
+
+def list_baselines(folder: str = "weights") -> list[dict]:
+    """Baseline score records directly under ``folder`` (``<name>.json`` of format BASELINE_FORMAT, written by
+    ``python -m training build --blind``): what the bundles are compared with. Unreadable files are skipped."""
+    out = []
+    if not os.path.isdir(folder):
+        return out
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("format") == BASELINE_FORMAT:
+            out.append(record)
+    return out
 
 
 def list_bundles(folder: str = "weights") -> list[dict]:

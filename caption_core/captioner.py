@@ -34,6 +34,7 @@ class CaptionResult:
     captions: list[Caption]  # best first
     encode_ms: float  # encoder time for this call, per image
     decode_ms: float  # decoding time for this call, per image
+    labels: list[tuple[str, float]] | None = None  # the encoder's own top-5 ImageNet classes, where it has a head
 
 
 class Captioner:
@@ -94,8 +95,9 @@ class Captioner:
         t1 = time.perf_counter()
         per_image = self.decode(feats, strategy, options, **overrides)
         t2 = time.perf_counter()
+        labels = self.encoder.imagenet_labels(feats) or [None] * len(per_image)
         n = len(images)
-        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n) for c in per_image]
+        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab) for c, lab in zip(per_image, labels)]
 
     def word_log_probs(self, features: np.ndarray, caption: str) -> tuple[list[str], np.ndarray]:
         """The probability the model gives each word of ``caption`` (and <end>) for each image.

@@ -100,10 +100,12 @@ def _check_size(width: int, height: int, limits: ImageLimits, what: str) -> None
         )
 
 
-def load_image(src: Any, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+def load_image(src: Any, limits: ImageLimits = DEFAULT_LIMITS, name: str | None = None) -> Image.Image:
     """Open ``src`` (path, bytes, file object, PIL image or array) as an RGB PIL image.
 
-    Raises ``ImageError`` (a ``ValueError``) with a message a person can act on.
+    Raises ``ImageError`` (a ``ValueError``) with a message a person can act on. ``name``: what the
+    messages call the file (a server names an upload by the file name its user chose, never by the
+    path it was stored under); default: the path itself.
     """
     if isinstance(src, Image.Image):
         img = src
@@ -115,7 +117,7 @@ def load_image(src: Any, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
             _check_size(src.shape[1], src.shape[0], limits, "array")
         return _from_array(src)
     else:
-        what = _describe(src)
+        what = f"'{name}'" if name else _describe(src)
         if isinstance(src, (str, os.PathLike)):
             path = os.fspath(src)
             if not os.path.isfile(path):
@@ -185,11 +187,3 @@ def resize_array(img: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
 def batch_arrays(images: Sequence[Image.Image], size: int | tuple[int, int]) -> np.ndarray:
     """List of RGB images -> uint8 batch (N, H, W, 3)."""
     return np.stack([resize_array(im, size) for im in images])  # (N, H, W, 3)
-
-
-def content_hash(img: Image.Image, side: int = 16) -> str:
-    """A hash of the image's content, not its bytes or name: the image shrunk to ``side`` x ``side``
-    grey levels, quantised. A re-uploaded or re-encoded copy of a photo gets the same hash."""
-    small = np.asarray(img.convert("L").resize((side, side), Image.Resampling.BOX), dtype=np.float32)
-    bits = (small > small.mean()).astype(np.uint8).ravel()  # (side*side,)
-    return np.packbits(bits).tobytes().hex()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .text import clean_caption
 
@@ -48,24 +48,35 @@ def sentence_bleu(candidate: str, references: Sequence[str], max_n: int = 4) -> 
     return out
 
 
-class CiderD:
-    """CIDEr-D (Vedantam et al. 2015) with document frequencies from a fixed reference corpus."""
+def _words(caption: str) -> list[str]:
+    return clean_caption(caption).split()
 
-    def __init__(self, corpus: Iterable[Sequence[str]], n: int = 4, sigma: float = 6.0):
-        self.n, self.sigma = n, sigma
+
+class CiderD:
+    """CIDEr-D (Vedantam et al. 2015) with document frequencies from a fixed reference corpus.
+
+    ``tokenize`` turns a caption into its words (default: the caption cleaner). Training's SCST rewards
+    pass one that appends an end token, so a caption cut short before its last words scores lower.
+    ``vector`` and ``similarity`` let a caller prepare each photo's reference vectors once.
+    """
+
+    def __init__(self, corpus: Iterable[Sequence[str]], n: int = 4, sigma: float = 6.0,
+                 tokenize: Callable[[str], list[str]] = _words):
+        self.n, self.sigma, self.tokenize = n, sigma, tokenize
         self.df: collections.Counter = collections.Counter()
         count = 0
         for refs in corpus:
             count += 1
             seen = set()
             for r in refs:
-                words = clean_caption(r).split()
+                words = tokenize(r)
                 for k in range(1, n + 1):
                     seen.update(_kgrams(words, k))
             self.df.update(seen)
         self.log_docs = math.log(max(count, 1.0))
 
-    def _vec(self, words: list[str]):
+    def vector(self, words: Sequence[str]) -> tuple[list[dict], list[float], int]:
+        """Words -> (tf-idf vector per n, their norms, length)."""
         vecs, norms = [], []
         for k in range(1, self.n + 1):
             tf = _ngrams(words, k)
@@ -74,16 +85,36 @@ class CiderD:
             norms.append(math.sqrt(sum(x * x for x in v.values())))
         return vecs, norms, len(words)
 
-    def score(self, candidate: str, references: Sequence[str]) -> float:
-        cand = self._vec(clean_caption(candidate).split())
-        refs = [self._vec(clean_caption(r).split()) for r in references]
+    def similarity(self, cand: tuple, refs: Sequence[tuple]) -> float:
+        """CIDEr-D of a candidate vector against reference vectors (from ``vector``)."""
         if not refs:
             return 0.0
         total = [0.0] * self.n
+        cvecs, cnorms, clen = cand
         for rv, rn, rl in refs:
-            delta = cand[2] - rl
+            penalty = math.exp(-((clen - rl) ** 2) / (2 * self.sigma ** 2))
             for k in range(self.n):
-                dot = sum(min(x, rv[k].get(g, 0.0)) * rv[k].get(g, 0.0) for g, x in cand[0][k].items())
-                if cand[1][k] and rn[k]:
-                    total[k] += dot / (cand[1][k] * rn[k]) * math.exp(-(delta ** 2) / (2 * self.sigma ** 2))
+                if cnorms[k] and rn[k]:
+                    ref = rv[k]
+                    dot = sum(min(x, ref.get(g, 0.0)) * ref.get(g, 0.0) for g, x in cvecs[k].items())
+                    total[k] += dot / (cnorms[k] * rn[k]) * penalty
         return 10.0 * sum(t / len(refs) for t in total) / self.n
+
+    def score(self, candidate: str, references: Sequence[str]) -> float:
+        return self.similarity(self.vector(self.tokenize(candidate)),
+                               [self.vector(self.tokenize(r)) for r in references])
+
+
+# a caption ending on one of these words stops mid-phrase ("a dog runs with a", "a man on the")
+DANGLING_WORDS = frozenset("a an the of with in on at and to for from by into onto his her their its is are while "
+                           "who that as near".split())
+
+
+def caption_statistics(captions: Sequence[str]) -> dict:
+    """What a collapse after CIDEr training shows first: the share of distinct captions, the number of
+    different words used, and the captions that end on a dangling word ("... with a")."""
+    words = [c.split() for c in captions]
+    dangling = [c for c, w in zip(captions, words) if w and w[-1] in DANGLING_WORDS]
+    return {"captions": len(captions), "distinct_share": round(len(set(captions)) / max(len(captions), 1), 4),
+            "words_used": len({x for w in words for x in w}), "dangling_endings": len(dangling),
+            "dangling_examples": dangling[:5]}

@@ -1,132 +1,214 @@
-"""Reference captions of dataset photos, found by image content, and the CIDEr-D document
-frequencies of the dataset's references: what the app shows next to a caption."""
+"""Reference captions of dataset photos, found by image content, and the CIDEr-D document frequencies
+of the dataset's references: what the app shows next to a caption.
+
+``ReferenceIndex`` holds, for every photo of a dataset, its id, split, captions and fingerprint
+(``caption_core.photo_index``), and no photo. It is saved as two files, ``<name>.json`` (what it is,
+how it was made, the ids, splits and captions) and ``<name>.npz`` (the fingerprints: plain arrays,
+read without pickle), so it ships with the app (``references/flickr8k.*``, made by
+``python -m training references``) and a Space without the dataset shows the references of any
+Flickr8k photo a user uploads.
+
+``References`` is the app's service: the shipped index when there is one, else an index built from a
+dataset folder (and cached), loaded in a thread; lookups wait for it a bounded time.
+"""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .bundle import write_json_atomic
+from .bundle import sha256_file, write_json_atomic
 from .flickr import load_flickr_splits
-from .images import content_hash
 from .metrics import CiderD, sentence_bleu
+from .photo_index import MatchConfig, PhotoIndex
 
 log = logging.getLogger("caption_core.references")
+INDEX_FORMAT = "caption_core.references/1"
+
+
+class ReferenceIndex:
+    """The photos of a dataset: ids, splits, captions and fingerprints (rows in the same order)."""
+
+    def __init__(self, ids: Sequence[str], splits: Sequence[str], captions: Sequence[Sequence[str]],
+                 photos: PhotoIndex, made: dict | None = None):
+        if not (len(ids) == len(splits) == len(captions) == len(photos)):
+            raise ValueError(f"reference index: {len(ids)} ids, {len(splits)} splits, {len(captions)} caption "
+                             f"lists and {len(photos)} fingerprints")
+        self.ids, self.splits = list(ids), list(splits)
+        self.captions = [tuple(c) for c in captions]
+        self.photos = photos
+        self.made = made or {}
+
+    @classmethod
+    def build(cls, data_dir: str, splits: Sequence[str] = ("train", "dev", "test"), made: dict | None = None,
+              config: MatchConfig = MatchConfig()) -> "ReferenceIndex":
+        """Decode every photo of a Flickr folder (original or Kaggle layout) once and fingerprint it."""
+        by_split = load_flickr_splits(data_dir, tuple(splits))
+        rows = [(e, s) for s in splits for e in by_split[s]]
+        kept, images = [], []
+        for e, s in rows:
+            try:
+                with Image.open(e.image) as im:
+                    images.append(im.convert("RGB"))
+                kept.append((e, s))
+            except OSError as exc:
+                log.warning("reference index: %s skipped (%s)", e.image_id, exc)
+        photos = PhotoIndex.build(images, config)
+        made = {"source": os.path.basename(os.path.normpath(data_dir)), "photos": len(kept),
+                "splits": {s: sum(1 for _, k in kept if k == s) for s in splits},
+                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **(made or {})}
+        return cls([e.image_id for e, _ in kept], [s for _, s in kept], [e.captions for e, _ in kept], photos, made)
+
+    # -- files ---------------------------------------------------------------------------------
+    def save(self, prefix: str) -> tuple[str, str]:
+        """Write ``<prefix>.npz`` then ``<prefix>.json`` (which records the npz's sha256), atomically each."""
+        folder = os.path.dirname(os.path.abspath(prefix))
+        os.makedirs(folder, exist_ok=True)
+        npz = prefix + ".npz"
+        tmp = npz + ".tmp.npz"
+        np.savez_compressed(tmp, hashes=self.photos.hashes, thumbs=self.photos.thumbs)
+        os.replace(tmp, npz)
+        doc = {"format": INDEX_FORMAT, "made": self.made, "match": self.photos.config.to_dict(),
+               "fingerprints": {"file": os.path.basename(npz), "sha256": sha256_file(npz)},
+               "photos": [{"id": i, "split": s, "captions": list(c)}
+                          for i, s, c in zip(self.ids, self.splits, self.captions)]}
+        write_json_atomic(prefix + ".json", doc)
+        return prefix + ".json", npz
+
+    @classmethod
+    def load(cls, prefix: str) -> "ReferenceIndex":
+        """From ``save``'s two files; loud errors when one is missing, altered or of another format."""
+        path = prefix + ".json"
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"reference index '{os.path.basename(path)}' cannot be read: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
+            raise ValueError(f"reference index '{os.path.basename(path)}' is not of format {INDEX_FORMAT}; "
+                             "rebuild it with: python -m training references")
+        npz = os.path.join(os.path.dirname(os.path.abspath(path)), doc["fingerprints"]["file"])
+        if not os.path.isfile(npz) or sha256_file(npz) != doc["fingerprints"]["sha256"]:
+            raise ValueError(f"reference index '{os.path.basename(path)}': its fingerprints file is missing or does "
+                             "not match its checksum; rebuild it with: python -m training references")
+        with np.load(npz, allow_pickle=False) as z:
+            photos = PhotoIndex(z["hashes"], z["thumbs"], MatchConfig.from_dict(doc.get("match", {})))
+        rows = doc["photos"]
+        return cls([r["id"] for r in rows], [r["split"] for r in rows], [r["captions"] for r in rows], photos,
+                   doc.get("made"))
+
+    # -- use -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, img: Image.Image) -> tuple[str, tuple[str, ...]] | None:
+        """(image id, reference captions) of the dataset photo that ``img`` is a copy of, else None."""
+        row = self.photos.match(img)
+        return None if row is None else (self.ids[row], self.captions[row])
+
+    def references_by_photo(self) -> Iterable[tuple[str, ...]]:
+        return iter(self.captions)
 
 
 class References:
-    """Reference captions of dataset photos, found by image content (a re-uploaded or re-encoded
-    copy is recognised), and the CIDEr-D document frequencies of the dataset's references."""
+    """What the app asks: the reference captions of a photo and per-caption scores against them.
 
-    MAX_DISTANCE = 12  # of 256 hash bits
+    The index is the shipped one (``index_prefix``) when its files exist, else one built from
+    ``data_dir`` (a Flickr folder; cached under ``cache_dir``); neither: no references. Built or loaded
+    in a thread started here or by ``start()``; the CIDEr-D document frequencies of its captions after
+    it (after ``scores_later`` too, when given). ``examples``: the first test photos of ``data_dir``.
+    """
 
-    def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None, start: bool = True):
-        """Reads the dataset's caption files; the index (content hashes, CIDEr-D frequencies) is built in a
-        thread, started here or by ``start()``."""
-        self.data_dir, self.cache_dir = data_dir, cache_dir
+    def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None, start: bool = True,
+                 index_prefix: str | None = None):
+        self.data_dir, self.cache_dir, self.index_prefix = data_dir, cache_dir, index_prefix
         self.examples: list[str] = []
-        self.by_hash: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self.bits: np.ndarray | None = None
-        self.keys: list[str] = []
+        self.index: ReferenceIndex | None = None
         self.cider: CiderD | None = None
-        self.ready = threading.Event()  # the photo index is built (lookups can be answered)
+        self.error: str | None = None
+        self.ready = threading.Event()  # the photo index is loaded or built (lookups can be answered)
         self.cider_ready = threading.Event()  # the CIDEr-D document frequencies too
         self._started = False
-        if not data_dir:
+        self.shipped = bool(index_prefix) and os.path.isfile(index_prefix + ".json")
+        if data_dir:
+            try:
+                self.examples = [e.image for e in load_flickr_splits(data_dir, ("test",))["test"][:n_examples]]
+            except Exception as exc:
+                log.warning("no dataset examples: %s", exc)
+                self.data_dir = None
+        if not self.available:
             self.ready.set()
             self.cider_ready.set()
-            return
-        try:
-            self.splits = load_flickr_splits(data_dir, ("test", "dev", "train"))
-        except Exception as exc:
-            log.warning("no dataset references: %s", exc)
-            self.data_dir = None
-            self.ready.set()
-            self.cider_ready.set()
-            return
-        self.examples = [e.image for e in self.splits["test"][:n_examples]]
-        if start:
+        elif start:
             self.start()
 
+    @property
+    def available(self) -> bool:
+        """An index can be had: shipped, or buildable from the dataset folder."""
+        return self.shipped or bool(self.data_dir)
+
     def start(self, scores_later: threading.Event | None = None) -> None:
-        """Build the index in a thread (once): the photo index first (what a lookup needs), then the CIDEr-D
-        document frequencies (a few seconds over 40,000 captions; only scores need them), after
-        ``scores_later`` is set when given (the app sets it once its first visitor is served)."""
         if self.ready.is_set() or self._started:
             return
         self._started = True
-        threading.Thread(target=self._index, args=(scores_later,), daemon=True, name="reference-index").start()
+        threading.Thread(target=self._load, args=(scores_later,), daemon=True, name="reference-index").start()
 
-    def _index(self, scores_later: threading.Event | None = None) -> None:
-        examples = [e for s in ("test", "dev", "train") for e in self.splits[s]]
+    def _load(self, scores_later: threading.Event | None = None) -> None:
         try:
             t0 = time.perf_counter()
-            hashes = self._cached_hashes(examples)
-            for e in examples:
-                if e.image_id in hashes:
-                    self.by_hash.setdefault(hashes[e.image_id], (e.image_id, e.captions))
-            self.keys = list(self.by_hash)
-            self.bits = np.unpackbits(np.frombuffer(bytes.fromhex("".join(self.keys)), np.uint8).reshape(len(self.keys), -1), axis=1)
-            log.info("reference index: %d photos in %.1f s", len(self.keys), time.perf_counter() - t0)
+            self.index = self._shipped() if self.shipped else self._built()
+            log.info("reference index: %d photos in %.1f s", len(self.index), time.perf_counter() - t0)
+        except Exception as exc:  # the app runs on without references, and says why in the log
+            self.error = str(exc)
+            log.warning("no reference index: %s", exc)
         finally:
             self.ready.set()
         if scores_later is not None:
             scores_later.wait()
         try:
-            self.cider = CiderD(e.captions for e in examples)
+            if self.index is not None:
+                self.cider = CiderD(self.index.references_by_photo())
         finally:
             self.cider_ready.set()
 
-    def _cached_hashes(self, examples) -> dict[str, str]:
-        """Content hashes of the dataset photos, kept in cache/ so later starts skip the 8,000 decodes."""
-        key = hashlib.sha256(f"{os.path.abspath(self.data_dir)}|{len(examples)}".encode()).hexdigest()[:12]
-        path = os.path.join(self.cache_dir, f"reference-hashes-{key}.json") if self.cache_dir else None
-        try:
-            with open(path or "", encoding="utf-8") as f:
-                cached = json.load(f)
-            if len(cached) == len(examples):
-                return cached
-        except (OSError, ValueError):
-            pass
-        hashes = {}
-        for e in examples:
+    def _shipped(self) -> ReferenceIndex:
+        return ReferenceIndex.load(self.index_prefix)
+
+    def _built(self) -> ReferenceIndex:
+        """From the dataset folder, kept in cache/ so that later starts skip decoding its photos."""
+        key = hashlib.sha256(os.path.abspath(self.data_dir).encode()).hexdigest()[:12]
+        prefix = os.path.join(self.cache_dir, f"references-{key}") if self.cache_dir else None
+        if prefix and os.path.isfile(prefix + ".json"):
             try:
-                with Image.open(e.image) as im:
-                    hashes[e.image_id] = content_hash(im.convert("RGB"))
+                return ReferenceIndex.load(prefix)
+            except ValueError as exc:
+                log.warning("cached reference index unusable, rebuilding: %s", exc)
+        index = ReferenceIndex.build(self.data_dir)
+        if prefix:
+            try:
+                index.save(prefix)
             except OSError:
-                continue
-        if path is None:
-            return hashes
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_json_atomic(path, hashes)
-        except OSError:
-            pass  # a read-only checkout still works, just slower to start
-        return hashes
+                pass  # a read-only checkout still works, just slower to start
+        return index
 
     def lookup(self, img: Image.Image, wait: float = 3.0) -> tuple[str, tuple[str, ...]] | None:
         """(image id, reference captions) of the dataset photo that ``img`` is, else None. While the
-        index is still being built (a first start decodes every dataset photo; later starts read the cache)
-        a caption waits at most ``wait`` seconds for it, and comes without references after that."""
-        if not self.data_dir:
+        index is still loading (a first start without a shipped index decodes every dataset photo) a
+        caption waits at most ``wait`` seconds for it, and comes without references after that."""
+        if not self.available:
             return None
         self.ready.wait(wait)
-        if self.bits is None:
-            return None
-        h = content_hash(img)
-        if h in self.by_hash:
-            return self.by_hash[h]
-        q = np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))
-        dist = (self.bits != q).sum(axis=1)
-        best = int(dist.argmin())
-        return self.by_hash[self.keys[best]] if dist[best] <= self.MAX_DISTANCE else None
+        return None if self.index is None else self.index.lookup(img)
 
     def scores(self, caption: str, refs: tuple[str, ...], wait: float = 0.0) -> dict[str, float]:
         """BLEU-4 and CIDEr-D of ``caption`` against ``refs``; CIDEr-D once its document frequencies are

@@ -1,3 +1,4 @@
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -70,6 +71,11 @@ def app_setup(tmp_path_factory, tiny_parts):
     for name in ("tiny-a", "tiny-b"):
         save_bundle(str(root / "weights" / name), encoder=enc, decoder=dec, vocab=vocab,
                     metrics={"flickr/test": {"beam": {"BLEU-4": 0.1, "CIDEr": 0.2}}}, card=f"# {name}\n")
+    from caption_core.bundle import BASELINE_FORMAT
+
+    (root / "weights" / "blind.json").write_text(json.dumps({
+        "format": BASELINE_FORMAT, "name": "blind", "default_decoding": {"strategy": "greedy"},
+        "metrics": {"flickr/test": {"greedy": {"BLEU-4": 0.05, "CIDEr": 0.07}}}}))
     cfg = app.AppConfig(weights_dir=str(root / "weights"), data_dir=data, n_examples=3, cache_dir=str(root / "cache"))
     demo = app.build_demo(cfg)
     demo.handlers.refs.ready.wait(30)

@@ -25,7 +25,11 @@ def make_flickr(root, per_split=(12, 6, 6), bad=True):
         names[split] = []
         for _ in range(n):
             colour = list(COLOURS)[i % 3]
-            arr = np.clip(np.array(COLOURS[colour]) + rng.normal(0, 10, (40, 48, 3)), 0, 255).astype(np.uint8)
+            arr = np.array(COLOURS[colour], np.float64) + rng.normal(0, 10, (40, 48, 3))
+            for _ in range(3):  # a few lighter and darker patches: texture enough for a photo to be identified
+                y, x = rng.integers(0, 30), rng.integers(0, 36)
+                arr[y:y + rng.integers(6, 16), x:x + rng.integers(6, 16)] += rng.choice([-70, 70])
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
             name = f"{i:04d}_{colour}.jpg"
             Image.fromarray(arr).save(img_dir / name)
             names[split].append(name)

@@ -19,11 +19,18 @@ def test_page_lists_bundles_and_missing_encoders(app_setup):
     h = demo.handlers
     assert h.models.names == ["tiny-a", "tiny-b"]
     missing = dict(h.models.missing_encoders())
-    assert set(missing) == {"xception", "vit_pretrained", "efficientnet_lite0"}
+    assert set(missing) == {"xception", "vit_pretrained", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert missing["xception"] == "python -m training build --encoder xception"
     table = app.encoder_table(h.models)
     assert "not built" in table and "python -m training build --encoder efficientnet_lite0" in table
     assert len(demo.example_paths) == 3
+    # the Encoders tab's bar charts: each bundle's test scores beside the language-only baseline
+    from caption_core.bundle import list_baselines
+
+    rows = app.score_rows(h.models, list_baselines(h.cfg.weights_dir))
+    assert [(r["model"], r["kind"]) for r in rows] == [("tiny-a", "bundle"), ("tiny-b", "bundle"),
+                                                       ("language-only baseline", "baseline")]
+    assert rows[-1]["CIDEr"] == 0.07 and rows[0]["BLEU-4"] == 0.1
 
 
 def test_caption_handler_with_references_matched_by_content(app_setup, tmp_path):
@@ -39,7 +46,7 @@ def test_caption_handler_with_references_matched_by_content(app_setup, tmp_path)
     assert md.startswith("### ")
     unknown = np.full((30, 30, 3), 77, np.uint8)
     _, refs_md, details = h.caption(unknown, "tiny-a", "greedy")
-    assert details["reference_image"] is None and "Not a dataset photo" in refs_md
+    assert details["reference_image"] is None and "Not a Flickr8k photo" in refs_md
 
 
 def test_sampling_options_and_seed(app_setup):
@@ -109,13 +116,13 @@ def test_a_caption_does_not_wait_for_a_slow_reference_index(app_setup, monkeypat
 
     _, data, _ = app_setup
     release = threading.Event()
-    original = References._cached_hashes
+    original = References._built
 
-    def slow(self, examples):
+    def slow(self):
         release.wait(30)
-        return original(self, examples)
+        return original(self)
 
-    monkeypatch.setattr(References, "_cached_hashes", slow)
+    monkeypatch.setattr(References, "_built", slow)
     refs = References(data, 3, cache_dir=str(tmp_path))
     img = Image.open(refs.examples[0]).convert("RGB")
     t = time.perf_counter()
@@ -158,3 +165,24 @@ def test_a_request_waits_only_for_its_own_bundle(app_setup, monkeypatch):
         release.set()
         warm.join(60)
     assert models.status() == ""
+
+
+def test_messages_never_show_server_paths(tiny_parts, tmp_path):
+    """A damaged bundle and an unreadable upload are reported by name: no folder of the server in the text."""
+    from caption_core.bundle import save_bundle
+
+    enc, dec, vocab = tiny_parts
+    folder = save_bundle(str(tmp_path / "weights" / "broken"), encoder=enc, decoder=dec, vocab=vocab)
+    with open(os.path.join(folder, "vocab.json"), "a") as f:
+        f.write(" ")
+    models = app.Models(app.AppConfig(weights_dir=str(tmp_path / "weights"), data_dir=None))
+    with pytest.raises(gr.Error) as err:
+        models.get("broken")
+    assert "broken" in str(err.value) and str(tmp_path) not in str(err.value) and "checksum" in str(err.value)
+    upload = tmp_path / "gradio" / "0123abcd" / "holiday.jpg"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"not a photo at all")
+    handlers = app.Handlers(app.AppConfig(data_dir=None), models, References(None, 0))
+    with pytest.raises(gr.Error) as err:
+        handlers.caption(str(upload), "broken")
+    assert "'holiday.jpg'" in str(err.value) and str(tmp_path) not in str(err.value)

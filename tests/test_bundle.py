@@ -148,3 +148,22 @@ def test_a_torch_encoder_bundle_is_served_without_tensorflow(tmp_path, tiny_part
     out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['torch']"
+
+
+def test_the_default_bundle_is_the_best_on_dev_and_baselines_are_listed(tmp_path):
+    from caption_core.bundle import BASELINE_FORMAT, best_first, dev_score, list_baselines
+
+    def manifest(cider, default=("beam", {"beam_width": 3})):
+        rows = [{"strategy": "greedy", "options": {}, "CIDEr": 0.1},
+                {"strategy": "beam", "options": {"beam_width": 3}, "CIDEr": cider}]
+        return {"default_decoding": {"strategy": default[0], "options": default[1]},
+                "tuning": {"split": "dev", "metric": "CIDEr", "results": rows}}
+
+    found = {"a": manifest(0.40), "b": manifest(0.55), "c": {"metrics": {"x/test": {"beam": {"CIDEr": 0.9}}}},
+             "d": manifest(0.60, default=("beam", {"beam_width": 5}))}  # its default was not among those tuned
+    assert dev_score(found["b"]) == 0.55 and dev_score(found["c"]) is None and dev_score(found["d"]) is None
+    assert best_first(found) == ["b", "a", "c", "d"]  # test scores never choose
+    (tmp_path / "blind.json").write_text(json.dumps({"format": BASELINE_FORMAT, "name": "blind", "metrics": {}}))
+    (tmp_path / "other.json").write_text("{}")
+    (tmp_path / "broken.json").write_text("{")
+    assert [b["name"] for b in list_baselines(str(tmp_path))] == ["blind"]

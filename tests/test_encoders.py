@@ -13,8 +13,10 @@ def photos(n=2, size=(50, 40)):
 
 
 def test_registry_lists_every_encoder_and_refuses_unknown_names():
-    assert set(ENCODERS) == {"xception", "vit_pretrained", "vit_custom", "efficientnet_lite0"}
-    with pytest.raises(ValueError, match="valid: \\['efficientnet_lite0', 'vit_custom', 'vit_pretrained', 'xception'\\]"):
+    assert set(ENCODERS) == {"xception", "vit_pretrained", "vit_custom", "efficientnet_lite0", "efficientnet_lite1",
+                             "efficientnet_lite2"}
+    with pytest.raises(ValueError, match="valid: \\['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', "
+                       "'vit_custom', 'vit_pretrained', 'xception'\\]"):
         get_encoder_class("resnet")
     with pytest.raises(ValueError, match="unknown XceptionConfig fields"):
         build_encoder("xception", {"weight": None})
@@ -83,24 +85,46 @@ def test_vit_custom_config_is_checked():
         build_encoder("vit_custom", {"dim": 30, "heads": 4})
 
 
-def test_efficientnet_lite0_shape():
-    enc = build_encoder("efficientnet_lite0")
+@pytest.mark.parametrize("variant, size", [(0, 224), (1, 240), (2, 260)])
+def test_efficientnet_lite_variants_shape_and_size(variant, size):
+    enc = build_encoder(f"efficientnet_lite{variant}")
+    assert enc.input_size == size and enc.variant == variant and "apache" in enc.licence_id
     out = enc.encode(photos(3))
     assert out.shape == (3, 1280) and out.dtype == np.float32
 
 
-def test_efficientnet_lite0_recognises_real_photos():
-    """The shipped ImageNet weights load exactly: a cat is a cat, an espresso is coffee."""
+def test_efficientnet_lite_variants_have_distinct_cache_keys():
+    from training.features import cache_dir
+
+    dirs = {cache_dir("c", build_encoder(f"efficientnet_lite{v}"), "data") for v in (0, 1, 2)}
+    assert len(dirs) == 3
+    fingerprints = {build_encoder(f"efficientnet_lite{v}").weights_fingerprint() for v in (0, 1, 2)}
+    assert len(fingerprints) == 3  # the package weights themselves differ
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_efficientnet_lite_recognises_real_photos(name):
+    """The shipped ImageNet weights load exactly: a cat is a cat, an espresso is coffee; the top-5 labels come
+    from the pooled features the caption uses (the classifier head applied to them) and agree with the model."""
     import skimage.data
 
     from caption_core.images import load_image
 
-    enc = build_encoder("efficientnet_lite0")
+    enc = build_encoder(name)
     batch = enc.preprocess([load_image(skimage.data.chelsea()), load_image(skimage.data.coffee())])
     top5 = np.argsort(-enc.classify(batch), axis=1)[:, :5]
     cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     coffee = {967, 968, 504}  # espresso, cup, coffee mug
     assert top5[0, 0] in cats and top5[1, 0] in coffee
+    labels = enc.imagenet_labels(enc.encode_arrays(batch))
+    assert "cat" in labels[0][0][0].lower() or labels[0][0][0] == "Egyptian Mau"
+    assert labels[1][0][0] == "espresso" and len(labels[1]) == 5
+    assert abs(sum(p for _, p in labels[0]) - 1.0) < 0.5 and labels[0][0][1] >= labels[0][1][1]
+    from caption_core.encoders.base import imagenet_class_names
+
+    assert [imagenet_class_names()[i] for i in top5[1]] == [n for n, _ in labels[1]]
+    assert build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32}).imagenet_labels(
+        np.zeros((1, 16), np.float32)) is None
 
 
 def cosines(a, b):
@@ -124,7 +148,7 @@ def test_efficientnet_folded_and_bfloat16_features_match_the_plain_model():
     import skimage.data
     import torch
 
-    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite0
+    from caption_core.encoders.efficientnet_lite import build_efficientnet_lite
     from caption_core.images import load_image
 
     fp32 = build_encoder("efficientnet_lite0", {"precision": "float32"})
@@ -132,7 +156,7 @@ def test_efficientnet_folded_and_bfloat16_features_match_the_plain_model():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fp32.model.modules())
     batch = fp32.preprocess([load_image(skimage.data.chelsea()), load_image(skimage.data.coffee()),
                              load_image(skimage.data.astronaut())])
-    plain = build_efficientnet_lite0("package")  # unfolded, NCHW, float32
+    plain = build_efficientnet_lite("package", 0)  # unfolded, NCHW, float32
     with torch.no_grad():
         x = torch.from_numpy(((batch.astype(np.float32) - 127.0) / 128.0).transpose(0, 3, 1, 2).copy())
         ref = plain.extract_features(x).mean(dim=(2, 3)).numpy()  # (3, 1280)

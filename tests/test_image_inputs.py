@@ -1,6 +1,7 @@
 """Bad and unusual image files: through the library, and through the running app's API."""
 
 import io
+import os
 import struct
 import zlib
 
@@ -109,8 +110,12 @@ def test_every_case_through_the_running_app(tiny_server, files):
             details = client.predict(handle_file(path), "tiny", "greedy", api_name="/caption")[2]
             assert details["captions"][0]["caption"], name
         else:
-            with pytest.raises(Exception, match="can't be captioned"):
+            with pytest.raises(Exception, match="can't be captioned") as err:
                 client.predict(handle_file(path), "tiny", "greedy", api_name="/caption")
+            message = str(err.value)
+            # the file is named as its user named it, never by where the server stored the upload
+            assert os.path.basename(path) in message or "'" not in message, message
+            assert "/" not in message.split("can't be captioned", 1)[1], message
         # the server answers the next request normally
         ok = client.predict(handle_file(files["one_pixel"][0]), "tiny", "greedy", api_name="/caption")[2]
         assert ok["captions"], f"server broken after {name}"

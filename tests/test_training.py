@@ -153,7 +153,11 @@ def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
     assert scores["greedy"]["BLEU-1"] > 0.5  # colours are easy: the encoder carries them
     assert manifest["training"]["train_images"] == 13 and manifest["training"]["command"]
     assert manifest["training"]["encoder_training"]["test_accuracy"] == 0.5
-    assert "test accuracy 0.5000" in open(os.path.join(folder, "README.md")).read()
+    card = open(os.path.join(folder, "README.md")).read()
+    assert "test accuracy 0.5000" in card and "None images/s" not in card
+    assert card.startswith("---\n") and "model-index:" in card and "- type: cider" in card  # Hub metadata
+    assert "training_curve.png" in manifest["files"]
+    assert Image.open(os.path.join(folder, "training_curve.png")).size == (640, 360)
     cap = Captioner.from_bundle(folder)
     img = np.zeros((30, 30, 3), np.uint8) + np.array(COLOURS["blue"], np.uint8)
     text = cap.caption(img)[0].captions[0].text
@@ -339,11 +343,15 @@ def test_tune_command_picks_the_default_decoding_on_dev(flickr, tmp_path, tiny_p
     enc, dec, vocab = tiny_parts
     folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
     assert main(["tune", folder, "--dataset", flickr, "--beam-widths", "1", "2", "--length-penalties", "0", "1",
+                 "--no-repeat-ngram-sizes", "0", "2",
                  "--cache", str(tmp_path / "cache")]) == 0
     m = verify_bundle(folder)
-    assert m["tuning"]["split"] == "dev" and len(m["tuning"]["results"]) == 3  # greedy + 2 alphas at width 2
-    best = max(m["tuning"]["results"], key=lambda r: r["CIDEr"])
-    assert m["default_decoding"] == {"strategy": best["strategy"], "options": best["options"]}
+    assert m["tuning"]["split"] == "dev" and len(m["tuning"]["results"]) == 6  # (greedy + 2 alphas at width 2) x 2
+    rows = m["tuning"]["results"]
+    chosen = next(r for r in rows if {"strategy": r["strategy"], "options": r["options"]} == m["default_decoding"])
+    clean = [r for r in rows if r["dangling_endings"] == 0] or rows
+    assert chosen["CIDEr"] == max(r["CIDEr"] for r in clean)  # the best on dev among captions never cut short
+    assert all("no_repeat_ngram_size" in r["options"] for r in rows)
     assert "README.md" in m["files"]
     assert main(["tune", folder, "--dataset", flickr, "--beam-widths", "1", "--cache", str(tmp_path / "cache")]) == 0
     assert verify_bundle(folder)["default_decoding"]["strategy"] == "greedy"  # the card was rewritten and re-recorded
@@ -403,5 +411,78 @@ def test_evaluate_records_the_precision_of_the_features(flickr, tmp_path, tiny_p
     assert m["metrics"]["flickr/dev"]["greedy"]["precision"] == "float32"
     assert m["metrics"]["flickr/dev (bfloat16 features)"]["greedy"]["precision"] == "bfloat16"
     assert {"captions_dev_greedy.json", "captions_dev_greedy_bfloat16.json"} <= set(m["files"])
-    with pytest.raises(ValueError, match="unknown EfficientNetLite0Config fields"):
+    with pytest.raises(ValueError, match="unknown EfficientNetLiteConfig fields"):
         Captioner.from_bundle(folder, {"precison": "float32"})
+
+
+def test_scst_rewards_and_baselines():
+    from caption_core.text import END_ID, Vocabulary
+    from training.scst import Rewards, advantages
+
+    refs = [["a dog runs on the grass", "a brown dog runs"], ["a man rides a bike", "a person on a bike"]]
+    vocab = Vocabulary.build(refs[0] + refs[1])
+    ids = lambda text: [vocab.word_to_id[w] for w in text.split()] + [END_ID]  # noqa: E731
+    with_end, plain = Rewards(refs, vocab, end_token=True), Rewards(refs, vocab, end_token=False)
+    good, cut = ids("a brown dog runs"), ids("a brown dog runs on the")
+    assert with_end(0, good) > with_end(1, good)  # its own photo's references reward it more
+    # the end token makes a caption cut mid-phrase lose its last n-grams: a larger gap than without
+    assert with_end(0, good) - with_end(0, cut) > plain(0, good) - plain(0, cut)
+    r = np.array([1.0, 2.0, 3.0, 0.0, 0.0, 3.0])
+    adv = advantages(r, 3)
+    np.testing.assert_allclose(adv, [1 - 2.5, 2 - 2.0, 3 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0.0])
+    np.testing.assert_allclose(adv.reshape(2, 3).sum(1), [0.0, 0.0], atol=1e-12)  # zero-sum within each photo
+    np.testing.assert_allclose(advantages(r, 3, greedy=np.array([2.0, 1.0])), [-1, 0, 1, -1, -1, 2])
+
+
+def test_scst_raises_the_reward_and_resumes(flickr, tmp_path, monkeypatch):
+    """SCST on a tiny bundle: the sampled captions' reward rises, the run resumes after a stop to the same
+    curve, and the bundle records both stages (or is left alone when no epoch beats the start on dev)."""
+    from caption_core.decoder import DecoderConfig
+    from training.build import BuildConfig, build
+    from training.scst import SCSTConfig, scst_bundle
+    from training.train_decoder import DecoderTrainConfig
+
+    vit_dir = tmp_path / "vit"
+    vit_dir.mkdir()
+    tiny_encoder().model.save(str(vit_dir / "backbone.keras"))
+    cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny",
+                      weights=str(vit_dir / "backbone.keras"), cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"),
+                      strategies=("greedy",), default_strategy="greedy")
+    build(cfg, DecoderTrainConfig(out="", epochs=3, batch_size=8, min_count=1, learning_rate=0.01, patience=20,
+                                  decoder=DecoderConfig(embed_dim=16, units=16, feature_dropout=0.0, embed_dropout=0.0,
+                                                        max_length=10)))
+    bundle = str(tmp_path / "weights" / "tiny")
+    scst = lambda out, **kw: SCSTConfig(out=str(out), epochs=3, learning_rate=0.02, samples=4, batch_images=4,  # noqa: E731
+                                        patience=10, min_distinct=0.0, max_dangling=100, xe_weight=0.1, **kw)
+    common = dict(dataset=flickr, cache=str(tmp_path / "cache"), strategies=("greedy",))
+    straight = scst_bundle(bundle, scst(tmp_path / "a"), out=str(tmp_path / "out_a"), **common)
+    curve = straight["state"]["history"]
+    assert [h["epoch"] for h in curve] == [0, 1, 2, 3]
+    rewards = [h["train_reward"] for h in curve[1:]]
+    assert rewards[-1] > rewards[0]
+    calls = {"n": 0}
+    import training.scst as mod
+
+    real = mod.SCSTTrainer.run_epoch
+
+    def stop_after_one(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(mod.SCSTTrainer, "run_epoch", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        scst_bundle(bundle, scst(tmp_path / "b"), out=str(tmp_path / "out_b"), **common)
+    monkeypatch.setattr(mod.SCSTTrainer, "run_epoch", real)
+    resumed = scst_bundle(bundle, scst(tmp_path / "b"), out=str(tmp_path / "out_b"), **common)
+    np.testing.assert_allclose([h["train_reward"] for h in resumed["state"]["history"][1:]], rewards, rtol=1e-3)
+    if straight["exported"]:
+        m = verify_bundle(str(tmp_path / "out_a"))
+        assert m["training"]["scst"]["best_epoch"] == straight["state"]["best_epoch"] > 0
+        assert "cross_entropy_metrics" in m and "Self-critical sequence training" in open(
+            os.path.join(tmp_path / "out_a", "README.md")).read()
+    else:
+        assert straight["state"]["best_epoch"] == 0 and not os.path.exists(tmp_path / "out_a")
+    with pytest.raises(ValueError, match="baseline"):
+        SCSTConfig(baseline="best")

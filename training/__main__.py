@@ -7,6 +7,9 @@ Commands
   evaluate       caption a split with a bundle and score it (pycocoevalcap); writes into the manifest
   tune           choose the default decoding (beam width, length penalty) on the dev split
   build          features -> train -> evaluate -> export a bundle into weights/
+  scst           fine-tune a bundle's decoder for CIDEr-D (self-critical sequence training)
+  references     the reference index the app ships: every photo's id, split, captions, fingerprint
+  card           rewrite a bundle's model card (README.md, training curve) from its manifest
   push           upload a bundle to a Hugging Face Hub repository with a model card
 """
 
@@ -47,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     from caption_core.encoders.vit_custom import ViTCustomConfig
 
     from .build import BuildConfig
+    from .scst import SCSTConfig
     from .train_vit import ViTTrainConfig
 
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
@@ -92,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--dataset", default=DEFAULT_FLICKR, help="(default: %(default)s)")
     n.add_argument("--beam-widths", type=int, nargs="+", default=[1, 2, 3, 5, 7], help="(default: %(default)s; 1 = greedy)")
     n.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="(default: %(default)s)")
+    n.add_argument("--no-repeat-ngram-sizes", type=int, nargs="+", default=[0, 3],
+                   help="(default: %(default)s; 0 = off)")
     n.add_argument("--metric", default="CIDEr", choices=("BLEU-4", "CIDEr", "ROUGE-L"))
     n.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     n.add_argument("--no-write", action="store_true", help="print the table without touching the bundle")
@@ -105,6 +111,25 @@ def parser() -> argparse.ArgumentParser:
     _decoder_args(b)
     # the bundle's default decoding; its caption length follows the decoder's --max-length
     add_decoding_arguments(b, strategy_default="beam")
+
+    c = sub.add_parser("scst", help="fine-tune a bundle's decoder with self-critical sequence training")
+    c.add_argument("bundle", help="bundle folder (trained with cross-entropy: python -m training build)")
+    c.add_argument("--dataset", default=DEFAULT_FLICKR, help="(default: %(default)s)")
+    c.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    c.add_argument("--runs", default="runs", help="run folders: <runs>/<bundle>-scst (default: %(default)s)")
+    c.add_argument("--to", dest="target", help="write the bundle here (default: replace the bundle in place; its "
+                   "cross-entropy scores stay in the manifest)")
+    add_arguments(c.add_argument_group("SCST"), SCSTConfig)
+    c.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    _encoder_args(c)
+
+    r = sub.add_parser("references", help="build the reference index the app ships (references/flickr8k.*)")
+    r.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder (default: %(default)s)")
+    r.add_argument("--out", default=os.path.join("references", "flickr8k"),
+                   help="file prefix: writes PREFIX.json and PREFIX.npz (default: %(default)s)")
+
+    k = sub.add_parser("card", help="rewrite a bundle's model card from its manifest")
+    k.add_argument("bundles", nargs="+", help="bundle folders")
 
     u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     u.add_argument("bundle")
@@ -216,16 +241,24 @@ def cmd_tune(args) -> int:
     examples = load_splits(args.dataset, ["dev"])["dev"]
     feats, valid = extract_features(captioner.encoder, examples, args.dataset, "dev", args.cache)
     rows = []
-    for width in args.beam_widths:
-        for alpha in (args.length_penalties if width > 1 else [0.0]):
-            strategy = "beam" if width > 1 else "greedy"
-            opts = {"beam_width": width, "length_penalty": alpha} if strategy == "beam" else {}
-            scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False, **opts)
-            rows.append({"strategy": strategy, "options": opts, **{k: round(scores[k], 4) for k in
-                                                                  ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")}})
-            print(f"{strategy:6s} width {width} alpha {alpha:.1f}: " +
-                  ", ".join(f"{k} {scores[k]:.4f}" for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")), flush=True)
-    best = max(rows, key=lambda r: r[args.metric])
+    for no_repeat in args.no_repeat_ngram_sizes:
+        for width in args.beam_widths:
+            for alpha in (args.length_penalties if width > 1 else [0.0]):
+                strategy = "beam" if width > 1 else "greedy"
+                opts = {"beam_width": width, "length_penalty": alpha} if strategy == "beam" else {}
+                opts["no_repeat_ngram_size"] = no_repeat  # explicit: never inherited from the bundle's default
+                scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False, **opts)
+                stats = scores["caption_statistics"]
+                rows.append({"strategy": strategy, "options": opts,
+                             **{k: round(scores[k], 4) for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")},
+                             **{k: stats[k] for k in ("distinct_share", "words_used", "dangling_endings")}})
+                print(f"{strategy:6s} width {width} alpha {alpha:.1f} no-repeat {no_repeat}: "
+                      + ", ".join(f"{k} {scores[k]:.4f}" for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"))
+                      + f", distinct {stats['distinct_share']:.0%}, dangling {stats['dangling_endings']}", flush=True)
+    # captions cut mid-phrase ("... with a") are never the default where some decoding avoids them all; on a
+    # tie, n-gram blocking is preferred: it changes nothing on dev then, and stops loops that dev did not show
+    clean = [r for r in rows if r["dangling_endings"] == 0] or rows
+    best = max(clean, key=lambda r: (r[args.metric], bool(r["options"].get("no_repeat_ngram_size"))))
     print(f"best on dev by {args.metric}: {best['strategy']} {best['options']}")
     if not args.no_write:
         update_manifest(args.bundle, {"default_decoding": {"strategy": best["strategy"], "options": best["options"]},
@@ -249,6 +282,39 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_scst(args) -> int:
+    from .scst import SCSTConfig, scst_bundle
+
+    result = scst_bundle(args.bundle, from_arguments(SCSTConfig, args), args.dataset, args.cache, args.runs,
+                         args.target, resume=not args.no_resume, encoder_options=dict(args.encoder_options))
+    return 0 if result["exported"] else 3
+
+
+def cmd_references(args) -> int:
+    import time
+
+    from caption_core.references import ReferenceIndex
+
+    from .common import command_line, git_commit
+
+    t0 = time.perf_counter()
+    index = ReferenceIndex.build(args.dataset, made={"command": command_line(), "git_commit": git_commit()})
+    index.made["seconds"] = round(time.perf_counter() - t0, 1)
+    files = index.save(args.out)
+    sizes = ", ".join(f"{os.path.basename(f)} {os.path.getsize(f) / 1e6:.2f} MB" for f in files)
+    print(f"reference index: {len(index)} photos {index.made['splits']} in {index.made['seconds']} s -> {sizes}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    from .build import refresh_card
+
+    for folder in args.bundles:
+        refresh_card(folder)
+        print(f"model card written: {folder}/README.md")
+    return 0
+
+
 def cmd_push(args) -> int:
     from .push import push_bundle
 
@@ -258,7 +324,9 @@ def cmd_push(args) -> int:
 
 
 COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
-            "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "push": cmd_push}
+            "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "scst": cmd_scst,
+            "references": cmd_references, "card": cmd_card,
+            "push": cmd_push}
 
 if __name__ == "__main__":
     sys.exit(main())

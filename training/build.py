@@ -9,7 +9,7 @@ import tempfile
 import time
 
 
-from caption_core.bundle import save_bundle, update_manifest, verify_bundle
+from caption_core.bundle import BASELINE_FORMAT, save_bundle, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
 from caption_core.config import Config
 from caption_core.decoder import MergeDecoder
@@ -17,6 +17,7 @@ from caption_core.decoding import get_strategy
 from caption_core.encoders import get_encoder_class
 from caption_core.text import Vocabulary
 
+from .card import CURVE_FILE, hub_metadata, training_curve
 from .common import command_line, git_commit, machine, read_json, versions, write_json
 from .datasets import LoadReport, load_captions
 from .evaluate import METRICS, captions_file, evaluate_split, metrics_key, write_captions
@@ -47,10 +48,14 @@ def encoder_for(name: str, weights: str | None = None, options: dict | None = No
     return cls(cls.training_config(weights, options))
 
 
-def model_card(name: str, manifest: dict) -> str:
+def model_card(name: str, manifest: dict, curve: bool = False) -> str:
     t = manifest["training"]
     metrics = manifest.get("metrics", {})
-    lines = [f"# {name}", "",
+    encoder_cls = get_encoder_class(manifest["encoder"]["name"])
+    test = next((v for k, v in metrics.items() if k.endswith("/test")), {})
+    tags = ["image-captioning", "merge-model", "lstm", manifest["encoder"]["name"].replace("_", "-")] + \
+        (["scst"] if t.get("scst") else [])
+    lines = [hub_metadata(name, manifest, encoder_cls.licence_id, tags, test) + f"# {name}", "",
              f"Image captioning bundle: `{manifest['encoder']['name']}` image features + merge decoder "
              f"(Embedding {manifest['decoder']['config']['embed_dim']}, LSTM {manifest['decoder']['config']['units']}), "
              f"vocabulary of {manifest['vocabulary']['size']} words.", "",
@@ -58,10 +63,9 @@ def model_card(name: str, manifest: dict) -> str:
              f"- Data: `{t.get('dataset')}`, train split ({t.get('train_images')} images, {t.get('train_captions')} captions); "
              f"model chosen by the dev-split loss (best epoch {t.get('best_epoch')} of {t.get('epochs_run')}).",
              f"- Command: `{t.get('command')}` (seed {t.get('seed')}).",
-             f"- Time: feature extraction at {t.get('feature_images_per_second')} images/s (0 s when cached: "
-             f"{t.get('feature_seconds')} s this run), decoder {t.get('decoder_seconds')} s on "
+             f"- Time: {_feature_time(t)}, decoder {t.get('decoder_seconds')} s on "
              f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores).",
-             f"- Encoder weights licence: {get_encoder_class(manifest['encoder']['name']).licence}.",
+             f"- Encoder weights licence: {encoder_cls.licence}.",
              *([f"- Encoder trained here from scratch on CIFAR-10: test accuracy "
                 f"{t['encoder_training']['test_accuracy']:.4f} on {t['encoder_training']['test_images']} images after "
                 f"{t['encoder_training']['epochs']} epochs ({t['encoder_training']['train_seconds']:.0f} s)."]
@@ -69,15 +73,15 @@ def model_card(name: str, manifest: dict) -> str:
              f"- Default decoding: {manifest.get('default_decoding')}"
              + (f" (chosen on the {manifest['tuning']['split']} split by {manifest['tuning']['metric']})"
                 if manifest.get("tuning") else ""), "",
+             *([f"![Training curve]({CURVE_FILE})", ""] if curve else []),
              "## Metrics", ""]
     for split_name, by_strategy in metrics.items():
         lines.append(f"{split_name} (pycocoevalcap):")
         lines.append("")
-        lines.append("| strategy | " + " | ".join(METRICS) + " |")
-        lines.append("|---" * 8 + "|")
-        for strategy, s in by_strategy.items():
-            lines.append(f"| {strategy} | " + " | ".join(f"{s[k]:.3f}" if k in s else "-" for k in METRICS) + " |")
+        lines += _metrics_table(by_strategy)
         lines.append("")
+    if t.get("scst"):
+        lines += _scst_section(t["scst"], manifest.get("cross_entropy_metrics", {}), metrics)
     lines += ["## Known limits", "",
               "- The Flickr8k training photos were 224x224 copies squashed from ~500x375 (aspect ratio lost); "
               "photos are squashed the same way at inference.",
@@ -90,6 +94,56 @@ def model_card(name: str, manifest: dict) -> str:
                 else []),
               ""]
     return "\n".join(lines)
+
+
+def _feature_time(t: dict) -> str:
+    rates = {k: v for k, v in (t.get("feature_images_per_second") or {}).items() if v}
+    if not rates:
+        return f"features read from the cache ({t.get('feature_seconds')} s)"
+    return ("feature extraction at " + ", ".join(f"{v:.1f} images/s ({k})" for k, v in rates.items())
+            + f" ({t.get('feature_seconds')} s in all; extraction speeds are measured when not cached)")
+
+
+def _metrics_table(by_strategy: dict, label: str = "strategy") -> list[str]:
+    lines = [f"| {label} | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for strategy, s in by_strategy.items():
+        lines.append(f"| {strategy} | " + " | ".join(f"{s[k]:.3f}" if k in s else "-" for k in METRICS) + " |")
+    return lines
+
+
+def _scst_section(scst: dict, before: dict, after: dict) -> list[str]:
+    """Model card: the SCST stage, its dev curve, cross-entropy vs SCST on test, ten examples."""
+    c = scst["config"]
+    lines = ["## Self-critical sequence training", "",
+             f"After cross-entropy training, the decoder was fine-tuned for CIDEr-D (Rennie et al. 2017): "
+             f"{c['samples']} sampled captions per training photo, baseline '{c['baseline']}', learning rate "
+             f"{c['learning_rate']:g}, <end> rewarded as a word: {c['end_token']}. Epoch chosen on dev CIDEr among "
+             f"epochs whose dev captions stay >= {c['min_distinct']:.0%} distinct with <= {c['max_dangling']} "
+             f"dangling endings: epoch {scst['best_epoch']} of {scst['epochs_run']} ({scst.get('stopped') or 'all epochs run'}).",
+             f"- Command: `{scst['command']}`; {scst['seconds']:.0f} s in all, epochs of "
+             + ", ".join(f"{x:.0f}" for x in scst["epoch_seconds"]) + f" s on {scst['machine'].get('cpu')} "
+             f"({scst['machine'].get('cores')} cores).", "",
+             "Dev curve (epoch 0: the cross-entropy model; default decoding):", "",
+             "| epoch | CIDEr | BLEU-4 | distinct | words | dangling | train reward |", "|---" * 7 + "|"]
+    for h in scst["dev_curve"]:
+        lines.append(f"| {h['epoch']} | {h['CIDEr']:.3f} | {h['BLEU-4']:.3f} | {h['distinct_share']:.0%} | "
+                     f"{h['words_used']} | {h['dangling_endings']} | "
+                     + (f"{h['train_reward']:.3f} |" if "train_reward" in h else "- |"))
+    lines += ["", "Test split, cross-entropy vs SCST (pycocoevalcap; caption statistics of the default decoding):", "",
+              "| model, strategy | BLEU-4 | METEOR | CIDEr | distinct | words | dangling |", "|---" * 7 + "|"]
+    for tag, metrics in (("cross-entropy", before), ("SCST", after)):
+        for split_name, by_strategy in metrics.items():
+            if "test" not in split_name or "bfloat16" in split_name:
+                continue
+            for strategy, s in by_strategy.items():
+                st = s.get("caption_statistics") or {}
+                lines.append(f"| {tag}, {strategy} | {s['BLEU-4']:.3f} | {s.get('METEOR', float('nan')):.3f} | "
+                             f"{s['CIDEr']:.3f} | " + (f"{st['distinct_share']:.0%} | {st['words_used']} | "
+                                                     f"{st['dangling_endings']} |" if st else "- | - | - |"))
+    lines += ["", "Ten test photos (default decoding):", "", "| photo | cross-entropy | SCST |", "|---|---|---|"]
+    for e in scst.get("examples", []):
+        lines.append(f"| {e['image_id']} | {e['cross_entropy']} | {e['scst']} |")
+    return lines + [""]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +224,14 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                                                  ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr") if k in scores), flush=True)
     training["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(os.path.join(run_dir, "metrics.json"), {"name": name, "metrics": metrics, "training": training})
+    if train_cfg.blind:  # the language-only baseline: its scores are what it is for, not a bundle to serve
+        record = {"format": BASELINE_FORMAT, "name": name, "kind": "language-only (zeroed image features)",
+                  "default_decoding": default, "metrics": metrics, "training": training}
+        if cfg.export:
+            os.makedirs(cfg.out, exist_ok=True)
+            write_json(os.path.join(cfg.out, f"{name}.json"), record)
+            print(f"baseline scores written: {os.path.join(cfg.out, name + '.json')}", flush=True)
+        return record
     if not cfg.export:
         return {"name": name, "metrics": metrics, "training": training}
     folder = os.path.join(cfg.out, name)
@@ -185,6 +247,7 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
 def refresh_card(folder: str) -> dict:
     """(Re)write the bundle's model card from its manifest and record its checksum."""
     manifest = verify_bundle(folder)
+    curve = training_curve(os.path.join(folder, CURVE_FILE), manifest.get("training", {}))
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(model_card(manifest["name"], manifest))
-    return update_manifest(folder, add_files=["README.md"])
+        f.write(model_card(manifest["name"], manifest, curve))
+    return update_manifest(folder, add_files=["README.md"] + ([CURVE_FILE] if curve else []))

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from caption_core.metrics import caption_statistics
 from caption_core.text import clean_caption
 
 log = logging.getLogger("training.evaluate")
@@ -102,6 +103,7 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
     cands = dict(zip(ids, texts))
     scores = score_captions(refs, cands, meteor=meteor)
     scores["decode_seconds"] = round(seconds, 2)
+    scores["caption_statistics"] = caption_statistics(texts)  # distinct share, words used, dangling endings
     scores["precision"] = captioner.encoder.precision  # the arithmetic that made the features
     return scores, {i: {"caption": cands[i], "references": refs[i]} for i in ids}
 

@@ -71,6 +71,31 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, pool_batches: int, rng: 
     return batches
 
 
+def save_checkpoint(model, optimizer, path: str) -> None:
+    """Weights and optimizer state, as one .keras file (the model compiled with the optimizer), atomically."""
+    model.optimizer = optimizer
+    model.compile(optimizer=optimizer)  # so .keras saves the optimizer variables too
+    save_keras_atomic(model, path)
+
+
+def load_checkpoint(model, optimizer, path: str) -> None:
+    """Restore what ``save_checkpoint`` wrote into ``model`` and its (built) ``optimizer``."""
+    import keras
+
+    saved = keras.saving.load_model(path, compile=True, safe_mode=True)
+    model.set_weights(saved.get_weights())
+    for mine, theirs in zip(optimizer.variables, saved.optimizer.variables):
+        mine.assign(theirs)
+
+
+def reseed_dropout(model, seed: int, epoch: int) -> None:
+    """Dropout masks depend only on (seed, epoch): a resumed run draws the same ones."""
+    for layer in model.layers:
+        gen = getattr(layer, "seed_generator", None)
+        if gen is not None:
+            gen.state.assign(np.array([seed * 100_003 + epoch, 0], dtype=gen.state.dtype))
+
+
 class DecoderTrainer:
     def __init__(self, cfg: DecoderTrainConfig, vocab: Vocabulary, feature_dim: int):
         import keras
@@ -106,25 +131,13 @@ class DecoderTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, path: str) -> None:
-        """Weights and optimizer state, as one .keras file (the model compiled with the optimizer)."""
-        self.model.optimizer = self.optimizer
-        self.model.compile(optimizer=self.optimizer)  # so .keras saves the optimizer variables too
-        save_keras_atomic(self.model, path)
+        save_checkpoint(self.model, self.optimizer, path)
 
     def load_checkpoint(self, path: str) -> None:
-        import keras
-
-        saved = keras.saving.load_model(path, compile=True, safe_mode=True)
-        self.model.set_weights(saved.get_weights())
-        for mine, theirs in zip(self.optimizer.variables, saved.optimizer.variables):
-            mine.assign(theirs)
+        load_checkpoint(self.model, self.optimizer, path)
 
     def reseed_dropout(self, epoch: int) -> None:
-        """Dropout masks depend only on (seed, epoch): a resumed run draws the same ones."""
-        for layer in self.model.layers:
-            gen = getattr(layer, "seed_generator", None)
-            if gen is not None:
-                gen.state.assign(np.array([self.cfg.seed * 100_003 + epoch, 0], dtype=gen.state.dtype))
+        reseed_dropout(self.model, self.cfg.seed, epoch)
 
     def run_epoch(self, feats: np.ndarray, image_idx: np.ndarray, caps: np.ndarray, rng) -> tuple[float, float]:
         lengths = (caps != 0).sum(1)

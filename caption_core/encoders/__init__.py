@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from .base import Encoder
-from .efficientnet_lite import EfficientNetLite0Config, EfficientNetLite0Encoder
+from .efficientnet_lite import (EfficientNetLite0Config, EfficientNetLite0Encoder, EfficientNetLite1Encoder,
+                                EfficientNetLite2Encoder, EfficientNetLiteConfig)
 from .vit_custom import ViTCustomConfig, ViTCustomEncoder
 from .vit_pretrained import ViTPretrainedConfig, ViTPretrainedEncoder
 from .xception import XceptionConfig, XceptionEncoder
 
 ENCODERS: dict[str, type[Encoder]] = {
-    cls.name: cls for cls in (XceptionEncoder, ViTPretrainedEncoder, ViTCustomEncoder, EfficientNetLite0Encoder)
+    cls.name: cls for cls in (XceptionEncoder, ViTPretrainedEncoder, ViTCustomEncoder, EfficientNetLite0Encoder,
+                              EfficientNetLite1Encoder, EfficientNetLite2Encoder)
 }
 
 
@@ -28,4 +30,4 @@ def build_encoder(name: str, config: dict | None = None, **kwargs) -> Encoder:
 
 
 __all__ = ["ENCODERS", "Encoder", "build_encoder", "get_encoder_class", "XceptionConfig", "ViTPretrainedConfig",
-           "ViTCustomConfig", "EfficientNetLite0Config"]
+           "ViTCustomConfig", "EfficientNetLiteConfig", "EfficientNetLite0Config"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from typing import Any, ClassVar, Sequence
 
@@ -44,6 +45,27 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k class names in the classifiers' index order (simple English names, from the
+    imagenet-simple-labels list that Gradio's media assets ship; MIT)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "imagenet_labels.json")
+    with open(path, encoding="utf-8") as f:
+        names = json.load(f)
+    if len(names) != 1000:
+        raise ValueError(f"{path}: expected 1000 ImageNet class names, found {len(names)}")
+    return tuple(names)
+
+
+def top_classes(logits: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+    """ImageNet logits (N, 1000) -> per row the k most probable (class name, probability)."""
+    names = imagenet_class_names()
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # (N, 1000)
+    top = np.argsort(-probs, axis=1)[:, :k]  # (N, k)
+    return [[(names[j], float(p[j])) for j in row] for p, row in zip(probs, top)]
+
+
 class Encoder:
     """Base class. Subclasses set ``name``, ``config_class``, ``licence``, and implement ``_encode_arrays``;
     everything the app and ``training`` need to know about an encoder is a class attribute or method here,
@@ -63,6 +85,7 @@ class Encoder:
     precision: str = "float32"  # the arithmetic actually used (a config's 'auto' resolved on this machine)
     revision: ClassVar[int] = 1  # bumped when the same config computes different features (invalidates caches)
     licence: ClassVar[str] = "see the encoder"  # licence of its weights, for model cards
+    licence_id: ClassVar[str] = "other"  # the same as a Hugging Face licence identifier (model-card metadata)
     weights_field: ClassVar[str] = "weights"  # the config field that names its weights (--weights sets it)
 
     def __init__(self, config=None):
@@ -97,6 +120,12 @@ class Encoder:
             digest = hashlib.sha256("".join(p + sha256_file(os.path.join(value, p)) for p in parts).encode())
             return "dir:" + digest.hexdigest()
         return f"name:{value}"
+
+    def imagenet_labels(self, features: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]] | None:
+        """What the encoder itself recognises: for encoders with an ImageNet classifier head, the ``k``
+        most probable of the 1,000 ImageNet classes for each row of ``features`` (N, D) (the pooled
+        features the caption is decoded from: no second forward pass); None for the others."""
+        return None
 
     def provenance(self) -> dict | None:
         """How the weights themselves were made, when this project made them (for the model card)."""

