@@ -135,8 +135,10 @@ def test_app_from_the_committed_tree_alone_shows_references(shared_data, tmp_pat
     from helpers import free_port
 
     copy = tmp_path / "space"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
+    # the working tree as it would be committed: tracked and new files, nothing git ignores (no cache/, runs/)
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in (f for f in files if os.path.isfile(os.path.join(ROOT, f))):
         dst = copy / f
         dst.parent.mkdir(parents=True, exist_ok=True)
         with open(os.path.join(ROOT, f), "rb") as src:

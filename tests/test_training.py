@@ -482,6 +482,8 @@ def test_scst_raises_the_reward_and_resumes(flickr, tmp_path, monkeypatch):
         assert m["training"]["scst"]["best_epoch"] == straight["state"]["best_epoch"] > 0
         assert "cross_entropy_metrics" in m and "Self-critical sequence training" in open(
             os.path.join(tmp_path / "out_a", "README.md")).read()
+        # the decoder's weights alone: the optimizer state of the run stays in the run folder
+        assert os.path.getsize(tmp_path / "out_a" / "decoder.keras") < 1.5 * os.path.getsize(os.path.join(bundle, "decoder.keras"))
     else:
         assert straight["state"]["best_epoch"] == 0 and not os.path.exists(tmp_path / "out_a")
     with pytest.raises(ValueError, match="baseline"):

@@ -341,7 +341,8 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
     target = out or bundle
     training = {**manifest["training"], "scst": scst}
     keep = {k: manifest[k] for k in ("default_decoding",) if k in manifest}
-    save_bundle(target, encoder=captioner.encoder, decoder=decoder, vocab=captioner.vocab, training=training,
+    export = MergeDecoder(decoder.config, training_model=decoder.training_model)  # uncompiled: no optimizer state saved
+    save_bundle(target, encoder=captioner.encoder, decoder=export, vocab=captioner.vocab, training=training,
                 metrics=after, default_decoding=keep.get("default_decoding"), extra_files=files)
     update_manifest(target, {"cross_entropy_metrics": before})
     full = refresh_card(target)
