@@ -414,13 +414,25 @@ def main() -> None:
                    "interleaved, in the same run")
     p.add_argument("--cold-start-json", help="coldstart: take the results of an earlier "
                    "`benchmarks/cold_start.py --json FILE` run instead of measuring again")
+    p.add_argument("--keep", choices=SECTIONS, nargs="+", default=[],
+                   help="take these sections from the existing results.json instead of measuring them again "
+                        "(RESULTS.md says which, with their date)")
     args = p.parse_args()
     q = args.quick
     from training.common import machine
 
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "cpu_flags": cpu_flags()}
-    wanted = args.only or SECTIONS
+    wanted = [x for x in (args.only or SECTIONS) if x not in args.keep]
+    if args.keep:
+        with open(os.path.join(HERE, "results.json")) as f:
+            previous = json.load(f)
+        keys = {"features": ("features", "roofline")}
+        for section in args.keep:
+            for key in keys.get(section, (section,)):
+                results[key] = previous[key]
+        earlier = previous.get("kept", {})
+        results["kept"] = {section: earlier.get(section, previous["date"]) for section in args.keep}  # section -> date
     if "features" in wanted:
         results["features"] = bench_features(16 if q else 64, 1 if q else 3)
         results["roofline"] = bench_roofline(results["features"])
@@ -480,7 +492,9 @@ def write_markdown(r: dict) -> None:
              f"Measured {r['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU "
              f"(Python {m['python']}); CPU flags: {r.get('cpu_flags', '?')}. Command: `.venv/bin/python benchmarks/run.py`.",
              "'auto' precision is bfloat16 only where the CPU multiplies bf16 natively; elsewhere it is the float32 "
-             "path, and the tables say which it resolved to.", "",
+             "path, and the tables say which it resolved to."
+             + (" Kept from earlier runs on the same machine (`--keep`): "
+                + ", ".join(f"{k} ({v})" for k, v in r["kept"].items()) + "." if r.get("kept") else ""), "",
              "## 1. Feature extraction (images/s)", "",
              f"The first {r['features'][0]['images']} (Xception) or {r['features'][1]['images']} (EfficientNet-Lite0) "
              "Flickr8k test photos, medians of 3 repeats. Classic: one `predict` "
