@@ -41,7 +41,7 @@ class AppConfig(Config):
     weights_dir: str = os.path.join(HERE, "weights")  # folder of bundles (one sub-folder each)
     hub_bundles: tuple[str, ...] = ()  # extra bundles as hf://owner/repo references
     data_dir: str | None = None  # Flickr8k-layout folder: examples, and the reference index built from it
-    reference_index: str = os.path.join(HERE, "references", "flickr8k")  # the shipped index (PREFIX.json/.npz): used without data_dir
+    reference_index: str = os.path.join(HERE, "references", "flickr8k")  # the shipped index (PREFIX.json/.npz): used without data_dir, or when it describes data_dir
     max_pixels: int = 40_000_000  # larger photos are refused with a message
     max_upload_mb: int = 20  # the server refuses larger uploads
     concurrency: int = 2  # requests processed at once (2 cores)
@@ -431,8 +431,7 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
     that, so that their imports do not slow the start of the page)."""
     cfg = cfg or AppConfig(data_dir=default_data_dir())
     models = Models(cfg)
-    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir, start=False,
-                      index_prefix=None if cfg.data_dir else cfg.reference_index)
+    refs = References(cfg.data_dir, cfg.n_examples, cfg.cache_dir, start=False, index_prefix=cfg.reference_index)
     handlers = Handlers(cfg, models, refs)
     hub_folder = os.path.join(cfg.cache_dir, "hub-examples", cfg.hub_examples.replace("/", "--"))
     # the dataset's test photos; without the dataset, those fetched from the Hub by an earlier start; else

@@ -123,8 +123,9 @@ class ReferenceIndex:
 class References:
     """What the app asks: the reference captions of a photo and per-caption scores against them.
 
-    The index is the shipped one (``index_prefix``) when its files exist, else one built from
-    ``data_dir`` (a Flickr folder; cached under ``cache_dir``); neither: no references. Built or loaded
+    Without ``data_dir`` the index is the shipped one (``index_prefix``) when its files exist. With a
+    ``data_dir`` (a Flickr folder) it is the shipped one if that describes the folder (same photo ids and
+    captions), else one built from the folder (cached under ``cache_dir``); neither: no references. Built or loaded
     in a thread started here or by ``start()``; the CIDEr-D document frequencies of its captions after
     it (after ``scores_later`` too, when given). ``examples``: the first test photos of ``data_dir``.
     """
@@ -166,7 +167,8 @@ class References:
     def _load(self, scores_later: threading.Event | None = None) -> None:
         try:
             t0 = time.perf_counter()
-            self.index = self._shipped() if self.shipped else self._built()
+            self.index = (self._shipped() if self.shipped and not self.data_dir
+                          else self._shipped_for_dataset() or self._built())
             log.info("reference index: %d photos in %.1f s", len(self.index), time.perf_counter() - t0)
         except Exception as exc:  # the app runs on without references, and says why in the log
             self.error = str(exc)
@@ -183,6 +185,22 @@ class References:
 
     def _shipped(self) -> ReferenceIndex:
         return ReferenceIndex.load(self.index_prefix)
+
+    def _shipped_for_dataset(self) -> ReferenceIndex | None:
+        """The shipped index when it describes the configured dataset folder (the same photo ids and captions:
+        the fingerprints match the 224x224 copies and the originals alike), else None. Saves decoding every
+        photo of the folder at a first start."""
+        if not self.shipped:
+            return None
+        try:
+            shipped = ReferenceIndex.load(self.index_prefix)
+            by_split = load_flickr_splits(self.data_dir, ("train", "dev", "test"))
+        except Exception as exc:
+            log.info("shipped reference index not used for %s: %s", self.data_dir, exc)
+            return None
+        folder = {e.image_id: tuple(e.captions) for split in by_split.values() for e in split}
+        mine = dict(zip(shipped.ids, shipped.captions))
+        return shipped if folder == mine else None
 
     def _built(self) -> ReferenceIndex:
         """From the dataset folder, kept in cache/ so that later starts skip decoding its photos."""

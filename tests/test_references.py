@@ -202,3 +202,18 @@ def test_hub_examples_from_a_parquet_file_and_offline(tmp_path, monkeypatch):
     with pytest.raises(OfflineError, match="bundled example photos"):
         dataset_examples("jxie/flickr8k", str(tmp_path / "empty"))
     assert time.perf_counter() - t < 1
+
+
+def test_a_dataset_folder_uses_the_shipped_index_when_it_describes_it(tmp_path, monkeypatch):
+    """The shipped index serves a data folder with the same photos and captions (no decoding of the folder at
+    a first start); another folder gets an index built from its own photos."""
+    data = make_flickr(tmp_path / "flickr", per_split=(3, 1, 2), bad=False)
+    ReferenceIndex.build(data).save(str(tmp_path / "shipped"))
+    built = []
+    original = References._built
+    monkeypatch.setattr(References, "_built", lambda self: built.append(1) or original(self))
+    same = References(data, 2, cache_dir=str(tmp_path / "cache"), index_prefix=str(tmp_path / "shipped"))
+    assert same.ready.wait(10) and same.index is not None and built == []
+    other = make_flickr(tmp_path / "other", per_split=(2, 1, 1), bad=False)
+    refs = References(other, 2, cache_dir=str(tmp_path / "cache"), index_prefix=str(tmp_path / "shipped"))
+    assert refs.ready.wait(30) and len(refs.index) == 4 and built == [1]
