@@ -62,7 +62,7 @@ def test_real_browser_upload_and_caption(server, tmp_path):
         page.locator("input[type=file]").first.set_input_files(demo.example_paths[0])
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Caption", exact=True).click()
-        page.get_by_text("Reference captions").wait_for(timeout=30000)
+        page.get_by_text("Reference captions", exact=True).wait_for(timeout=30000)  # the caption's, not the header's words
         heading = page.locator("h3").first.inner_text()
         assert heading.strip()
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
