@@ -23,7 +23,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from caption_core.bundle import BundleError, best_first, list_baselines, list_bundles, read_manifest, resolve_bundle
+from caption_core.bundle import (BundleError, best_first, list_baselines, list_bundles, read_manifest, resolve_bundle,
+                                 test_metrics)
 from caption_core.captioner import Captioner
 from caption_core.config import Config, parse_option
 from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy
@@ -157,6 +158,8 @@ class Examples:
     """The example photos the page shows, and where they come from; ``fetch`` swaps in photos of the Hub
     dataset once they are downloaded (in a thread: the page never waits for the network)."""
 
+    FLICKR = "Flickr8k test photos"
+
     def __init__(self, paths: list[str], kind: str):
         self.paths, self.kind = list(paths), kind
 
@@ -167,7 +170,7 @@ class Examples:
             log.info("no example photos from %s: %s", repo_id, exc)
             return
         if paths:
-            self.paths, self.kind = paths, "Flickr8k test photos"
+            self.paths, self.kind = paths, self.FLICKR
 
 
 def fallback_examples() -> list[str]:
@@ -357,14 +360,9 @@ def photo_input(**kwargs) -> gr.Image:
 
 def test_scores(manifest: dict, field: str = "metrics") -> dict:
     """The test-split scores of a bundle's (or baseline's) default decoding, float32 features first."""
-    metrics = manifest.get(field) or {}
-    keys = sorted((k for k in metrics if "/test" in k), key=lambda k: ("(" in k, k))
+    by_strategy = test_metrics(manifest, field)
     strategy = (manifest.get("default_decoding") or {}).get("strategy", "beam")
-    for k in keys:
-        by_strategy = metrics[k]
-        if by_strategy:
-            return by_strategy.get(strategy) or next(iter(by_strategy.values()))
-    return {}
+    return by_strategy.get(strategy) or next(iter(by_strategy.values()), {})
 
 
 def score_rows(models: Models, baselines: list[dict]) -> list[dict]:
@@ -436,8 +434,8 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
     hub_folder = os.path.join(cfg.cache_dir, "hub-examples", cfg.hub_examples.replace("/", "--"))
     # the dataset's test photos; without the dataset, those fetched from the Hub by an earlier start; else
     # the bundled photos (and the Hub ones are fetched in the background, for the next page load)
-    examples = Examples(refs.examples or cached_examples(hub_folder) or fallback_examples(),
-                        "Flickr8k test photos" if refs.examples or cached_examples(hub_folder) else "free photos")
+    flickr = refs.examples or cached_examples(hub_folder)
+    examples = Examples(flickr or fallback_examples(), Examples.FLICKR if flickr else "free photos")
     dd = models.manifests[models.default].get("default_decoding", {}) if models.default else {}
     d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
 
@@ -447,7 +445,7 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
         # interpreter exit aborted the process ("FATAL: exception not rethrown") or deadlocked it on h5py's
         # lock (seen in the tests); exit now waits for the warm-up, a few seconds at most
         refs.start(scores_later=models.first_served)
-        if not refs.examples and cfg.hub_examples and examples.kind != "Flickr8k test photos":
+        if cfg.hub_examples and examples.kind != Examples.FLICKR:
             threading.Thread(target=examples.fetch, args=(cfg.hub_examples, hub_folder, cfg.n_examples),
                              daemon=True, name="hub-examples").start()
         if models.default:
@@ -545,8 +543,11 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
                                            api_name="compare")
         explain_btn.click(handlers.explain, [image, bundle], [gallery, explained], api_name="explain")
         bundle.change(handlers.card, bundle, card_md, api_name="card")
-        bundle.change(lambda b: gr.Image(value=handlers.curve(b), visible=handlers.curve(b) is not None), bundle,
-                      curve_img, api_name=False, queue=False)
+        def on_bundle_curve(b):
+            path = handlers.curve(b)
+            return gr.Image(value=path, visible=path is not None)
+
+        bundle.change(on_bundle_curve, bundle, curve_img, api_name=False, queue=False)
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
     demo.app_config = cfg
     if background:

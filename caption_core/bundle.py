@@ -230,6 +230,16 @@ def dev_score(manifest: dict, metric: str = "CIDEr") -> float | None:
     return None
 
 
+def test_metrics(manifest: dict, field: str = "metrics") -> dict:
+    """strategy -> test-split scores recorded in ``manifest[field]`` ('metrics', or 'cross_entropy_metrics'
+    before SCST), the float32 features' entry first ({} when there is none)."""
+    metrics = manifest.get(field) or {}
+    for key in sorted((k for k in metrics if "/test" in k), key=lambda k: ("(" in k, k)):  # "(bfloat16 ...)" last
+        if metrics[key]:
+            return metrics[key]
+    return {}
+
+
 def best_first(names_manifests: dict[str, dict]) -> list[str]:
     """Bundle names, the best on the dev split first (CIDEr of its default decoding), then those without a
     dev score by name. Test scores never choose: the default bundle is picked on dev, like everything else."""

@@ -59,7 +59,7 @@ def snapshot(repo_id: str, what: str, repo_type: str = "model", allow_patterns=N
     return snapshot_download(repo_id, **kwargs)
 
 
-SPLIT_ALIASES = {"train": ("train",), "dev": ("validation", "dev", "val"), "test": ("test",)}
+SPLIT_ALIASES = {"train": ("train",), "dev": ("validation", "val", "dev"), "test": ("test",)}  # Hub split names per split
 
 
 def examples_from_parquet(parquet: str, folder: str, n: int) -> list[str]:

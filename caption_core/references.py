@@ -50,9 +50,10 @@ class ReferenceIndex:
 
     @classmethod
     def build(cls, data_dir: str, splits: Sequence[str] = ("train", "dev", "test"), made: dict | None = None,
-              config: MatchConfig = MatchConfig()) -> "ReferenceIndex":
-        """Decode every photo of a Flickr folder (original or Kaggle layout) once and fingerprint it."""
-        by_split = load_flickr_splits(data_dir, tuple(splits))
+              config: MatchConfig = MatchConfig(), by_split: dict | None = None) -> "ReferenceIndex":
+        """Decode every photo of a Flickr folder (original or Kaggle layout) once and fingerprint it.
+        ``by_split``: the folder's splits when the caller has read them already."""
+        by_split = by_split or load_flickr_splits(data_dir, tuple(splits))
         rows = [(e, s) for s in splits for e in by_split[s]]
         kept, images = [], []
         for e, s in rows:
@@ -134,6 +135,7 @@ class References:
                  index_prefix: str | None = None):
         self.data_dir, self.cache_dir, self.index_prefix = data_dir, cache_dir, index_prefix
         self.examples: list[str] = []
+        self.splits: dict = {}  # the dataset folder's splits, read once
         self.index: ReferenceIndex | None = None
         self.cider: CiderD | None = None
         self.error: str | None = None
@@ -143,7 +145,8 @@ class References:
         self.shipped = bool(index_prefix) and os.path.isfile(index_prefix + ".json")
         if data_dir:
             try:
-                self.examples = [e.image for e in load_flickr_splits(data_dir, ("test",))["test"][:n_examples]]
+                self.splits = load_flickr_splits(data_dir, ("train", "dev", "test"))
+                self.examples = [e.image for e in self.splits["test"][:n_examples]]
             except Exception as exc:
                 log.warning("no dataset examples: %s", exc)
                 self.data_dir = None
@@ -194,11 +197,10 @@ class References:
             return None
         try:
             shipped = ReferenceIndex.load(self.index_prefix)
-            by_split = load_flickr_splits(self.data_dir, ("train", "dev", "test"))
-        except Exception as exc:
+        except ValueError as exc:
             log.info("shipped reference index not used for %s: %s", self.data_dir, exc)
             return None
-        folder = {e.image_id: tuple(e.captions) for split in by_split.values() for e in split}
+        folder = {e.image_id: tuple(e.captions) for split in self.splits.values() for e in split}
         mine = dict(zip(shipped.ids, shipped.captions))
         return shipped if folder == mine else None
 
@@ -211,7 +213,7 @@ class References:
                 return ReferenceIndex.load(prefix)
             except ValueError as exc:
                 log.warning("cached reference index unusable, rebuilding: %s", exc)
-        index = ReferenceIndex.build(self.data_dir)
+        index = ReferenceIndex.build(self.data_dir, by_split=self.splits)
         if prefix:
             try:
                 index.save(prefix)

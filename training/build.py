@@ -9,7 +9,7 @@ import tempfile
 import time
 
 
-from caption_core.bundle import BASELINE_FORMAT, save_bundle, update_manifest, verify_bundle
+from caption_core.bundle import BASELINE_FORMAT, save_bundle, test_metrics, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
 from caption_core.config import Config
 from caption_core.decoder import MergeDecoder
@@ -52,7 +52,7 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
     t = manifest["training"]
     metrics = manifest.get("metrics", {})
     encoder_cls = get_encoder_class(manifest["encoder"]["name"])
-    test = next((v for k, v in metrics.items() if k.endswith("/test")), {})
+    test = test_metrics(manifest)
     tags = ["image-captioning", "merge-model", "lstm", manifest["encoder"]["name"].replace("_", "-")] + \
         (["scst"] if t.get("scst") else [])
     lines = [hub_metadata(name, manifest, encoder_cls.licence_id, tags, test) + f"# {name}", "",
@@ -81,7 +81,7 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
         lines += _metrics_table(by_strategy)
         lines.append("")
     if t.get("scst"):
-        lines += _scst_section(t["scst"], manifest.get("cross_entropy_metrics", {}), metrics)
+        lines += _scst_section(t["scst"], test_metrics(manifest, "cross_entropy_metrics"), test)
     lines += ["## Known limits", "",
               "- The Flickr8k training photos were 224x224 copies squashed from ~500x375 (aspect ratio lost); "
               "photos are squashed the same way at inference.",
@@ -112,6 +112,7 @@ def _metrics_table(by_strategy: dict, label: str = "strategy") -> list[str]:
 
 
 def _scst_section(scst: dict, before: dict, after: dict) -> list[str]:
+    """``before`` / ``after``: strategy -> test scores of the cross-entropy and the SCST model."""
     """Model card: the SCST stage, its dev curve, cross-entropy vs SCST on test, ten examples."""
     c = scst["config"]
     lines = ["## Self-critical sequence training", "",
@@ -131,15 +132,12 @@ def _scst_section(scst: dict, before: dict, after: dict) -> list[str]:
                      + (f"{h['train_reward']:.3f} |" if "train_reward" in h else "- |"))
     lines += ["", "Test split, cross-entropy vs SCST (pycocoevalcap; caption statistics of the default decoding):", "",
               "| model, strategy | BLEU-4 | METEOR | CIDEr | distinct | words | dangling |", "|---" * 7 + "|"]
-    for tag, metrics in (("cross-entropy", before), ("SCST", after)):
-        for split_name, by_strategy in metrics.items():
-            if "test" not in split_name or "bfloat16" in split_name:
-                continue
-            for strategy, s in by_strategy.items():
-                st = s.get("caption_statistics") or {}
-                lines.append(f"| {tag}, {strategy} | {s['BLEU-4']:.3f} | {s.get('METEOR', float('nan')):.3f} | "
-                             f"{s['CIDEr']:.3f} | " + (f"{st['distinct_share']:.0%} | {st['words_used']} | "
-                                                     f"{st['dangling_endings']} |" if st else "- | - | - |"))
+    for tag, by_strategy in (("cross-entropy", before), ("SCST", after)):
+        for strategy, s in by_strategy.items():
+            st = s.get("caption_statistics") or {}
+            lines.append(f"| {tag}, {strategy} | {s['BLEU-4']:.3f} | {s.get('METEOR', float('nan')):.3f} | "
+                         f"{s['CIDEr']:.3f} | " + (f"{st['distinct_share']:.0%} | {st['words_used']} | "
+                                                 f"{st['dangling_endings']} |" if st else "- | - | - |"))
     lines += ["", "Ten test photos (default decoding):", "", "| photo | cross-entropy | SCST |", "|---|---|---|"]
     for e in scst.get("examples", []):
         lines.append(f"| {e['image_id']} | {e['cross_entropy']} | {e['scst']} |")

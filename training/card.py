@@ -12,8 +12,8 @@ CURVE_FILE = "training_curve.png"
 HUB_DATASET = "jxie/flickr8k"  # the Hub copy of Flickr8k (same split sizes as the official lists)
 
 
-def curve_png(path: str, series: dict[str, list[tuple[float, float]]], title: str, y_label: str,
-              marker: float | None = None, size: tuple[int, int] = (640, 360)) -> None:
+def curve_image(series: dict[str, list[tuple[float, float]]], title: str, y_label: str,
+                marker: float | None = None, size: tuple[int, int] = (640, 360)) -> Image.Image:
     """Line chart of ``series`` (name -> [(x, y)]) with axes, ticks and a legend; ``marker``: an x to mark
     (the chosen epoch) with a dashed line."""
     w, h = size
@@ -23,8 +23,7 @@ def curve_png(path: str, series: dict[str, list[tuple[float, float]]], title: st
     font = ImageFont.load_default()
     points = [p for s in series.values() for p in s]
     if not points:
-        img.save(path)
-        return
+        return img
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
     y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     pad = (y1 - y0) * 0.08 or 0.1
@@ -65,7 +64,7 @@ def curve_png(path: str, series: dict[str, list[tuple[float, float]]], title: st
     d.text((left, 10), title, fill="#111", font=font)
     d.text((w // 2 - 20, h - 18), "epoch", fill="#333", font=font)
     d.text((4, top - 22), y_label, fill="#333", font=font)
-    img.save(path, optimize=True)
+    return img
 
 
 def training_curve(path: str, training: dict) -> bool:
@@ -76,23 +75,15 @@ def training_curve(path: str, training: dict) -> bool:
         return False
     loss = {"train loss": [(h["epoch"], h["train_loss"]) for h in history],
             "dev loss": [(h["epoch"], h["dev_loss"]) for h in history]}
+    panels = [curve_image(loss, "Cross-entropy training (chosen epoch dashed)", "loss", training.get("best_epoch"))]
     scst = training.get("scst")
-    if not scst:
-        curve_png(path, loss, "Cross-entropy training (chosen epoch dashed)", "loss", training.get("best_epoch"))
-        return True
-    import os
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        a, b = os.path.join(tmp, "a.png"), os.path.join(tmp, "b.png")
-        curve_png(a, loss, "Cross-entropy training (chosen epoch dashed)", "loss", training.get("best_epoch"))
-        curve_png(b, {"dev CIDEr": [(h["epoch"], h["CIDEr"]) for h in scst["dev_curve"]]},
-                  "SCST (epoch 0: the cross-entropy model)", "dev CIDEr", scst.get("best_epoch"))
-        with Image.open(a) as ia, Image.open(b) as ib:
-            both = Image.new("RGB", (ia.width + ib.width, max(ia.height, ib.height)), "white")
-            both.paste(ia, (0, 0))
-            both.paste(ib, (ia.width, 0))
-            both.save(path, optimize=True)
+    if scst:
+        panels.append(curve_image({"dev CIDEr": [(h["epoch"], h["CIDEr"]) for h in scst["dev_curve"]]},
+                                  "SCST (epoch 0: the cross-entropy model)", "dev CIDEr", scst.get("best_epoch")))
+    out = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), "white")
+    for i, panel in enumerate(panels):
+        out.paste(panel, (sum(p.width for p in panels[:i]), 0))
+    out.save(path, optimize=True)
     return True
 
 

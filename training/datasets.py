@@ -26,13 +26,13 @@ import numpy as np
 
 from caption_core.flickr import (CaptionExample, DatasetError, LoadReport, _check_split, _image_dir,
                                  load_flickr_local)
+from caption_core.hub import SPLIT_ALIASES as _SPLIT_ALIASES  # one table for training and the app
 
 log = logging.getLogger("training.datasets")
 
 FLICKR8K_HUB = "jxie/flickr8k"
 FLICKR30K_HUB = "umaru97/flickr30k_train_val_test"  # parquet, Karpathy split 29000/1014/1000
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_SPLIT_ALIASES = {"train": ("train",), "dev": ("validation", "val", "dev"), "test": ("test",)}
 
 
 # -- Hub (or local parquet in the Hub schema) ---------------------------------------------

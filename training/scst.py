@@ -220,7 +220,9 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: MergeDecoder, train_examples
     rewards = Rewards([list(e.captions) for e in train_examples], captioner.vocab, cfg.end_token)
     reward_setup = time.perf_counter() - t0
     ref_idx, ref_caps = caption_rows(train_examples, train_valid, captioner.vocab, decoder.config.max_length)
-    references = [ref_caps[ref_idx == i] for i in range(len(train_examples))]  # per photo (R, L) ids
+    order = np.argsort(ref_idx, kind="stable")
+    cuts = np.searchsorted(ref_idx[order], np.arange(len(train_examples) + 1))
+    references = [ref_caps[order[a:b]] for a, b in zip(cuts[:-1], cuts[1:])]  # per photo (R, L) ids
     train_feats = np.asarray(train_feats, np.float32)
     dev_feats = np.asarray(dev_feats, np.float32)
     if state is not None and os.path.exists(ckpt):
