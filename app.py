@@ -440,11 +440,11 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
     d_strategy, d_opts = dd.get("strategy", "beam"), dd.get("options", {})
 
     def start_background() -> None:
-        # the default bundle and the photo index now; the CIDEr-D frequencies and the other bundles once a
+        # the default bundle and the photo index (with its CIDEr-D frequencies) now; the other bundles once a
         # first visitor is served. Not a daemon: a daemon thread frozen inside TensorFlow or h5py at
         # interpreter exit aborted the process ("FATAL: exception not rethrown") or deadlocked it on h5py's
         # lock (seen in the tests); exit now waits for the warm-up, a few seconds at most
-        refs.start(scores_later=models.first_served)
+        refs.start()
         if cfg.hub_examples and examples.kind != Examples.FLICKR:
             threading.Thread(target=examples.fetch, args=(cfg.hub_examples, hub_folder, cfg.n_examples),
                              daemon=True, name="hub-examples").start()

@@ -14,14 +14,13 @@ its folder, a missing file, or a file whose checksum differs. Nothing is unpickl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Any
 
 from .decoder import DecoderConfig, InferenceDecoder
+from .files import sha256_file, write_json_atomic  # noqa: F401  (re-exported: training uses them from here)
 from .text import Vocabulary
 
 MANIFEST = "manifest.json"
@@ -36,14 +35,6 @@ class BundleError(ValueError):
     """A bundle folder that cannot be trusted or used."""
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _safe_member(folder: str, name: str) -> str:
     """Path of ``name`` inside ``folder``; BundleError if it would point anywhere else."""
     if not isinstance(name, str) or not name or os.path.isabs(name) or name.startswith(("/", "\\")):
@@ -53,23 +44,6 @@ def _safe_member(folder: str, name: str) -> str:
     if os.path.commonpath([root, path]) != root or path == root:
         raise BundleError(f"bundle '{folder}': manifest names {name!r}, which points outside the bundle folder; refusing it")
     return path
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp made it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: dict | None = None,

@@ -67,7 +67,7 @@ def examples_from_parquet(parquet: str, folder: str, n: int) -> list[str]:
     bytes) into ``folder`` as files, with ``index.json`` listing them; -> their paths."""
     import pyarrow.parquet as pq
 
-    from .bundle import write_json_atomic
+    from .files import write_json_atomic
 
     os.makedirs(folder, exist_ok=True)
     reader = pq.ParquetFile(parquet)

@@ -73,7 +73,22 @@ class CiderD:
                 for k in range(1, n + 1):
                     seen.update(_kgrams(words, k))
             self.df.update(seen)
+        self.documents = count
         self.log_docs = math.log(max(count, 1.0))
+
+    @classmethod
+    def from_frequencies(cls, df: dict[tuple[str, ...], int], documents: int, n: int = 4, sigma: float = 6.0,
+                         tokenize: Callable[[str], list[str]] = _words) -> "CiderD":
+        """From document frequencies counted earlier (``frequencies``): no pass over the corpus."""
+        self = cls((), n, sigma, tokenize)
+        self.df.update(df)
+        self.documents, self.log_docs = documents, math.log(max(documents, 1.0))
+        return self
+
+    def frequencies(self, min_df: int = 2) -> dict[tuple[str, ...], int]:
+        """The document frequencies worth keeping: an n-gram seen in fewer than 2 documents weighs exactly as
+        one never seen (``log(max(1, df))`` is 0 for both), so ``min_df=2`` loses nothing."""
+        return {g: c for g, c in self.df.items() if c >= min_df}
 
     def vector(self, words: Sequence[str]) -> tuple[list[dict], list[float], int]:
         """Words -> (tf-idf vector per n, their norms, length)."""

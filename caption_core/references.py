@@ -21,12 +21,12 @@ import logging
 import os
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .bundle import sha256_file, write_json_atomic
+from .files import sha256_file, write_json_atomic
 from .flickr import load_flickr_splits
 from .metrics import CiderD, sentence_bleu
 from .photo_index import MatchConfig, PhotoIndex
@@ -39,7 +39,7 @@ class ReferenceIndex:
     """The photos of a dataset: ids, splits, captions and fingerprints (rows in the same order)."""
 
     def __init__(self, ids: Sequence[str], splits: Sequence[str], captions: Sequence[Sequence[str]],
-                 photos: PhotoIndex, made: dict | None = None):
+                 photos: PhotoIndex, made: dict | None = None, cider: CiderD | None = None):
         if not (len(ids) == len(splits) == len(captions) == len(photos)):
             raise ValueError(f"reference index: {len(ids)} ids, {len(splits)} splits, {len(captions)} caption "
                              f"lists and {len(photos)} fingerprints")
@@ -47,6 +47,15 @@ class ReferenceIndex:
         self.captions = [tuple(c) for c in captions]
         self.photos = photos
         self.made = made or {}
+        self._cider = cider
+
+    @property
+    def cider(self) -> CiderD:
+        """CIDEr-D with the document frequencies of these photos' captions: read from the index files when
+        they hold them (every index saved since they do), else counted once here (about 2 s for Flickr8k)."""
+        if self._cider is None:
+            self._cider = CiderD(self.captions)
+        return self._cider
 
     @classmethod
     def build(cls, data_dir: str, splits: Sequence[str] = ("train", "dev", "test"), made: dict | None = None,
@@ -77,10 +86,15 @@ class ReferenceIndex:
         os.makedirs(folder, exist_ok=True)
         npz = prefix + ".npz"
         tmp = npz + ".tmp.npz"
-        np.savez_compressed(tmp, hashes=self.photos.hashes, thumbs=self.photos.thumbs)
+        df = self.cider.frequencies()
+        grams = "\n".join(" ".join(g) for g in df).encode("utf-8")  # one UTF-8 blob: no pickle, no object array
+        np.savez_compressed(tmp, hashes=self.photos.hashes, thumbs=self.photos.thumbs,
+                            cider_ngrams=np.frombuffer(grams, np.uint8), cider_df=np.fromiter(df.values(), np.uint32))
         os.replace(tmp, npz)
         doc = {"format": INDEX_FORMAT, "made": self.made, "match": self.photos.config.to_dict(),
                "fingerprints": {"file": os.path.basename(npz), "sha256": sha256_file(npz)},
+               "cider": {"documents": self.cider.documents, "ngrams": len(df), "min_df": 2,
+                         "note": "CIDEr-D document frequencies of these captions (n = 1..4), in the npz"},
                "photos": [{"id": i, "split": s, "captions": list(c)}
                           for i, s, c in zip(self.ids, self.splits, self.captions)]}
         write_json_atomic(prefix + ".json", doc)
@@ -104,9 +118,13 @@ class ReferenceIndex:
                              "not match its checksum; rebuild it with: python -m training references")
         with np.load(npz, allow_pickle=False) as z:
             photos = PhotoIndex(z["hashes"], z["thumbs"], MatchConfig.from_dict(doc.get("match", {})))
+            cider = None
+            if "cider" in doc and "cider_ngrams" in z:  # an index saved before they were stored: counted on use
+                grams = [tuple(g.split(" ")) for g in z["cider_ngrams"].tobytes().decode("utf-8").split("\n")]
+                cider = CiderD.from_frequencies(dict(zip(grams, z["cider_df"].tolist())), doc["cider"]["documents"])
         rows = doc["photos"]
         return cls([r["id"] for r in rows], [r["split"] for r in rows], [r["captions"] for r in rows], photos,
-                   doc.get("made"))
+                   doc.get("made"), cider)
 
     # -- use -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -117,8 +135,6 @@ class ReferenceIndex:
         row = self.photos.match(img)
         return None if row is None else (self.ids[row], self.captions[row])
 
-    def references_by_photo(self) -> Iterable[tuple[str, ...]]:
-        return iter(self.captions)
 
 
 class References:
@@ -127,8 +143,9 @@ class References:
     Without ``data_dir`` the index is the shipped one (``index_prefix``) when its files exist. With a
     ``data_dir`` (a Flickr folder) it is the shipped one if that describes the folder (same photo ids and
     captions), else one built from the folder (cached under ``cache_dir``); neither: no references. Built or loaded
-    in a thread started here or by ``start()``; the CIDEr-D document frequencies of its captions after
-    it (after ``scores_later`` too, when given). ``examples``: the first test photos of ``data_dir``.
+    in a thread started here or by ``start()``, with the CIDEr-D document frequencies of its captions (stored in
+    the index files), so the first caption of a dataset photo has both scores. ``examples``: the first test
+    photos of ``data_dir``.
     """
 
     def __init__(self, data_dir: str | None, n_examples: int, cache_dir: str | None = None, start: bool = True,
@@ -137,10 +154,8 @@ class References:
         self.examples: list[str] = []
         self.splits: dict = {}  # the dataset folder's splits, read once
         self.index: ReferenceIndex | None = None
-        self.cider: CiderD | None = None
         self.error: str | None = None
-        self.ready = threading.Event()  # the photo index is loaded or built (lookups can be answered)
-        self.cider_ready = threading.Event()  # the CIDEr-D document frequencies too
+        self.ready = threading.Event()  # the photo index and its CIDEr-D frequencies are loaded (or failed)
         self._started = False
         self.shipped = bool(index_prefix) and os.path.isfile(index_prefix + ".json")
         if data_dir:
@@ -152,7 +167,6 @@ class References:
                 self.data_dir = None
         if not self.available:
             self.ready.set()
-            self.cider_ready.set()
         elif start:
             self.start()
 
@@ -161,30 +175,25 @@ class References:
         """An index can be had: shipped, or buildable from the dataset folder."""
         return self.shipped or bool(self.data_dir)
 
-    def start(self, scores_later: threading.Event | None = None) -> None:
+    def start(self) -> None:
         if self.ready.is_set() or self._started:
             return
         self._started = True
-        threading.Thread(target=self._load, args=(scores_later,), daemon=True, name="reference-index").start()
+        threading.Thread(target=self._load, daemon=True, name="reference-index").start()
 
-    def _load(self, scores_later: threading.Event | None = None) -> None:
+    def _load(self) -> None:
         try:
             t0 = time.perf_counter()
-            self.index = (self._shipped() if self.shipped and not self.data_dir
-                          else self._shipped_for_dataset() or self._built())
-            log.info("reference index: %d photos in %.1f s", len(self.index), time.perf_counter() - t0)
+            index = (self._shipped() if self.shipped and not self.data_dir
+                     else self._shipped_for_dataset() or self._built())
+            index.cider  # noqa: B018  the CIDEr-D frequencies (stored in the index; counted if it predates that)
+            self.index = index
+            log.info("reference index: %d photos in %.1f s", len(index), time.perf_counter() - t0)
         except Exception as exc:  # the app runs on without references, and says why in the log
             self.error = str(exc)
             log.warning("no reference index: %s", exc)
         finally:
             self.ready.set()
-        if scores_later is not None:
-            scores_later.wait()
-        try:
-            if self.index is not None:
-                self.cider = CiderD(self.index.references_by_photo())
-        finally:
-            self.cider_ready.set()
 
     def _shipped(self) -> ReferenceIndex:
         return ReferenceIndex.load(self.index_prefix)
@@ -230,11 +239,10 @@ class References:
         self.ready.wait(wait)
         return None if self.index is None else self.index.lookup(img)
 
-    def scores(self, caption: str, refs: tuple[str, ...], wait: float = 0.0) -> dict[str, float]:
-        """BLEU-4 and CIDEr-D of ``caption`` against ``refs``; CIDEr-D once its document frequencies are
-        ready (waiting at most ``wait`` seconds for them; without them, BLEU-4 alone)."""
+    def scores(self, caption: str, refs: tuple[str, ...]) -> dict[str, float]:
+        """BLEU-4 and CIDEr-D of ``caption`` against ``refs`` (the references of a photo ``lookup`` found: the
+        index, and so its CIDEr-D document frequencies, is loaded)."""
         out = {"BLEU-4": round(sentence_bleu(caption, refs)[3], 3)}
-        self.cider_ready.wait(wait)
-        if self.cider is not None:
-            out["CIDEr"] = round(self.cider.score(caption, refs), 3)
+        if self.index is not None:
+            out["CIDEr"] = round(self.index.cider.score(caption, refs), 3)
         return out

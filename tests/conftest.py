@@ -79,5 +79,4 @@ def app_setup(tmp_path_factory, tiny_parts):
     cfg = app.AppConfig(weights_dir=str(root / "weights"), data_dir=data, n_examples=3, cache_dir=str(root / "cache"))
     demo = app.build_demo(cfg)
     demo.handlers.refs.ready.wait(30)
-    demo.handlers.refs.cider_ready.wait(30)
     return demo, data, root

@@ -80,6 +80,14 @@ def test_index_files_round_trip_and_refuse_tampering(tmp_path):
     png = io.BytesIO()
     Image.open(first).resize((96, 80)).save(png, "PNG")
     assert loaded.lookup(load_image(png.getvalue()))[0] == built.ids[0]
+    # the CIDEr-D document frequencies travel with the index: the same scores as counting them again
+    from caption_core.metrics import CiderD
+
+    assert loaded._cider is not None and doc["cider"]["documents"] == 10
+    counted = CiderD(built.captions)
+    for caps in loaded.captions[:4]:
+        assert loaded.cider.score("a red square here", caps) == counted.score("a red square here", caps)
+    assert set(loaded.cider.df) == set(counted.frequencies()) and max(counted.df.values()) == 10
     with open(npz_path, "ab") as f:
         f.write(b"x")
     with pytest.raises(ValueError, match="checksum"):
@@ -90,7 +98,7 @@ def test_references_service_uses_a_shipped_index_without_a_dataset(tmp_path):
     data = make_flickr(tmp_path / "flickr", per_split=(3, 1, 2), bad=False)
     ReferenceIndex.build(data).save(str(tmp_path / "shipped"))
     refs = References(None, 3, index_prefix=str(tmp_path / "shipped"))
-    assert refs.available and refs.ready.wait(10) and refs.cider_ready.wait(10)
+    assert refs.available and refs.ready.wait(10)
     name = sorted(os.listdir(os.path.join(data, "Images")))[0]
     found = refs.lookup(Image.open(os.path.join(data, "Images", name)).convert("L"))
     assert found[0] == name and len(found[1]) == 5
@@ -217,3 +225,10 @@ def test_a_dataset_folder_uses_the_shipped_index_when_it_describes_it(tmp_path, 
     other = make_flickr(tmp_path / "other", per_split=(2, 1, 1), bad=False)
     refs = References(other, 2, cache_dir=str(tmp_path / "cache"), index_prefix=str(tmp_path / "shipped"))
     assert refs.ready.wait(30) and len(refs.index) == 4 and built == [1]
+
+
+def test_shipped_index_carries_the_cider_frequencies():
+    """The app's first caption of a dataset photo has CIDEr: the frequencies load with the index."""
+    index = ReferenceIndex.load(SHIPPED)
+    assert index._cider is not None and index.cider.documents == 8000 and len(index.cider.df) > 50_000
+    assert index.cider.df[("a",)] > 7000 and index.cider.df[("a", "dog")] > 1000

@@ -67,7 +67,7 @@ def command_line() -> str:
 
 
 def write_json(path: str, data) -> None:
-    from caption_core.bundle import write_json_atomic
+    from caption_core.files import write_json_atomic
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json_atomic(path, data)

@@ -145,7 +145,7 @@ def load_cifar10(source: str, split: str, cache_dir: str | None = None) -> tuple
     if key:
         np.save(key + "-images.npy", images)
         np.save(key + "-labels.npy", labels)
-        from caption_core.bundle import write_json_atomic
+        from caption_core.files import write_json_atomic
 
         write_json_atomic(key + ".json", {"source": source_id, "split": split, "count": int(len(labels))})
     return images, labels

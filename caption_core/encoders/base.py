@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 from PIL import Image
 
+from ..files import sha256_file
 from ..images import DEFAULT_LIMITS, ImageLimits, batch_arrays, load_image
 
 
@@ -110,8 +111,6 @@ class Encoder:
     def weights_fingerprint(self) -> str:
         """Identity of the weights, for feature caches: a file's sha256, a folder's files' sha256s, else
         the name. Encoders whose weights come from elsewhere override it."""
-        from ..bundle import sha256_file
-
         value = getattr(self.config, self.weights_field, None)
         if isinstance(value, str) and os.path.isfile(value):
             return "sha256:" + sha256_file(value)

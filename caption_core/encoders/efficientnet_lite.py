@@ -24,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import Config
+from ..files import sha256_file
 from .base import Encoder, resolve_precision, top_classes
 
 # TF EfficientNet-Lite normalisation (efficientnet/lite/efficientnet_lite_builder.py)
@@ -145,7 +146,6 @@ class EfficientNetLiteEncoder(Encoder):
 
     def weights_fingerprint(self) -> str:
         if self.config.weights == "package":
-            from ..bundle import sha256_file
 
             return "sha256:" + sha256_file(package_weights_path(self.variant))
         return super().weights_fingerprint()
