@@ -78,5 +78,5 @@ def app_setup(tmp_path_factory, tiny_parts):
         "metrics": {"flickr/test": {"greedy": {"BLEU-4": 0.05, "CIDEr": 0.07}}}}))
     cfg = app.AppConfig(weights_dir=str(root / "weights"), data_dir=data, n_examples=3, cache_dir=str(root / "cache"))
     demo = app.build_demo(cfg)
-    demo.handlers.refs.ready.wait(30)
+    demo.service.refs.ready.wait(30)
     return demo, data, root

@@ -12,22 +12,21 @@ import gradio as gr  # noqa: E402
 
 import app  # noqa: E402
 from caption_core.references import References  # noqa: E402
+from caption_core.serving import CaptionService, ServiceConfig  # noqa: E402
 
 
 def test_page_lists_bundles_and_missing_encoders(app_setup):
     demo, _, _ = app_setup
-    h = demo.handlers
-    assert h.models.names == ["tiny-a", "tiny-b"]
-    missing = dict(h.models.missing_encoders())
+    service = demo.service
+    assert service.bundles.names == ["tiny-a", "tiny-b"]
+    missing = dict(service.bundles.missing_encoders())
     assert set(missing) == {"xception", "vit_pretrained", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert missing["xception"] == "python -m training build --encoder xception"
-    table = app.encoder_table(h.models)
+    table = app.encoder_table(service)
     assert "not built" in table and "python -m training build --encoder efficientnet_lite0" in table
     assert len(demo.example_paths) == 3
     # the Encoders tab's bar charts: each bundle's test scores beside the language-only baseline
-    from caption_core.bundle import list_baselines
-
-    rows = app.score_rows(h.models, list_baselines(h.cfg.weights_dir))
+    rows = service.score_rows()
     assert [(r["model"], r["kind"]) for r in rows] == [("tiny-a", "bundle"), ("tiny-b", "bundle"),
                                                        ("language-only baseline", "baseline")]
     assert rows[-1]["CIDEr"] == 0.07 and rows[0]["BLEU-4"] == 0.1
@@ -83,8 +82,10 @@ def test_controls_come_from_the_strategy_registry(app_setup):
 def test_compare_and_explain_and_card(app_setup):
     demo, _, _ = app_setup
     h = demo.handlers
-    rows, refs_md = h.compare(demo.example_paths[0])
-    assert [r[0] for r in rows] == ["tiny-a", "tiny-b"] and all(r[1] for r in rows)
+    table, refs_md, details = h.compare(demo.example_paths[0])
+    assert [r["bundle"] for r in details["rows"]] == ["tiny-a", "tiny-b"] and all(r["caption"] for r in details["rows"])
+    assert all("CIDEr" in r and "BLEU-4" in r for r in details["rows"]) and "Reference captions" in refs_md
+    assert table.count("<tr>") == 3 and "tiny-b" in table
     gallery, caption = h.explain(demo.example_paths[0], "tiny-a", "a red dog")
     assert caption == "a red dog" and [label.split()[0] for _, label in gallery] == ["a", "red", "dog"]
     assert all(isinstance(img, Image.Image) for img, _ in gallery)
@@ -133,40 +134,6 @@ def test_a_caption_does_not_wait_for_a_slow_reference_index(app_setup, monkeypat
     assert refs.lookup(img) is not None
 
 
-def test_a_request_waits_only_for_its_own_bundle(app_setup, monkeypatch):
-    """While another bundle is still loading, the default one answers; the page's status line says which
-    bundle is loading, and is empty once all are."""
-    import threading
-    import time
-
-    from caption_core.captioner import Captioner
-
-    demo, _, root = app_setup
-    release = threading.Event()
-    original = Captioner.from_bundle.__func__
-
-    def slow_for_b(cls, ref, encoder_options=None):
-        if ref.endswith("tiny-b"):
-            release.wait(30)
-        return original(cls, ref, encoder_options)
-
-    monkeypatch.setattr(Captioner, "from_bundle", classmethod(slow_for_b))
-    models = app.Models(app.AppConfig(weights_dir=str(root / "weights"), data_dir=None))
-    assert "tiny-a" in models.status() and "tiny-b" in models.status()
-    warm = threading.Thread(target=models.warm_up)
-    warm.start()
-    try:
-        assert models.ready["tiny-a"].wait(30)
-        t = time.perf_counter()
-        assert models.get("tiny-a").caption(np.zeros((20, 20, 3), np.uint8))[0].captions
-        assert time.perf_counter() - t < 5  # not behind tiny-b's load
-        assert "tiny-b" in models.status() and "tiny-a" not in models.status()
-    finally:
-        release.set()
-        warm.join(60)
-    assert models.status() == ""
-
-
 def test_messages_never_show_server_paths(tiny_parts, tmp_path):
     """A damaged bundle and an unreadable upload are reported by name: no folder of the server in the text."""
     from caption_core.bundle import save_bundle
@@ -175,14 +142,15 @@ def test_messages_never_show_server_paths(tiny_parts, tmp_path):
     folder = save_bundle(str(tmp_path / "weights" / "broken"), encoder=enc, decoder=dec, vocab=vocab)
     with open(os.path.join(folder, "vocab.json"), "a") as f:
         f.write(" ")
-    models = app.Models(app.AppConfig(weights_dir=str(tmp_path / "weights"), data_dir=None))
+    handlers = app.Handlers(CaptionService(ServiceConfig(weights_dir=str(tmp_path / "weights"))))
+    blank = np.zeros((20, 20, 3), np.uint8)
     with pytest.raises(gr.Error) as err:
-        models.get("broken")
+        handlers.caption(blank, "broken")
     assert "broken" in str(err.value) and str(tmp_path) not in str(err.value) and "checksum" in str(err.value)
+    assert handlers.service.bundles.state("broken") == "failed"
     upload = tmp_path / "gradio" / "0123abcd" / "holiday.jpg"
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"not a photo at all")
-    handlers = app.Handlers(app.AppConfig(data_dir=None), models, References(None, 0))
     with pytest.raises(gr.Error) as err:
         handlers.caption(str(upload), "broken")
     assert "'holiday.jpg'" in str(err.value) and str(tmp_path) not in str(err.value)

@@ -15,8 +15,10 @@ from helpers import free_port
 def server(app_setup):
     demo, _, _ = app_setup
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=True, quiet=True,
-                allowed_paths=[os.path.dirname(p) for p in demo.example_paths])
+    import app
+
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **app.launch_options(demo))
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -27,13 +29,16 @@ def test_api_through_gradio_client(server, tmp_path):
     demo, url = server
     client = Client(url, verbose=False)
     api = client.view_api(return_format="dict", print_info=False)
-    assert {"/caption", "/compare", "/explain", "/card"} <= set(api["named_endpoints"])
+    assert {"/caption", "/compare", "/explain", "/card", "/status"} <= set(api["named_endpoints"])
     md, refs_md, details = client.predict(handle_file(demo.example_paths[0]), "tiny-a", "beam",
                                           {"beam_width": 3, "max_length": 12}, api_name="/caption")
     assert details["captions"][0]["caption"] and "Reference captions" in refs_md
     assert details["options"]["beam_width"] == 3 and details["options"]["max_length"] == 12
-    table, _ = client.predict(handle_file(demo.example_paths[1]), "greedy", {"max_length": 12}, api_name="/compare")
-    assert [r[0] for r in table["data"]] == ["tiny-a", "tiny-b"]
+    table, _, compared = client.predict(handle_file(demo.example_paths[1]), "greedy", {"max_length": 12},
+                                        api_name="/compare")
+    assert [r["bundle"] for r in compared["rows"]] == ["tiny-a", "tiny-b"] and "<table" in table
+    status = client.predict(api_name="/status")
+    assert [b["state"] for b in status["bundles"]] == ["ready", "ready"] and status["references_ready"]
     bad = tmp_path / "truncated.jpg"
     buf = io.BytesIO()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buf, "JPEG")
@@ -42,6 +47,33 @@ def test_api_through_gradio_client(server, tmp_path):
         client.predict(handle_file(str(bad)), "tiny-a", api_name="/caption")
     md, _, details = client.predict(handle_file(demo.example_paths[2]), "tiny-a", api_name="/caption")  # still serving
     assert details["captions"]
+
+
+def test_the_server_serves_the_page_files_and_nothing_else(server, app_setup):
+    """Through /gradio_api/file=: the example photos load; the dataset's caption file and split lists, a photo
+    that is not an example, the app's source and system files are refused."""
+    import urllib.error
+    import urllib.request
+
+    demo, url = server
+    _, data, _ = app_setup
+
+    def status(path):
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={os.path.abspath(path)}", timeout=10) as r:
+                r.read()
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert status(demo.example_paths[0]) == 200
+    examples = {os.path.abspath(p) for p in demo.example_paths}
+    other = next(p for p in sorted(os.listdir(os.path.join(data, "Images")))
+                 if os.path.abspath(os.path.join(data, "Images", p)) not in examples)
+    app_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+    for refused in (os.path.join(data, "Flickr8k.token.txt"), os.path.join(data, "Flickr_8k.trainImages.txt"),
+                    os.path.join(data, "Images", other), app_py, "/etc/passwd"):
+        assert status(refused) in (403, 404), refused
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -66,7 +98,26 @@ def test_real_browser_upload_and_caption(server, tmp_path):
         heading = page.locator("h3").first.inner_text()
         assert heading.strip()
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        # Compare: a table on a wide screen; at a phone's 390 px every caption keeps a readable width
+        page.get_by_role("button", name="Compare all encoders").click()
+        page.locator("table.compare td.caption").first.wait_for(timeout=30000)
+        assert page.locator("table.compare th").first.is_visible()
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+        layout = page.evaluate("""() => {
+            const t = document.querySelector('table.compare');
+            const w = s => [...t.querySelectorAll(s)].filter(e => e.offsetParent).map(e => e.getBoundingClientRect().width);
+            return {scroll: t.scrollWidth, client: t.parentElement.clientWidth, captions: w('td.caption'),
+                    headers: w('th'), view: window.innerWidth};
+        }""")
+        assert layout["view"] == 390 and len(layout["captions"]) == 2, layout
+        assert min(layout["captions"]) >= 250 and layout["scroll"] <= layout["client"] + 1, layout
+        assert layout["headers"] == [], layout  # the headers fold into each row's labels
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000
+    if os.environ.get("CAPTION_SCREENSHOTS"):  # to look at them: CAPTION_SCREENSHOTS=folder make test
+        for name in ("app.png", "phone.png"):
+            shutil.copy(tmp_path / name, os.path.join(os.environ["CAPTION_SCREENSHOTS"], name))
 
 

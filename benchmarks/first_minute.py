@@ -1,0 +1,148 @@
+"""The first minute of the app, as one visitor lives it: how soon the first caption comes, and whether the
+captions of the next 15 s are slowed by loading the visitor did not ask for.
+
+    .venv/bin/python benchmarks/first_minute.py [--starts 2] [--compare OTHER_CHECKOUT] [--preload default all]
+                                                [--window 15] [--precision float32] [--json OUT]
+
+Per start (a cold ``app.py`` process, with the Flickr8k folder when ../shared has one):
+
+1. launch -> the page answers (``GET /`` is 200): ``page_s``;
+2. at once one client (gradio_client) sends ``/caption`` with the same photo and the default bundle, again
+   and again, one request at a time: ``first_caption_s`` is the page's answer -> the first caption's answer
+   (the client's connection included: a browser loads the config too);
+3. the captions answered in the ``--window`` seconds after the first: their p50 / p95 (``first_window``);
+4. then one ``/compare`` (every bundle loaded and used), 3 s of rest, and another ``--window`` seconds of the
+   same requests: the p50 once everything is loaded (``loaded``); ``ratio`` = first-window p50 / loaded p50;
+5. resident memory after the first caption and once every bundle is loaded, and what the app's own status
+   says per bundle (its memory figure) when it has one.
+
+``--preload`` runs this checkout's app with each ``--preload`` policy (an app without that flag runs once);
+``--compare`` runs another checkout's ``app.py`` in the same run, starts interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from cold_start import DATA, ROOT, free_port, photo, rss_mib
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else float("nan")
+
+
+def requests_for(client, image, seconds: float) -> list[float]:
+    """Send /caption back to back for ``seconds``: the latencies (s)."""
+    from gradio_client import handle_file
+
+    out, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        client.predict(handle_file(image), api_name="/caption")
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def one_start(app_dir: str, extra: list[str], window: float, precision: str) -> dict:
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, os.path.join(app_dir, "app.py"), "--port", str(port), *extra,
+            "--data-dir", DATA if os.path.isdir(DATA) else "", "--encoder-option", f"precision={precision}"]
+    image = photo()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{app_dir}/app.py exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+            if time.perf_counter() - t0 > 300:
+                raise RuntimeError("the page did not answer within 300 s")
+        t_page = time.perf_counter()
+        client = Client(url, verbose=False)
+        details = client.predict(handle_file(image), api_name="/caption")[2]
+        first = time.perf_counter() - t_page
+        rss_first, _ = rss_mib(proc.pid)
+        early = requests_for(client, image, window)
+        client.predict(handle_file(image), api_name="/compare")
+        time.sleep(3)
+        loaded = requests_for(client, image, window)
+        rss, peak = rss_mib(proc.pid)
+        p50_early, p50_loaded = statistics.median(early), statistics.median(loaded)
+        return {"page_s": round(t_page - t0, 2), "first_caption_s": round(first, 2),
+                "first_has_cider": "CIDEr" in details["captions"][0],
+                "first_window_p50_ms": round(1000 * p50_early, 1),
+                "first_window_p95_ms": round(1000 * percentile(early, 0.95), 1),
+                "first_window_max_ms": round(1000 * max(early), 1), "first_window_n": len(early),
+                "loaded_p50_ms": round(1000 * p50_loaded, 1), "loaded_p95_ms": round(1000 * percentile(loaded, 0.95), 1),
+                "loaded_n": len(loaded), "ratio": round(p50_early / p50_loaded, 2),
+                "rss_after_first_caption_mib": round(rss_first, 1), "rss_all_loaded_mib": round(rss, 1),
+                "peak_rss_mib": round(peak, 1)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def supports_preload(folder: str) -> bool:
+    with open(os.path.join(folder, "app.py"), encoding="utf-8") as f:
+        return "--preload" in f.read()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--starts", type=int, default=2, help="cold starts per setting (default: %(default)s)")
+    p.add_argument("--window", type=float, default=15.0, help="seconds of requests per window (default: %(default)s)")
+    p.add_argument("--preload", nargs="*", default=["default", "all"], help="this checkout's policies to run")
+    p.add_argument("--compare", help="another checkout whose app.py runs in the same run (e.g. an older main)")
+    p.add_argument("--precision", default="float32", choices=("float32", "auto"),
+                   help="the encoders' arithmetic in every app (default: %(default)s, the path every machine has)")
+    p.add_argument("--json", help="write the results here too")
+    args = p.parse_args(argv)
+    settings: dict[str, tuple[str, list[str]]] = {}
+    if supports_preload(ROOT):
+        settings.update({f"this, --preload {pol}": (ROOT, ["--preload", pol]) for pol in args.preload})
+    else:
+        settings["this"] = (ROOT, [])
+    if args.compare:
+        settings["compare"] = (os.path.abspath(args.compare), [])
+    runs: dict[str, list] = {k: [] for k in settings}
+    for _ in range(args.starts):
+        for name, (folder, extra) in settings.items():  # interleaved: drift slows every setting alike
+            r = one_start(folder, extra, args.window, args.precision)
+            runs[name].append(r)
+            print(name, json.dumps(r), flush=True)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "window_s": args.window,
+              "precision": args.precision,
+              "photo": os.path.basename(photo()), "data": os.path.isdir(DATA), "settings": {}}
+    for name, rs in runs.items():
+        keys = [k for k, v in rs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        result["settings"][name] = {"median": {k: round(statistics.median(r[k] for r in rs), 2) for k in keys},
+                                    "runs": rs}
+        print(name, "median", json.dumps(result["settings"][name]["median"]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
