@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: app test install browser
+.PHONY: app test install browser wordnet
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	# the ImageNet synset list that python -m training wordmap reads (a data file; timm's code is never imported)
+	$(VENV)/bin/python -m pip install -q --no-deps timm==1.0.31
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,7 +22,7 @@ install: $(STAMP)
 app: $(STAMP)
 	$(VENV)/bin/python app.py $(ARGS)
 
-test: $(STAMP) browser
+test: $(STAMP) browser wordnet
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 # Debian's chromium for the one real-browser test (playwright drives it; no browser download).
@@ -28,3 +30,9 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium could not be installed: the browser test will be skipped"; }
+
+# Debian's WordNet 3.0, for the test that rebuilds caption_core/data/imagenet_words.json from it.
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || { \
+	  (apt-get update -qq && apt-get install -y -qq wordnet-base >/dev/null) || \
+	  echo "wordnet-base could not be installed: the word-map rebuild test will be skipped"; }

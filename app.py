@@ -79,11 +79,25 @@ def caption_md(a: dict) -> str:
     if a["reference_image"]:
         lines.append("Against the references: " + ", ".join(f"{k} {rows[0][k]}" for k in ("BLEU-4", "CIDEr")
                                                              if k in rows[0]))
-    if a["imagenet_top5"]:  # what the encoder itself recognised: the limit may be the captions' vocabulary
-        lines += ["", "What the encoder itself sees (its ImageNet classes): "
+    if a["imagenet_top5"]:  # what the encoder (or the tagger) recognised: the limit may be the captions' vocabulary
+        lines += ["", "What the classifier sees (ImageNet classes): "
                   + ", ".join(f"{c['label']} {c['probability']:.2f}" for c in a["imagenet_top5"])]
+    if a["strategy"] == "guided":
+        lines += ["", guidance_md(a["guidance"], a["options"])]
     return "\n".join(lines + ["", f"*{a['bundle']} · {a['strategy']} · encode {a['encode_ms']:.0f} ms · "
                                   f"decode {a['decode_ms']:.0f} ms*"])
+
+
+def guidance_md(g: dict | None, options: dict) -> str:
+    if g is None:
+        return (f"*Guidance did not fire: no animal, vehicle, food or plant word reached "
+                f"{options.get('guide_threshold')} (plain beam search). Pick the beam strategy to turn it off.*")
+    banned = f"; ruled out: {', '.join(g['banned_words'][:8])}{' ...' if len(g['banned_words']) > 8 else ''}" \
+        if g["banned_words"] else ""
+    return (f"*Guided by the classifier: **{g['word']}** required (its classes {g['probability']:.2f}, most of all "
+            f"{g['top_class']} {g['class_probability']:.2f}){banned}"
+            f"{'' if g['met'] else '; no caption with it was found, so this one is unconstrained'}. "
+            "Pick the beam strategy to turn guidance off.*")
 
 
 # A table on wide screens; on a phone each bundle is a card (name, caption, scores and time on one line).

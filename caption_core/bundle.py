@@ -198,10 +198,23 @@ def dev_score(manifest: dict, metric: str = "CIDEr") -> float | None:
     default = manifest.get("default_decoding") or {}
     if tuning.get("split") != "dev":
         return None
+    wanted = _decoding_key(default)
     for row in tuning.get("results", []):
-        if row.get("strategy") == default.get("strategy") and row.get("options") == default.get("options"):
+        if _decoding_key(row) == wanted:
             return row.get(metric)
     return None
+
+
+def _decoding_key(entry: dict) -> tuple | None:
+    """(strategy, the options it reads, checked): a default that also records another strategy's options (the
+    guidance threshold beside beam options) still matches its tuning row."""
+    from .decoding import get_strategy
+
+    try:
+        s = get_strategy(entry.get("strategy", "beam"))
+        return s.name, s.make_options(entry.get("options") or {}).to_json()
+    except ValueError:
+        return None
 
 
 def test_metrics(manifest: dict, field: str = "metrics") -> dict:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decoding import get_strategy
+from .decoding import Constraint, get_strategy
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
 from .text import Vocabulary, clean_caption
 
@@ -35,6 +35,7 @@ class CaptionResult:
     encode_ms: float  # encoder time for this call, per image
     decode_ms: float  # decoding time for this call, per image
     labels: list[tuple[str, float]] | None = None  # the encoder's own top-5 ImageNet classes, where it has a head
+    guidance: dict | None = None  # guided decoding: the word required, its class and probability, the words banned
 
 
 class Captioner:
@@ -50,6 +51,32 @@ class Captioner:
         self.default_options: dict = {"max_length": decoder.config.max_length - 1, **default.get("options", {})}
         # a language-only baseline was trained on zeroed features: it must be run on zeros too
         self.blind = bool(self.manifest.get("training", {}).get("blind", False))
+        self._word_map = None
+
+    @property
+    def word_map(self):
+        """ImageNet classes -> this vocabulary's words (guided decoding), read on first use."""
+        if self._word_map is None:
+            from .guidance import WordMap
+
+            self._word_map = WordMap(self.vocab)
+        return self._word_map
+
+    def class_probabilities(self, features: np.ndarray, images: Sequence[Any] | None = None) -> np.ndarray:
+        """ImageNet class probabilities (N, 1000): from the encoder's own classifier head on ``features`` where it
+        has one (no second forward pass), else from the tagger (``caption_core.guidance.tagger``: one
+        EfficientNet-Lite0 forward pass over ``images``, PIL images as ``load_image`` gives them)."""
+        logits = self.encoder.imagenet_logits(features)
+        if logits is None:
+            if images is None:
+                raise ValueError(f"encoder {self.encoder.name!r} has no ImageNet classifier: guided decoding of "
+                                 "features alone needs the images too (caption() passes them)")
+            from .guidance import tagger
+
+            t = tagger()
+            logits = t.classify(t.preprocess(list(images)))  # (N, 1000)
+        z = logits - logits.max(axis=1, keepdims=True)
+        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # (N, 1000)
 
     @classmethod
     def from_bundle(cls, ref: str, encoder_options: dict | None = None) -> "Captioner":
@@ -64,17 +91,29 @@ class Captioner:
         return self.encoder.encode(images, limits)  # (N, D)
 
     def decode(self, features: np.ndarray, strategy: str | None = None, options: dict | None = None,
-               **overrides) -> list[list[Caption]]:
+               guidance: list | None = None, **overrides) -> list[list[Caption]]:
         """features (N, D) -> for each image, its captions best first. ``options`` replace the bundle's
-        defaults, ``overrides`` set single ones (``beam_width=5``); see ``caption_core.decoding``."""
+        defaults, ``overrides`` set single ones (``beam_width=5``); see ``caption_core.decoding``. A guided
+        strategy takes each image's ``Guidance`` (``guide``), computed here from the encoder's classifier
+        when not given."""
         s, opts = self.decoding(strategy, options, **overrides)
         features = np.asarray(features, dtype=np.float32)
+        extra = {}
+        if s.guided:
+            if guidance is None:
+                guidance = self.guide(self.class_probabilities(features), opts)
+            extra["constraints"] = [None if g is None else Constraint(frozenset(g.required_ids), frozenset(g.banned_ids))
+                                    for g in guidance]
         if self.blind:
             features = np.zeros_like(features)
         with self.decoder.blas_threads(len(features)):
             state = self.decoder.initial_state(features)
-            hyps = s.run(self.decoder.step, state, len(features), opts)
+            hyps = s.run(self.decoder.step, state, len(features), opts, **extra)
         return [[Caption(self.vocab.decode(h.tokens), h.score, h.log_prob, h.tokens) for h in per] for per in hyps]
+
+    def guide(self, class_probs: np.ndarray, opts) -> list:
+        """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None."""
+        return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto)
 
     def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
         """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with
@@ -91,13 +130,28 @@ class Captioner:
             return []
         t0 = time.perf_counter()
         pil = [load_image(im, limits) for im in images]
-        feats = self.encoder.encode_arrays(self.encoder.preprocess(pil))  # (N, D)
+        batch = self.encoder.preprocess(pil)  # (N, S, S, 3) uint8
+        feats = self.encoder.encode_arrays(batch)  # (N, D)
+        s, opts = self.decoding(strategy, options, **overrides)
+        guidance, probs = None, None
+        if s.guided:  # the classifier's reading (the tagger's forward pass where the encoder has no head)
+            probs = self.class_probabilities(feats, pil)
+            guidance = self.guide(probs, opts)
         t1 = time.perf_counter()
-        per_image = self.decode(feats, strategy, options, **overrides)
+        per_image = self.decode(feats, s.name, opts.to_dict(), guidance=guidance)
         t2 = time.perf_counter()
-        labels = self.encoder.imagenet_labels(feats) or [None] * len(per_image)
+        labels = self.encoder.imagenet_labels(feats)
+        if labels is None and probs is not None:
+            from .encoders.base import top_probabilities
+
+            labels = top_probabilities(probs, 5)
+        labels = labels or [None] * len(per_image)
+        described = [None] * len(per_image) if guidance is None else [
+            None if g is None else {**g.describe(), "met": g.satisfied_by(c[0].tokens) if c else False}
+            for g, c in zip(guidance, per_image)]
         n = len(images)
-        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab) for c, lab in zip(per_image, labels)]
+        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd)
+                for c, lab, gd in zip(per_image, labels, described)]
 
     def word_log_probs(self, features: np.ndarray, caption: str) -> tuple[list[str], np.ndarray]:
         """The probability the model gives each word of ``caption`` (and <end>) for each image.

@@ -117,6 +117,7 @@ class Strategy:
     help: str  # one line for people
     options_class: type  # frozen dataclass of its options (Config: JSON round trip)
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # its own defaults for shared options
+    guided: bool = False  # run also takes constraints=[Constraint | None per image] (from the image's classes)
 
     def make_options(self, values: Mapping[str, Any] | None = None, **overrides):
         """Checked options of this strategy from ``values`` and ``overrides``. Keys that belong to another
@@ -134,9 +135,11 @@ STRATEGIES: dict[str, Strategy] = {}
 ALL_OPTIONS: dict[str, Option] = {}  # every option of every strategy, by name, in registration order
 
 
-def register_strategy(name: str, *options: Option, help: str, defaults: Mapping[str, Any] | None = None):
+def register_strategy(name: str, *options: Option, help: str, defaults: Mapping[str, Any] | None = None,
+                      guided: bool = False):
     """Decorator: register ``fn(step, state, n_images, opts)`` under ``name`` with the options it reads.
-    ``defaults``: this strategy's own defaults for shared options (e.g. more captions returned)."""
+    ``defaults``: this strategy's own defaults for shared options (e.g. more captions returned); ``guided``:
+    it takes ``constraints`` too (``Captioner`` computes them from the image's ImageNet classes)."""
     defaults = dict(defaults or {})
 
     def wrap(fn):
@@ -158,7 +161,7 @@ def register_strategy(name: str, *options: Option, help: str, defaults: Mapping[
               dataclasses.field(default=o.check(defaults[o.name]) if o.name in defaults else o.default))
              for o in options],
             bases=(Config,), frozen=True, namespace={"__post_init__": post_init, "__module__": __name__})
-        STRATEGIES[name] = Strategy(name, fn, tuple(options), help, cls, defaults)
+        STRATEGIES[name] = Strategy(name, fn, tuple(options), help, cls, defaults, guided)
         return fn
 
     return wrap
@@ -470,3 +473,155 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
             ranked = [(0, h) for h in lead] + [(g, h) for g, h in ranked if firsts[g] is not h]
         out.append([h for _, h in ranked[:n_ret]])
     return out
+
+
+# -- guided decoding: constrained beam search ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """One image's constraint: the caption must contain one of ``required`` (None: no requirement) and
+    none of ``banned`` (vocabulary ids)."""
+
+    required: frozenset[int] | None = None
+    banned: frozenset[int] = frozenset()
+
+
+GUIDE_THRESHOLD = Option("guide_threshold", float, 0.5, "guide when the encoder's classifier gives one caption word "
+                         "(its ImageNet classes summed) at least this probability (1 = never)", 0.05, 1.0, 0.05,
+                         label="Guidance threshold")
+GUIDE_VETO = Option("guide_veto", bool, True, "when guiding, ban the words of the same kind (animals, vehicles, "
+                    "food) whose classes the classifier gives under 0.02 in all", label="Veto what the classifier rules out")
+
+
+def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, tuple]:
+    """``step`` with each image's banned ids (``banned`` (N, V) bool) at -inf, and its state carrying each
+    row's image index (every strategy reorders state rows together, so the index follows its row)."""
+    def banned_step(tokens, st):
+        log_probs, new = step(tokens, st[:-1])
+        log_probs = np.where(banned[st[-1]], NEG_INF, log_probs)  # (B, V)
+        return log_probs, (*new, st[-1])
+
+    return banned_step, (*state, np.arange(len(banned)))
+
+
+def _masks(constraints: Sequence[Constraint], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    required = np.zeros((len(constraints), vocab_size), bool)  # (N, V)
+    banned = np.zeros((len(constraints), vocab_size), bool)
+    for i, c in enumerate(constraints):
+        required[i, list(c.required or ())] = True
+        banned[i, list(c.banned)] = True
+    banned[required] = False  # a word both required and banned stays allowed
+    return required, banned
+
+
+@register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
+                   help="beam search guided by the encoder's ImageNet classifier: when it is confident, the caption "
+                        "must name what it sees (constrained beam search, Anderson et al. 2017)",
+                   guided=True)
+def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
+                       constraints: Sequence[Constraint | None] | None = None) -> list[list[Hypothesis]]:
+    """Beam search with each image's ``Constraint``: banned ids never appear; where the best caption lacks
+    every required id, that image is decoded again by constrained beam search, which keeps ``beam_width``
+    beams for each constraint state (not yet met, met) and returns only captions that meet it. An image
+    whose constrained search finds none keeps its beam-search captions. Without constraints: beam search.
+    (Where the caption already names the word, guidance costs nothing: one beam search, the common case.)"""
+    constraints = [c or Constraint() for c in (constraints or [None] * n_images)]
+    if not any(c.required or c.banned for c in constraints):
+        return beam_search(step, state, n_images, opts)
+    vocab = step(np.full(1, START_ID, np.int32), _take(state, np.zeros(1, np.int64)))[0].shape[1]
+    required, banned = _masks(constraints, vocab)
+    bstep, bstate = _with_bans(step, state, banned)
+    hyps = beam_search(bstep, bstate, n_images, opts)
+    redo = [i for i, (c, h) in enumerate(zip(constraints, hyps))
+            if c.required and not (h and set(h[0].tokens) & c.required)]
+    if redo:
+        index = np.asarray(redo)
+        sub_step, sub_state = _with_bans(step, _take(state, index), banned[index])
+        for i, found in zip(redo, _constrained_beam_search(sub_step, sub_state, required[index], opts)):
+            if found:
+                hyps[i] = found
+    return hyps
+
+
+def _constrained_beam_search(step: StepFn, state: tuple, required: np.ndarray, opts) -> list[list[Hypothesis]]:
+    """Beam search with one disjunctive constraint per image (``required`` (N, V) bool: any of these ids).
+
+    Rows: image-major, then the constraint state (0: not met yet, 1: met), then ``beam_width`` beams. A
+    state-0 beam that writes a required id moves to state 1; only state-1 beams may end; an image stops
+    once it has ``beam_width`` finished captions that no live beam can beat."""
+    n, W, T, alpha = len(required), opts.beam_width, opts.max_length, opts.length_penalty
+    state = _take(state, np.repeat(np.arange(n), 2 * W))
+    beam_lp = np.full((n, 2, W), NEG_INF)  # (N, 2, W) log-probabilities of the live beams
+    beam_lp[:, 0, 0] = 0.0
+    seqs = np.zeros((n, 2, W, T), np.int64)  # (N, 2, W, T)
+    finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+    done = np.zeros(n, bool)
+    tokens = np.full(n * 2 * W, START_ID, np.int32)
+    at = np.arange(n)[:, None]
+    for t in range(T):
+        live = np.flatnonzero(np.isfinite(beam_lp).ravel())  # rows holding a beam: only they are stepped
+        out, new_state = step(tokens[live], _take(state, live))  # (L, V)
+        log_probs = np.full((n * 2 * W, out.shape[1]), NEG_INF)  # (N*2*W, V)
+        log_probs[live] = out
+        state = tuple(s.copy() for s in state)
+        for s, ns in zip(state, new_state):
+            s[live] = ns
+        log_probs = _constrain(log_probs, seqs.reshape(n * 2 * W, T), t, opts)
+        V = log_probs.shape[1]
+        lp = log_probs.reshape(n, 2, W, V)
+        last = t == T - 1
+        # state 0 continues with any id that is neither required nor <end> (an unmet caption may not end)
+        stay = np.where(required[:, None, :], NEG_INF, lp[:, 0])
+        stay[:, :, END_ID] = NEG_INF
+        cand0 = (beam_lp[:, 0, :, None] + stay).reshape(n, W * V)  # (N, W*V)
+        # state 1: a state-0 beam writing a required id, or any id after a state-1 beam
+        met = np.where(required[:, None, :], lp[:, 0], NEG_INF)
+        cand1 = np.concatenate([beam_lp[:, 0, :, None] + met, beam_lp[:, 1, :, None] + lp[:, 1]], axis=1)
+        cand1 = cand1.reshape(n, 2 * W * V)  # (N, 2W*V): the first W*V come from state-0 beams
+        new_lp = np.full((n, 2, W), NEG_INF)
+        origin = np.zeros((n, 2, W), np.int64)  # row (within the image's 2W) each new beam continues
+        new_tokens = np.full((n, 2, W), END_ID, np.int32)
+        # state 0: the W best (none on the last step: unmet captions are dropped)
+        k0 = min(W, W * V)
+        top0 = np.argsort(-cand0, axis=1)[:, :k0]  # (N, W)
+        s0 = cand0[at, top0]
+        if not last:
+            w0, v0 = np.divmod(top0, V)
+            ok0 = np.isfinite(s0)
+            new_lp[:, 0, :k0] = np.where(ok0, s0, NEG_INF)
+            origin[:, 0, :k0] = w0  # state-0 beams are rows 0..W-1
+            new_tokens[:, 0, :k0] = v0
+        # state 1: the 2W best; <end> (or the last step) finishes a caption, the others fill W beams
+        k1 = min(2 * W, 2 * W * V)
+        top1 = np.argsort(-cand1, axis=1)[:, :k1]  # (N, 2W)
+        s1 = cand1[at, top1]
+        src, v1 = np.divmod(top1, V)  # src < W: state-0 beam src; else state-1 beam src - W
+        ok1 = np.isfinite(s1) & ~done[:, None]
+        ends = (v1 == END_ID) | last
+        rank = np.cumsum(ok1 & ~ends, axis=1)
+        kept = ok1 & ~ends & (rank <= W)
+        fin = ok1 & ends & (rank < W)
+        rows, cols = np.nonzero(kept)
+        slot = rank[rows, cols] - 1
+        new_lp[rows, 1, slot] = s1[rows, cols]
+        origin[rows, 1, slot] = src[rows, cols]  # the row within the image's 2W: state-0 beams first
+        new_tokens[rows, 1, slot] = v1[rows, cols]
+        flat = seqs.reshape(n, 2 * W, T)
+        for i, j in zip(*np.nonzero(fin)):
+            seq = flat[i, src[i, j], :t].tolist() + [int(v1[i, j])]
+            finished[i].append(Hypothesis(seq, float(s1[i, j]), float(s1[i, j]) / length_normaliser(t + 1, alpha)))
+        # an image is done when no live beam can beat its W best finished captions
+        best_alive = new_lp.reshape(n, 2 * W).max(axis=1)
+        for i in np.flatnonzero(~done):
+            scores = sorted((h.score for h in finished[i]), reverse=True)
+            bound = best_alive[i] / length_normaliser(T, alpha) if alpha > 0 else best_alive[i]
+            if best_alive[i] == NEG_INF or (len(scores) >= W and bound <= scores[W - 1]):
+                done[i] = True
+        new_lp[done] = NEG_INF
+        if done.all() or last:
+            break
+        seqs = flat[at[:, :, None], origin.reshape(n, 1, 2 * W)].reshape(n, 2, W, T)  # each beam's prefix
+        seqs[..., t] = new_tokens
+        beam_lp = new_lp
+        state = _take(state, (np.arange(n)[:, None] * 2 * W + origin.reshape(n, 2 * W)).ravel())
+        tokens = new_tokens.ravel()
+    return [sorted(f, key=lambda h: -h.score)[: opts.num_return] for f in finished]

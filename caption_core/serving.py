@@ -323,6 +323,7 @@ class CaptionService:
         return {"bundle": bundle, "strategy": strategy, "options": opts, "captions": rows,
                 "encode_ms": round(result.encode_ms, 1), "decode_ms": round(result.decode_ms, 1),
                 "imagenet_top5": [{"label": label, "probability": round(p, 4)} for label, p in result.labels or []],
+                "guidance": result.guidance,  # guided strategy: the word required, its class, the words banned
                 "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}
 
     def compare(self, image: Any, strategy: str | None = None, options: dict | None = None) -> dict:
@@ -339,7 +340,8 @@ class CaptionService:
             c = r.captions[0]
             rows.append({"bundle": name, "caption": c.text, "score": round(c.score, 3),
                          **(self.refs.scores(c.text, match[1]) if match else {}),
-                         "encode_ms": round(r.encode_ms, 1), "decode_ms": round(r.decode_ms, 1)})
+                         "encode_ms": round(r.encode_ms, 1), "decode_ms": round(r.decode_ms, 1),
+                         "guided_by": (r.guidance or {}).get("word")})
         self.first_served.set()
         return {"rows": rows, "reference_image": match[0] if match else None,
                 "references": list(match[1]) if match else []}

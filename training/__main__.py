@@ -9,6 +9,8 @@ Commands
   build          features -> train -> evaluate -> export a bundle into weights/
   scst           fine-tune a bundle's decoder for CIDEr-D (self-critical sequence training)
   references     the reference index the app ships: every photo's id, split, captions, fingerprint
+  wordmap        ImageNet classes -> caption words from WordNet (caption_core/data/imagenet_words.json)
+  guide          guided decoding: threshold chosen on held-out data, CIFAR-10 and Flickr8k test measured
   card           rewrite a bundle's model card (README.md, training curve) from its manifest
   push           upload a bundle to a Hugging Face Hub repository with a model card
 """
@@ -127,6 +129,31 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder (default: %(default)s)")
     r.add_argument("--out", default=os.path.join("references", "flickr8k"),
                    help="file prefix: writes PREFIX.json and PREFIX.npz (default: %(default)s)")
+
+    w = sub.add_parser("wordmap", help="ImageNet classes -> caption words, from WordNet 3.0")
+    w.add_argument("--wordnet", default="/usr/share/wordnet", help="WordNet 3.0 database folder (Debian's "
+                   "wordnet-base; default: %(default)s)")
+    w.add_argument("--synsets", default=None, help="the ImageNet-1k synset ids in class order: a .txt, a timm "
+                   "wheel, or (default) the installed timm package's data file (pip install --no-deps timm)")
+    w.add_argument("--vocabulary", default=os.path.join("weights", "efficientnet_lite0-flickr8k", "vocab.json"),
+                   help="vocabulary whose chosen words and unmapped classes are recorded (default: %(default)s)")
+    w.add_argument("--out", default=os.path.join("caption_core", "data", "imagenet_words.json"),
+                   help="(default: %(default)s)")
+
+    from .guide import GuideConfig
+
+    gd = sub.add_parser("guide", help="measure guided decoding; --set-default makes it a bundle's default "
+                                      "where the held-out measurements support it")
+    gd.add_argument("bundles", nargs="+", help="bundle folders")
+    gd.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder (default: %(default)s)")
+    gd.add_argument("--cifar", default=os.path.join("..", "shared", "data", "cifar10"),
+                    help="CIFAR-10 ImageFolder (default: %(default)s)")
+    gd.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    gd.add_argument("--report", default=os.path.join("benchmarks", "guidance.json"),
+                    help="JSON report of every bundle (default: %(default)s)")
+    gd.add_argument("--set-default", action="store_true", help="make guided decoding the default of each bundle "
+                    "whose dev measurements support it (recorded in its manifest)")
+    add_arguments(gd, GuideConfig)
 
     k = sub.add_parser("card", help="rewrite a bundle's model card from its manifest")
     k.add_argument("bundles", nargs="+", help="bundle folders")
@@ -306,6 +333,32 @@ def cmd_references(args) -> int:
     return 0
 
 
+def cmd_wordmap(args) -> int:
+    from .common import command_line
+    from .wordmap import write_word_map
+
+    doc = write_word_map(args.out, args.wordnet, args.synsets, args.vocabulary, command=command_line())
+    guided = sum(1 for c in doc["classes"] if c["group"])
+    print(f"word map: 1000 classes ({guided} in a guided group), {doc['unmapped']['count']} map to no word of "
+          f"{args.vocabulary} -> {args.out}")
+    return 0
+
+
+def cmd_guide(args) -> int:
+    import json
+
+    from .common import machine
+    from .guide import GuideConfig, guide_bundle
+
+    cfg = from_arguments(GuideConfig, args)
+    reports = [guide_bundle(b, cfg, args.dataset, args.cifar, args.cache, args.set_default) for b in args.bundles]
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine(), "bundles": reports}, f, indent=1)
+        print(f"report: {args.report}")
+    return 0
+
+
 def cmd_card(args) -> int:
     from .build import refresh_card
 
@@ -325,7 +378,7 @@ def cmd_push(args) -> int:
 
 COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
             "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "scst": cmd_scst,
-            "references": cmd_references, "card": cmd_card,
+            "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "card": cmd_card,
             "push": cmd_push}
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
         lines.append("")
     if t.get("scst"):
         lines += _scst_section(t["scst"], test_metrics(manifest, "cross_entropy_metrics"), test)
+    if manifest.get("guidance"):
+        lines += _guidance_section(manifest["guidance"])
     lines += ["## Known limits", "",
               "- The Flickr8k training photos were 224x224 copies squashed from ~500x375 (aspect ratio lost); "
               "photos are squashed the same way at inference.",
@@ -94,6 +96,31 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
                 else []),
               ""]
     return "\n".join(lines)
+
+
+def _guidance_section(g: dict) -> list[str]:
+    """What ``python -m training guide`` measured (the threshold chosen on CIFAR-10 train + Flickr8k dev)."""
+    c, f = g["cifar_test"], g["flickr_test"]
+    pct = "{:.1%}".format
+    return ["## Guided decoding", "",
+            f"The `guided` strategy requires the word that the ImageNet classifier ({g['tagger']}) is confident of "
+            f"(constrained beam search) and bans the words of the same kind it rules out. Threshold "
+            f"{g.get('measured_threshold', g['choice']['threshold'])}, chosen on CIFAR-10 train and the Flickr8k dev "
+            "split (`python -m training guide`); "
+            + ("on by default: the dev captions it changed scored better per image (90% bootstrap interval)."
+               if g["choice"]["threshold"] is not None else
+               "off by default (pick the `guided` strategy): on dev the captions it changed did not score "
+               "better with 90% confidence."), "",
+            "| test set | measure | unguided | guided |", "|---|---|---|---|",
+            f"| CIFAR-10 test, {c['images']} images | caption names the true class | {pct(c['unguided']['true'])} | "
+            f"{pct(c['guided']['true'])} |",
+            f"| | names another CIFAR-10 class | {pct(c['unguided']['other'])} | {pct(c['guided']['other'])} |",
+            f"| Flickr8k test | CIDEr | {f['unguided']['CIDEr']:.4f} | {f['guided']['CIDEr']:.4f} |",
+            f"| | BLEU-4 | {f['unguided']['BLEU-4']:.4f} | {f['guided']['BLEU-4']:.4f} |",
+            f"| | distinct captions, dangling endings | {pct(f['unguided']['distinct_share'])}, "
+            f"{f['unguided']['dangling_endings']} | {pct(f['guided']['distinct_share'])}, {f['guided']['dangling_endings']} |",
+            f"| | guidance fired / changed the caption | | {pct(f['guided']['fired'])} / {pct(f['guided']['changed'])} |",
+            ""]
 
 
 def _feature_time(t: dict) -> str:

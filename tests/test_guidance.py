@@ -1,0 +1,235 @@
+"""Guided decoding: constrained beam search on a tiny Markov chain, the ImageNet word map, and guided captions
+from a bundle whose encoder has no classifier (the tagger's forward pass)."""
+
+import glob
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+
+from caption_core.decoding import Constraint, beam_search, get_strategy, guided_beam_search
+from caption_core.guidance import WORD_MAP, WordMap, plural, read_word_map
+from caption_core.text import END_ID, START_ID, Vocabulary
+
+V = 9  # <pad> <start> <end> <unk> and five words: ids 4..8
+
+
+def markov(seed: int = 0, rare: int = 8):
+    """A Markov chain over the vocabulary: next-word log-probabilities depend on the last word only. Word
+    ``rare`` is unlikely everywhere, so beam search never writes it unless required."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.0, (V, V))
+    logits[:, :4] = -1e9
+    logits[:, END_ID] = rng.normal(0.5, 0.5, V)
+    logits[:, rare] -= 4.0
+    table = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))  # (V, V) rows sum to 1
+    return lambda tokens, state: (table[tokens], state), table
+
+
+def opts(**kw):
+    return get_strategy("guided").make_options({"beam_width": 3, "max_length": 6, "num_return": 3,
+                                                "length_penalty": 0.0, **kw})
+
+
+def brute_force_best(table, required: set[int], max_length: int):
+    """The most probable caption containing a required id, by enumeration: words then <end>, or
+    ``max_length`` words cut there (as beam search cuts them)."""
+    best, best_lp = None, -np.inf
+    words = range(4, V)
+    for length in range(1, max_length + 1):
+        for seq in itertools.product(words, repeat=length):
+            if not required & set(seq):
+                continue
+            full = (*seq, END_ID) if length < max_length else seq
+            prev, lp = START_ID, 0.0
+            for w in full:
+                lp += table[prev, w]
+                prev = w
+            if lp > best_lp:
+                best, best_lp = list(full), lp
+    return best, best_lp
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_every_returned_caption_contains_the_required_word(seed):
+    step, table = markov(seed)
+    state = (np.zeros((2, 1)),)
+    plain = beam_search(step, state, 2, opts())
+    assert all(8 not in h.tokens for per in plain for h in per)  # the rare word is never chosen unguided
+    got = guided_beam_search(step, state, 2, opts(), [Constraint(frozenset({8})), None])
+    assert got[0] and all(8 in h.tokens and (h.tokens[-1] == END_ID or len(h.tokens) == 6) for h in got[0])
+    assert [h.tokens for h in got[1]] == [h.tokens for h in plain[1]]  # no constraint: what beam search returns
+    # with beams enough it finds the best constrained sequence there is
+    wide = guided_beam_search(step, (np.zeros((1, 1)),), 1, opts(beam_width=10, max_length=5),
+                              [Constraint(frozenset({8}))])
+    best, best_lp = brute_force_best(table, {8}, 5)
+    assert wide[0][0].tokens == best and wide[0][0].log_prob == pytest.approx(best_lp)
+
+
+def test_without_constraints_it_is_beam_search_and_a_met_constraint_changes_nothing():
+    step, _ = markov(5)
+    state = (np.zeros((3, 1)),)
+    plain = beam_search(step, state, 3, opts())
+    assert [[h.tokens for h in p] for p in guided_beam_search(step, state, 3, opts())] == \
+           [[h.tokens for h in p] for p in plain]
+    first = plain[0][0].tokens[0]  # already in the best caption: nothing to redo
+    got = guided_beam_search(step, state, 3, opts(), [Constraint(frozenset({first}))] * 3)
+    assert [[h.tokens for h in p] for p in got] == [[h.tokens for h in p] for p in plain]
+
+
+def test_banned_words_never_appear_and_a_disjunction_is_met_by_any():
+    step, _ = markov(7)
+    state = (np.zeros((1, 1)),)
+    plain = beam_search(step, state, 1, opts())[0]
+    used = {t for h in plain for t in h.tokens if t >= 4}
+    ban = frozenset(list(used)[:2])
+    got = guided_beam_search(step, state, 1, opts(), [Constraint(None, ban)])[0]
+    assert got and all(not (set(h.tokens) & ban) for h in got)
+    either = guided_beam_search(step, state, 1, opts(), [Constraint(frozenset({7, 8}), frozenset({6}))])[0]
+    assert all(({7, 8} & set(h.tokens)) and 6 not in h.tokens for h in either)
+
+
+def test_an_impossible_constraint_keeps_the_beam_captions():
+    step, table = markov(3)
+    blocked = table.copy()
+    blocked[:, 8] = -np.inf  # the required word can never be written
+
+    def never(tokens, state):
+        return blocked[tokens], state
+
+    state = (np.zeros((1, 1)),)
+    got = guided_beam_search(never, state, 1, opts(), [Constraint(frozenset({8}))])
+    assert [h.tokens for h in got[0]] == [h.tokens for h in beam_search(never, state, 1, opts())[0]]
+
+
+# -- the word map ---------------------------------------------------------------------------------------
+def flickr_like_vocab():
+    words = ("a dog in the man is on of with cat dogs bird horse car truck boat plane ship airplane frog deer "
+             "animal cats birds retriever food flower").split()
+    return Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + words)
+
+
+def test_shipped_word_map_has_provenance_and_lists_what_maps_to_nothing():
+    doc = read_word_map()
+    assert doc["format"] == "caption_core.imagenet_words/1" and len(doc["classes"]) == 1000
+    assert "WordNet 3.0" in doc["made"]["wordnet"] and "timm" in doc["made"]["synsets"]
+    by_name = {c["name"]: c for c in doc["classes"]}
+    assert by_name["macaw"]["word"] == "bird" and by_name["tabby cat"]["word"] == "cat"
+    assert by_name["dragonfly"]["word"] == "insect" and by_name["airliner"]["word"] == "plane"
+    assert by_name["Golden Retriever"]["word"] == "dog" and by_name["daisy"]["word"] == "flower"
+    assert doc["unmapped"]["count"] == len(doc["unmapped"]["classes"]) > 0
+
+
+def test_word_map_for_a_vocabulary_and_the_guidance_it_gives():
+    wm = WordMap(flickr_like_vocab())
+    names = wm.class_names
+    assert wm.class_word[names.index("Golden Retriever")] == "dog"
+    assert {"dog", "dogs", "retriever"} <= wm.accepted["dog"]
+    assert wm.class_word[names.index("airliner")] in ("plane", "airplane")
+    probs = np.full((2, 1000), 1e-5, np.float32)
+    for breed, p in (("tabby cat", 0.5), ("tiger cat", 0.3)):  # two cat classes: one confident "cat"
+        probs[0, names.index(breed)] = p
+    probs[1, names.index("Golden Retriever")] = 0.3  # a dog, but under the threshold
+    g = wm.guidance(probs, threshold=0.6)
+    assert g[1] is None
+    assert g[0].word == "cat" and g[0].probability == pytest.approx(0.8, abs=1e-3) and g[0].top_class == "tabby cat"
+    assert set(g[0].required_words) == {"cat", "cats"} and {"dog", "dogs", "bird"} <= set(g[0].banned_words)
+    assert "man" not in g[0].banned_words  # people are no animal class: never vetoed
+    assert wm.guidance(probs, threshold=0.6, veto=False)[0].banned_words == ()
+
+
+def test_plurals():
+    irregular = read_word_map()["irregular_plurals"]
+    assert plural("dog", irregular) == ["dogs"] and plural("bus", irregular)[0] == "buses"
+    assert plural("puppy", irregular) == ["puppies"] and "geese" in plural("goose", irregular)
+
+
+def timm_synsets():
+    found = glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv", "lib",
+                                   "python*", "site-packages", "timm", "data", "_info", "imagenet_synsets.txt"))
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(not os.path.isfile("/usr/share/wordnet/data.noun") or timm_synsets() is None,
+                    reason="WordNet (apt-get install wordnet-base) or timm's synset list (pip install --no-deps "
+                           "timm==1.0.31) is not installed; make test installs both")
+def test_the_shipped_map_is_what_the_command_builds_from_wordnet(tmp_path):
+    from training.wordmap import write_word_map
+
+    vocab = os.path.join(os.path.dirname(WORD_MAP), "..", "..", "weights", "efficientnet_lite0-flickr8k", "vocab.json")
+    doc = write_word_map(str(tmp_path / "words.json"), synsets=timm_synsets(), vocabulary=vocab)
+    shipped = json.load(open(WORD_MAP))
+    assert doc["classes"] == shipped["classes"] and doc["unmapped"]["classes"] == shipped["unmapped"]["classes"]
+
+
+def test_guided_caption_from_an_encoder_without_classifier_uses_the_tagger(tiny_parts):
+    """The tiny bundle's custom ViT has no ImageNet head: the tagger (real EfficientNet-Lite0 weights) reads
+    scikit-image's cat, and the guided caption says "cat" whatever the random decoder prefers."""
+    import skimage.data
+
+    from caption_core.captioner import Captioner
+
+    enc, dec, vocab = tiny_parts
+    captioner = Captioner(enc, dec, vocab)
+    cat = skimage.data.chelsea()
+    plain = captioner.caption(cat, strategy="beam", beam_width=3, max_length=8)[0]
+    assert plain.guidance is None and plain.labels is None
+    guided = captioner.caption(cat, strategy="guided", beam_width=3, max_length=8, guide_threshold=0.3)[0]
+    assert guided.labels[0][0] in ("Egyptian Mau", "tabby cat", "tiger cat")  # the tagger's classes, shown
+    g = guided.guidance
+    assert g["word"] == "cat" and g["probability"] >= 0.3 and g["met"]
+    assert "cat" in guided.captions[0].text.split() and "dog" not in guided.captions[0].text.split()
+    never = captioner.caption(cat, strategy="guided", beam_width=3, max_length=8, guide_threshold=1.0)[0]
+    assert never.guidance is None and [c.text for c in never.captions] == [c.text for c in plain.captions]
+
+
+# -- the measurement command ------------------------------------------------------------------------------
+def test_cifar_naming_counts_true_and_other_classes():
+    from training.guide import names_class, naming, paired_change
+
+    assert names_class("a small white dog and a kitten") == {"dog", "cat"}
+    assert names_class("two planes over the sea") == {"airplane"}
+    report = naming(["a dog runs", "a cat and a dog", "a man on a boat"], [5, 3, 8])
+    assert report["true"] == pytest.approx(1.0) and report["other"] == pytest.approx(1 / 3, abs=1e-3)
+    assert report["per_class"]["cat"] == {"true": 1.0, "other": 1.0}
+    refs = {"a": ["a dog runs on the grass"] * 5, "b": ["a cat sits on a mat"] * 5}
+    change = paired_change(refs, ["a", "b"], ["a man runs", "a cat sits"], ["a dog runs on grass", "a cat sits"])
+    assert change["changed"] == 1 and change["mean"] > 0 and change["low"] == change["high"] == change["mean"]
+
+
+def test_guide_command_measures_and_sets_the_default_only_when_supported(tmp_path, tiny_parts):
+    """The whole command on tiny data: a Flickr-layout folder, a CIFAR-10-layout folder of scikit-image photos,
+    the tiny bundle (its custom ViT has no classifier: the tagger reads the photos)."""
+    import skimage.data
+    from PIL import Image
+
+    from caption_core.bundle import save_bundle, verify_bundle
+    from helpers import make_flickr
+    from training.__main__ import main
+    from training.guide import CIFAR_CLASSES
+
+    flickr = make_flickr(tmp_path / "flickr", per_split=(4, 3, 3), bad=False)
+    cat = Image.fromarray(skimage.data.chelsea()).resize((32, 32))
+    for split in ("train", "test"):
+        for name in CIFAR_CLASSES:
+            (tmp_path / "cifar" / split / name).mkdir(parents=True)
+            for k in range(2):
+                cat.rotate(5 * k).save(tmp_path / "cifar" / split / name / f"{k:04d}.jpg")
+    enc, dec, vocab = tiny_parts
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    report = tmp_path / "guidance.json"
+    assert main(["guide", folder, "--dataset", flickr, "--cifar", str(tmp_path / "cifar"), "--cache",
+                 str(tmp_path / "cache"), "--thresholds", "0.3", "0.9", "--choose-per-class", "2",
+                 "--test-per-class", "2", "--timing-photos", "2", "--report", str(report), "--set-default"]) == 0
+    doc = json.loads(report.read_text())["bundles"][0]
+    assert [r["threshold"] for r in doc["choice"]["rows"]] == [None, 0.3, 0.9]
+    assert doc["tagger"].startswith("EfficientNet-Lite0") and doc["cifar_test"]["images"] == 20
+    assert {"unguided", "guided", "fired"} <= set(doc["cifar_test"]) and "CIDEr" in doc["flickr_test"]["guided"]
+    m = verify_bundle(folder)
+    if doc["choice"]["threshold"] is None:  # nothing supported it on held-out data: the default stays
+        assert m["default_decoding"]["strategy"] == "beam" and "guidance" not in m
+    else:
+        assert m["default_decoding"]["strategy"] == "guided" and m["guidance"]["choice"]["threshold"] == \
+            m["default_decoding"]["options"]["guide_threshold"]
