@@ -14,8 +14,9 @@ every synset on its hypernym path, nearest first. For a bundle's vocabulary it p
 - the **word**: the most frequent in-vocabulary word on the path below the group's root (vocabulary ids
   are in order of frequency), or the root's own word ("animal") when nothing below it is known (such a
   last-resort word is never required: it names no kind of thing);
-- the words that **count as it**: every in-vocabulary word from the class up to that word's synset, that
-  synset's other lemmas, and their plurals (a golden retriever: retriever, dog, dogs).
+- the words that **count as it**: that synset's in-vocabulary lemmas and their plurals, and, for a photo,
+  the more specific words of its most probable class (a golden retriever: dog, dogs, retriever; a tabby:
+  cat, cats, tabby, never "tiger", which is a cat too).
 
 A word's probability is the sum of its classes' probabilities (120 dog breeds make one confident "dog").
 Guidance fires when the best word of a guided group reaches the threshold; with the veto, the words of the
@@ -62,6 +63,11 @@ class Guidance:
                 "banned_words": list(self.banned_words)}
 
 
+def with_plurals(words: set[str], irregular: dict[str, list[str]], known) -> set[str]:
+    """``words`` and those of their plurals that ``known`` (a vocabulary) has."""
+    return set(words) | {p for w in words for p in plural(w, irregular) if p in known}
+
+
 def plural(word: str, irregular: dict[str, list[str]]) -> list[str]:
     """English plurals of a noun: the regular one, then WordNet's irregular ones (noun.exc: geese, mice, and
     variants such as busses). Callers keep those their vocabulary has."""
@@ -94,8 +100,9 @@ class WordMap:
         self.vocab = vocab
         self.class_names = [c["name"] for c in doc["classes"]]
         self.class_word: list[str | None] = []  # per class, the word chosen (None: nothing in the vocabulary)
+        self.class_words: list[set[str]] = []  # per class, its more specific known words (retriever: a dog)
         self.class_group: list[str | None] = [c["group"] for c in doc["classes"]]
-        self.accepted: dict[str, set[str]] = {}  # word -> the words that count as it (its classes' union)
+        self.accepted: dict[str, set[str]] = {}  # word -> the words that count as it: its synonyms, plurals
         self.word_group: dict[str, str | None] = {}
         self.general: set[str] = set()  # words chosen only as a group's last resort: never required
         for c in doc["classes"]:
@@ -105,14 +112,16 @@ class WordMap:
             pool = specific or known
             if not pool:
                 self.class_word.append(None)
+                self.class_words.append(set())
                 continue
             if not specific:  # "animal" for an impala: a last resort, too vague to require
                 self.general.add(pool[0][1])
             level, word = min(pool, key=lambda iw: rank[iw[1]])
-            words = {w for i, w in known if i <= level} | {w for w in levels[level]["words"] if w in rank}
-            words |= {p for w in words for p in plural(w, irregular) if p in rank}
+            base = {w for w in levels[level]["words"] if w in rank}  # the word and its synonyms
+            specific = {w for i, w in known if i < level}  # this class's own, more specific words
             self.class_word.append(word)
-            self.accepted.setdefault(word, set()).update(words)
+            self.class_words.append(with_plurals(specific, irregular, rank))
+            self.accepted.setdefault(word, set()).update(with_plurals(base, irregular, rank))
             self.word_group.setdefault(word, c["group"])
         self.words = sorted(self.accepted, key=lambda w: rank[w])
         self._index = {w: i for i, w in enumerate(self.words)}
@@ -145,7 +154,7 @@ class WordMap:
             word = self.words[order[0]]
             classes = [k for k, w in enumerate(self.class_word) if w == word]
             top = max(classes, key=lambda k: p[k])
-            required = sorted(self.accepted[word])
+            required = sorted(self.accepted[word] | self.class_words[top])  # a tabby: cat, cats, tabby
             banned: list[str] = []
             if veto:
                 group = self.word_group[word]

@@ -107,7 +107,7 @@ def test_an_impossible_constraint_keeps_the_beam_captions():
 # -- the word map ---------------------------------------------------------------------------------------
 def flickr_like_vocab():
     words = ("a dog in the man is on of with cat dogs bird horse car truck boat plane ship airplane frog deer "
-             "animal cats birds retriever food flower").split()
+             "animal cats birds retriever food flower tiger").split()
     return Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + words)
 
 
@@ -126,7 +126,7 @@ def test_word_map_for_a_vocabulary_and_the_guidance_it_gives():
     wm = WordMap(flickr_like_vocab())
     names = wm.class_names
     assert wm.class_word[names.index("Golden Retriever")] == "dog"
-    assert {"dog", "dogs", "retriever"} <= wm.accepted["dog"]
+    assert {"dog", "dogs"} <= wm.accepted["dog"] and "retriever" in wm.class_words[names.index("Golden Retriever")]
     assert wm.class_word[names.index("airliner")] in ("plane", "airplane")
     probs = np.full((2, 1000), 1e-5, np.float32)
     for breed, p in (("tabby cat", 0.5), ("tiger cat", 0.3)):  # two cat classes: one confident "cat"
@@ -136,6 +136,7 @@ def test_word_map_for_a_vocabulary_and_the_guidance_it_gives():
     assert g[1] is None
     assert g[0].word == "cat" and g[0].probability == pytest.approx(0.8, abs=1e-3) and g[0].top_class == "tabby cat"
     assert set(g[0].required_words) == {"cat", "cats"} and {"dog", "dogs", "bird"} <= set(g[0].banned_words)
+    assert wm.class_word[names.index("tiger")] == "cat" and "tiger" not in g[0].required_words  # a tabby is no tiger
     assert "man" not in g[0].banned_words  # people are no animal class: never vetoed
     assert wm.guidance(probs, threshold=0.6, veto=False)[0].banned_words == ()
 
