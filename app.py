@@ -92,8 +92,9 @@ def guidance_md(g: dict | None, options: dict) -> str:
     if g is None:
         return (f"*Guidance did not fire: no animal, vehicle, food or plant word reached "
                 f"{options.get('guide_threshold')} (plain beam search). Pick the beam strategy to turn it off.*")
-    banned = f"; ruled out: {', '.join(g['banned_words'][:8])}{' ...' if len(g['banned_words']) > 8 else ''}" \
-        if g["banned_words"] else ""
+    more = len(g["banned_words"]) - 8
+    banned = (f"; ruled out: {', '.join(g['banned_words'][:8])}" + (f" and {more} more" if more > 0 else "")
+              if g["banned_words"] else "")
     return (f"*Guided by the classifier: **{g['word']}** required (its classes {g['probability']:.2f}, most of all "
             f"{g['top_class']} {g['class_probability']:.2f}){banned}"
             f"{'' if g['met'] else '; no caption with it was found, so this one is unconstrained'}. "

@@ -159,7 +159,8 @@ class WordMap:
             if veto:
                 group = self.word_group[word]
                 banned = sorted({x for i, w in enumerate(self.words) if w != word and self.word_group[w] == group
-                                 and row[i] < veto_below for x in self.accepted[w]} - set(required))
+                                 and row[i] < veto_below for x in self.accepted[w]} - set(required),
+                                key=self.vocab.word_to_id.__getitem__)  # the most frequent first: dog, dogs, ...
             out.append(Guidance(word, float(row[order[0]]), self.class_names[top], float(p[top]), tuple(required),
                                 self.ids(required), tuple(banned), self.ids(banned)))
         return out
