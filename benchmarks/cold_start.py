@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -85,14 +86,13 @@ def photo() -> str:
     return path
 
 
-def one_start(app_dir: str, data_dir: str | None, extra: list[str]) -> dict:
-    """Start app.py cold; time until the page answers, then a first caption sent at once."""
-    from gradio_client import Client, handle_file
-
+@contextlib.contextmanager
+def cold_app(app_dir: str, data_dir: str | None, extra: list[str]):
+    """``app.py`` of ``app_dir`` started in a fresh process -> (process, its URL, seconds until the page
+    answered); terminated on exit."""
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, os.path.join(app_dir, "app.py"), "--port", str(port), *extra]
-    args += ["--data-dir", data_dir] if data_dir else ["--data-dir", ""]
+    args = [sys.executable, os.path.join(app_dir, "app.py"), "--port", str(port), *extra, "--data-dir", data_dir or ""]
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -108,7 +108,20 @@ def one_start(app_dir: str, data_dir: str | None, extra: list[str]) -> dict:
                 time.sleep(0.05)
             if time.perf_counter() - t0 > 300:
                 raise RuntimeError("the page did not answer within 300 s")
-        page_s = time.perf_counter() - t0
+        yield proc, url, time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def one_start(app_dir: str, data_dir: str | None, extra: list[str]) -> dict:
+    """Start app.py cold; time until the page answers, then a first caption sent at once."""
+    from gradio_client import Client, handle_file
+
+    with cold_app(app_dir, data_dir, extra) as (proc, url, page_s):
         t1 = time.perf_counter()
         client = Client(url, verbose=False)  # what a page load does too: the app's config and API
         t2 = time.perf_counter()
@@ -121,12 +134,6 @@ def one_start(app_dir: str, data_dir: str | None, extra: list[str]) -> dict:
                 "first_caption_text": details["captions"][0]["caption"], "references": bool(details["references"]),
                 "rss_after_first_caption_mib": round(rss_first, 1), "rss_mib": round(rss, 1),
                 "peak_rss_mib": round(peak, 1)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def median_of(runs: list[dict]) -> dict:

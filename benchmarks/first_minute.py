@@ -26,12 +26,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
-from cold_start import DATA, ROOT, free_port, photo, rss_mib
+from cold_start import DATA, ROOT, cold_app, photo, rss_mib
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,26 +52,9 @@ def requests_for(client, image, seconds: float) -> list[float]:
 def one_start(app_dir: str, extra: list[str], window: float, precision: str) -> dict:
     from gradio_client import Client, handle_file
 
-    port = free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, os.path.join(app_dir, "app.py"), "--port", str(port), *extra,
-            "--data-dir", DATA if os.path.isdir(DATA) else "", "--encoder-option", f"precision={precision}"]
     image = photo()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{app_dir}/app.py exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)
-            if time.perf_counter() - t0 > 300:
-                raise RuntimeError("the page did not answer within 300 s")
+    extra = [*extra, "--encoder-option", f"precision={precision}"]
+    with cold_app(app_dir, DATA if os.path.isdir(DATA) else None, extra) as (proc, url, page_s):
         t_page = time.perf_counter()
         client = Client(url, verbose=False)
         details = client.predict(handle_file(image), api_name="/caption")[2]
@@ -85,7 +66,7 @@ def one_start(app_dir: str, extra: list[str], window: float, precision: str) -> 
         loaded = requests_for(client, image, window)
         rss, peak = rss_mib(proc.pid)
         p50_early, p50_loaded = statistics.median(early), statistics.median(loaded)
-        return {"page_s": round(t_page - t0, 2), "first_caption_s": round(first, 2),
+        return {"page_s": round(page_s, 2), "first_caption_s": round(first, 2),
                 "first_has_cider": "CIDEr" in details["captions"][0],
                 "first_window_p50_ms": round(1000 * p50_early, 1),
                 "first_window_p95_ms": round(1000 * percentile(early, 0.95), 1),
@@ -94,12 +75,6 @@ def one_start(app_dir: str, extra: list[str], window: float, precision: str) -> 
                 "loaded_n": len(loaded), "ratio": round(p50_early / p50_loaded, 2),
                 "rss_after_first_caption_mib": round(rss_first, 1), "rss_all_loaded_mib": round(rss, 1),
                 "peak_rss_mib": round(peak, 1)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def supports_preload(folder: str) -> bool:
