@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps({"image": path, "bundle": captioner.name,
                                   "captions": [{"text": c.text, "score": round(c.score, 4)} for c in res.captions],
-                                  "encode_ms": round(res.encode_ms, 1), "decode_ms": round(res.decode_ms, 1)}))
+                                  "encode_ms": round(res.encode_ms, 1), "decode_ms": round(res.decode_ms, 1),
+                                  **({"imagenet_top5": [[label, round(p, 4)] for label, p in res.labels]}
+                                     if res.labels else {}),
+                                  **({"guidance": res.guidance} if res.guidance else {})}))
             else:
                 print(f"{path}\t{res.captions[0].text}")
         for path, err in bad:

@@ -234,3 +234,21 @@ def test_guide_command_measures_and_sets_the_default_only_when_supported(tmp_pat
     else:
         assert m["default_decoding"]["strategy"] == "guided" and m["guidance"]["choice"]["threshold"] == \
             m["default_decoding"]["options"]["guide_threshold"]
+
+
+def test_the_command_line_has_guided_decoding_and_says_what_guided(tiny_parts, tmp_path, capsys):
+    import skimage.data
+    from PIL import Image
+
+    from caption_core.__main__ import main
+    from caption_core.bundle import save_bundle
+
+    enc, dec, vocab = tiny_parts
+    folder = save_bundle(str(tmp_path / "b"), encoder=enc, decoder=dec, vocab=vocab)
+    cat = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).save(cat)
+    assert main([str(cat), "--bundle", folder, "--json", "--strategy", "guided", "--guide-threshold", "0.3",
+                 "--max-length", "8"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line["guidance"]["word"] == "cat" and "cat" in line["captions"][0]["text"].split()
+    assert line["imagenet_top5"][0][0] in ("Egyptian Mau", "tabby cat", "tiger cat")
