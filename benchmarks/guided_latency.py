@@ -11,7 +11,6 @@ photos when ../shared has them, else scikit-image's), and the guided / beam rati
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -40,12 +39,11 @@ def photos(n: int):
 def measure(bundle: str, images, threshold: float | None) -> dict:
     from caption_core.bundle import read_manifest
     from caption_core.captioner import Captioner
-    from caption_core.encoders import get_encoder_class
+    from caption_core.encoders import supported_options
 
     name = read_manifest(bundle)["encoder"]["name"]
-    fields = {f.name for f in dataclasses.fields(get_encoder_class(name).config_class)}
-    cap = Captioner.from_bundle(bundle, {"precision": "float32"} if "precision" in fields else None)
-    options = {k: v for k, v in cap.default_options.items()}
+    cap = Captioner.from_bundle(bundle, supported_options(name, {"precision": "float32"}))
+    options = dict(cap.default_options)
     if threshold is not None:
         options["guide_threshold"] = threshold
     beam_opts = {k: v for k, v in options.items() if k not in ("guide_threshold", "guide_veto")}

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 
 from .decoder import DecoderConfig, InferenceDecoder
-from .files import sha256_file, write_json_atomic  # noqa: F401  (re-exported: training uses them from here)
+from .files import sha256_file, write_json_atomic
 from .text import Vocabulary
 
 MANIFEST = "manifest.json"

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .decoding import Constraint, get_strategy
+from .encoders.base import class_probabilities, top_probabilities
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
 from .text import Vocabulary, clean_caption
 
@@ -66,7 +67,7 @@ class Captioner:
         """ImageNet class probabilities (N, 1000): from the encoder's own classifier head on ``features`` where it
         has one (no second forward pass), else from the tagger (``caption_core.guidance.tagger``: one
         EfficientNet-Lite0 forward pass over ``images``, PIL images as ``load_image`` gives them)."""
-        logits = self.encoder.imagenet_logits(features)
+        logits = self.encoder.imagenet_logits(features) if self.encoder.has_imagenet_head else None
         if logits is None:
             if images is None:
                 raise ValueError(f"encoder {self.encoder.name!r} has no ImageNet classifier: guided decoding of "
@@ -75,8 +76,7 @@ class Captioner:
 
             t = tagger()
             logits = t.classify(t.preprocess(list(images)))  # (N, 1000)
-        z = logits - logits.max(axis=1, keepdims=True)
-        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # (N, 1000)
+        return class_probabilities(logits)  # (N, 1000)
 
     @classmethod
     def from_bundle(cls, ref: str, encoder_options: dict | None = None) -> "Captioner":
@@ -98,10 +98,14 @@ class Captioner:
         when not given."""
         s, opts = self.decoding(strategy, options, **overrides)
         features = np.asarray(features, dtype=np.float32)
+        if s.guided and guidance is None:
+            guidance = self.guide(self.class_probabilities(features), opts)
+        return self._decode(features, s, opts, guidance)
+
+    def _decode(self, features: np.ndarray, s, opts, guidance: list | None) -> list[list[Caption]]:
+        """``decode`` once the strategy and its options are checked (``caption`` checks them once for both)."""
         extra = {}
         if s.guided:
-            if guidance is None:
-                guidance = self.guide(self.class_probabilities(features), opts)
             extra["constraints"] = [None if g is None else Constraint(frozenset(g.required_ids), frozenset(g.banned_ids))
                                     for g in guidance]
         if self.blind:
@@ -138,14 +142,11 @@ class Captioner:
             probs = self.class_probabilities(feats, pil)
             guidance = self.guide(probs, opts)
         t1 = time.perf_counter()
-        per_image = self.decode(feats, s.name, opts.to_dict(), guidance=guidance)
+        per_image = self._decode(np.asarray(feats, np.float32), s, opts, guidance)
         t2 = time.perf_counter()
-        labels = self.encoder.imagenet_labels(feats)
-        if labels is None and probs is not None:
-            from .encoders.base import top_probabilities
-
-            labels = top_probabilities(probs, 5)
-        labels = labels or [None] * len(per_image)
+        # the classes guidance already computed (the head, or the tagger), else the head alone where there is one
+        labels = (top_probabilities(probs, 5) if probs is not None else self.encoder.imagenet_labels(feats)) \
+            or [None] * len(per_image)
         described = [None] * len(per_image) if guidance is None else [
             None if g is None else {**g.describe(), "met": g.satisfied_by(c[0].tokens) if c else False}
             for g, c in zip(guidance, per_image)]

@@ -492,25 +492,27 @@ GUIDE_VETO = Option("guide_veto", bool, True, "when guiding, ban the words of th
                     "food) whose classes the classifier gives under 0.02 in all", label="Veto what the classifier rules out")
 
 
+def _id_table(sets: Sequence[frozenset[int]]) -> np.ndarray:
+    """Per image its ids, padded with -1: (N, K) int (no vocabulary size needed)."""
+    table = np.full((len(sets), max((len(x) for x in sets), default=0)), -1, np.int64)  # (N, K)
+    for i, ids in enumerate(sets):
+        table[i, :len(ids)] = sorted(ids)
+    return table
+
+
 def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, tuple]:
-    """``step`` with each image's banned ids (``banned`` (N, V) bool) at -inf, and its state carrying each
-    row's image index (every strategy reorders state rows together, so the index follows its row)."""
+    """``step`` with each image's banned ids (``banned``: ``_id_table`` (N, K)) at -inf, and its state carrying
+    each row's image index (every strategy reorders state rows together, so the index follows its row)."""
     def banned_step(tokens, st):
         log_probs, new = step(tokens, st[:-1])
-        log_probs = np.where(banned[st[-1]], NEG_INF, log_probs)  # (B, V)
+        ids = banned[st[-1]]  # (B, K)
+        rows, cols = np.nonzero(ids >= 0)
+        if len(rows):
+            log_probs = np.array(log_probs)  # never write into the decoder's own array
+            log_probs[rows, ids[rows, cols]] = NEG_INF
         return log_probs, (*new, st[-1])
 
     return banned_step, (*state, np.arange(len(banned)))
-
-
-def _masks(constraints: Sequence[Constraint], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    required = np.zeros((len(constraints), vocab_size), bool)  # (N, V)
-    banned = np.zeros((len(constraints), vocab_size), bool)
-    for i, c in enumerate(constraints):
-        required[i, list(c.required or ())] = True
-        banned[i, list(c.banned)] = True
-    banned[required] = False  # a word both required and banned stays allowed
-    return required, banned
 
 
 @register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
@@ -527,29 +529,31 @@ def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
     constraints = [c or Constraint() for c in (constraints or [None] * n_images)]
     if not any(c.required or c.banned for c in constraints):
         return beam_search(step, state, n_images, opts)
-    vocab = step(np.full(1, START_ID, np.int32), _take(state, np.zeros(1, np.int64)))[0].shape[1]
-    required, banned = _masks(constraints, vocab)
+    required = [c.required or frozenset() for c in constraints]
+    banned = _id_table([c.banned - r for c, r in zip(constraints, required)])  # a required word stays allowed
     bstep, bstate = _with_bans(step, state, banned)
     hyps = beam_search(bstep, bstate, n_images, opts)
-    redo = [i for i, (c, h) in enumerate(zip(constraints, hyps))
-            if c.required and not (h and set(h[0].tokens) & c.required)]
+    redo = [i for i, (r, h) in enumerate(zip(required, hyps)) if r and not (h and set(h[0].tokens) & r)]
     if redo:
         index = np.asarray(redo)
         sub_step, sub_state = _with_bans(step, _take(state, index), banned[index])
-        for i, found in zip(redo, _constrained_beam_search(sub_step, sub_state, required[index], opts)):
-            if found:
-                hyps[i] = found
+        found = _constrained_beam_search(sub_step, sub_state, _id_table([required[i] for i in redo]), opts)
+        for i, f in zip(redo, found):
+            if f:
+                hyps[i] = f
     return hyps
 
 
-def _constrained_beam_search(step: StepFn, state: tuple, required: np.ndarray, opts) -> list[list[Hypothesis]]:
-    """Beam search with one disjunctive constraint per image (``required`` (N, V) bool: any of these ids).
+def _constrained_beam_search(step: StepFn, state: tuple, required_ids: np.ndarray, opts) -> list[list[Hypothesis]]:
+    """Beam search with one disjunctive constraint per image (``required_ids``: ``_id_table`` (N, K), any of
+    these ids).
 
     Rows: image-major, then the constraint state (0: not met yet, 1: met), then ``beam_width`` beams. A
     state-0 beam that writes a required id moves to state 1; only state-1 beams may end; an image stops
     once it has ``beam_width`` finished captions that no live beam can beat."""
-    n, W, T, alpha = len(required), opts.beam_width, opts.max_length, opts.length_penalty
-    state = _take(state, np.repeat(np.arange(n), 2 * W))
+    n, W, T, alpha = len(required_ids), opts.beam_width, opts.max_length, opts.length_penalty
+    state = _take(state, np.repeat(np.arange(n), 2 * W))  # fresh arrays: the live rows are written in place
+    required = None  # (N, V) bool, once the first step tells the vocabulary size
     beam_lp = np.full((n, 2, W), NEG_INF)  # (N, 2, W) log-probabilities of the live beams
     beam_lp[:, 0, 0] = 0.0
     seqs = np.zeros((n, 2, W, T), np.int64)  # (N, 2, W, T)
@@ -562,9 +566,12 @@ def _constrained_beam_search(step: StepFn, state: tuple, required: np.ndarray, o
         out, new_state = step(tokens[live], _take(state, live))  # (L, V)
         log_probs = np.full((n * 2 * W, out.shape[1]), NEG_INF)  # (N*2*W, V)
         log_probs[live] = out
-        state = tuple(s.copy() for s in state)
         for s, ns in zip(state, new_state):
             s[live] = ns
+        if required is None:
+            required = np.zeros((n, out.shape[1]), bool)
+            rows, cols = np.nonzero(required_ids >= 0)
+            required[rows, required_ids[rows, cols]] = True
         log_probs = _constrain(log_probs, seqs.reshape(n * 2 * W, T), t, opts)
         V = log_probs.shape[1]
         lp = log_probs.reshape(n, 2, W, V)

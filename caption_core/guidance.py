@@ -90,50 +90,69 @@ def read_word_map(path: str = WORD_MAP) -> dict:
     return doc
 
 
+def choose_word(levels: list[dict], rank: dict[str, int]) -> tuple[int, str, bool] | None:
+    """A class's word for a vocabulary: (its level on the hypernym path, the word, whether it is only the
+    group's last resort), or None. ``levels``: the class's candidates, nearest synset first; ``rank``: word ->
+    vocabulary id (ids are in order of frequency). The most frequent known word below the group's root,
+    else the most frequent known one ("animal" for an impala)."""
+    known = [(i, w) for i, lvl in enumerate(levels) for w in lvl["words"] if w in rank]
+    specific = [(i, w) for i, w in known if not levels[i]["general"]]
+    if not known:
+        return None
+    level, word = min(specific or known, key=lambda iw: rank[iw[1]])
+    return level, word, not specific
+
+
 class WordMap:
     """ImageNet classes -> caption words, for one vocabulary."""
 
     def __init__(self, vocab: Vocabulary, path: str = WORD_MAP):
         doc = read_word_map(path)
-        rank = {w: i for i, w in enumerate(vocab.id_to_word)}  # ids are in order of frequency
+        rank = vocab.word_to_id  # ids are in order of frequency
         irregular = doc.get("irregular_plurals", {})
         self.vocab = vocab
         self.class_names = [c["name"] for c in doc["classes"]]
         self.class_word: list[str | None] = []  # per class, the word chosen (None: nothing in the vocabulary)
         self.class_words: list[set[str]] = []  # per class, its more specific known words (retriever: a dog)
-        self.class_group: list[str | None] = [c["group"] for c in doc["classes"]]
         self.accepted: dict[str, set[str]] = {}  # word -> the words that count as it: its synonyms, plurals
         self.word_group: dict[str, str | None] = {}
         self.general: set[str] = set()  # words chosen only as a group's last resort: never required
         for c in doc["classes"]:
             levels = c["candidates"]  # [{"words": [...], "general": bool}] nearest synset first
-            known = [(i, w) for i, lvl in enumerate(levels) for w in lvl["words"] if w in rank]
-            specific = [(i, w) for i, w in known if not levels[i]["general"]]
-            pool = specific or known
-            if not pool:
+            chosen = choose_word(levels, rank)
+            if chosen is None:
                 self.class_word.append(None)
                 self.class_words.append(set())
                 continue
-            if not specific:  # "animal" for an impala: a last resort, too vague to require
-                self.general.add(pool[0][1])
-            level, word = min(pool, key=lambda iw: rank[iw[1]])
+            level, word, last_resort = chosen
+            if last_resort:  # "animal" for an impala: too vague to require
+                self.general.add(word)
             base = {w for w in levels[level]["words"] if w in rank}  # the word and its synonyms
-            specific = {w for i, w in known if i < level}  # this class's own, more specific words
+            specific = {w for lvl in levels[:level] for w in lvl["words"] if w in rank}  # its own, more specific
             self.class_word.append(word)
             self.class_words.append(with_plurals(specific, irregular, rank))
             self.accepted.setdefault(word, set()).update(with_plurals(base, irregular, rank))
             self.word_group.setdefault(word, c["group"])
-        self.words = sorted(self.accepted, key=lambda w: rank[w])
-        self._index = {w: i for i, w in enumerate(self.words)}
-        # (1000, W): which word each class counts for
-        self._class_to_word = np.zeros((1000, len(self.words)), np.float32)
+        self.words = sorted(self.accepted, key=rank.__getitem__)
+        index = {w: i for i, w in enumerate(self.words)}
+        self.classes_of = [[k for k, w in enumerate(self.class_word) if w == word] for word in self.words]
+        self._class_to_word = np.zeros((1000, len(self.words)), np.float32)  # (1000, W): the word each class counts for
         for k, w in enumerate(self.class_word):
             if w is not None:
-                self._class_to_word[k, self._index[w]] = 1.0
+                self._class_to_word[k, index[w]] = 1.0
 
     def word_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """(N, 1000) class probabilities -> (N, W) word probabilities (each word: its classes' sum)."""
         return np.asarray(probs, np.float32) @ self._class_to_word
+
+    def top_guidable(self, probs: np.ndarray, groups: Sequence[str] = GUIDED_GROUPS) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of class probabilities (N, 1000): the most probable word that guidance may require (a word of
+        ``groups``, not a last resort) as an index into ``words`` (N,), and its probability (N,); -1 where none."""
+        usable = np.array([self.word_group[w] in groups and w not in self.general for w in self.words])
+        wp = np.where(usable, self.word_probabilities(probs), -1.0)  # (N, W)
+        top = wp.argmax(axis=1) if len(self.words) else np.zeros(len(wp), np.int64)
+        p = wp.max(axis=1) if len(self.words) else np.full(len(wp), -1.0)
+        return np.where(p >= 0, top, -1), p
 
     def ids(self, words) -> tuple[int, ...]:
         return tuple(sorted(self.vocab.word_to_id[w] for w in words if w in self.vocab.word_to_id))
@@ -144,16 +163,14 @@ class WordMap:
         ``threshold``."""
         probs = np.asarray(probs, np.float32)
         wp = self.word_probabilities(probs)  # (N, W)
+        tops, tps = self.top_guidable(probs, groups)
         out: list[Guidance | None] = []
-        for p, row in zip(probs, wp):
-            order = [i for i in np.argsort(-row)
-                     if self.word_group[self.words[i]] in groups and self.words[i] not in self.general]
-            if not order or row[order[0]] < threshold:
+        for p, row, j, pj in zip(probs, wp, tops, tps):
+            if j < 0 or pj < threshold:
                 out.append(None)
                 continue
-            word = self.words[order[0]]
-            classes = [k for k, w in enumerate(self.class_word) if w == word]
-            top = max(classes, key=lambda k: p[k])
+            word = self.words[j]
+            top = max(self.classes_of[j], key=lambda k: p[k])
             required = sorted(self.accepted[word] | self.class_words[top])  # a tabby: cat, cats, tabby
             banned: list[str] = []
             if veto:
@@ -161,12 +178,9 @@ class WordMap:
                 banned = sorted({x for i, w in enumerate(self.words) if w != word and self.word_group[w] == group
                                  and row[i] < veto_below for x in self.accepted[w]} - set(required),
                                 key=self.vocab.word_to_id.__getitem__)  # the most frequent first: dog, dogs, ...
-            out.append(Guidance(word, float(row[order[0]]), self.class_names[top], float(p[top]), tuple(required),
+            out.append(Guidance(word, float(pj), self.class_names[top], float(p[top]), tuple(required),
                                 self.ids(required), tuple(banned), self.ids(banned)))
         return out
-
-    def unmapped(self) -> list[str]:
-        return [n for n, w in zip(self.class_names, self.class_word) if w is None]
 
 
 @functools.lru_cache(maxsize=1)

@@ -136,7 +136,6 @@ class ReferenceIndex:
         return None if row is None else (self.ids[row], self.captions[row])
 
 
-
 class References:
     """What the app asks: the reference captions of a photo and per-caption scores against them.
 

@@ -31,7 +31,7 @@ from PIL import Image
 from .bundle import BundleError, best_first, list_baselines, list_bundles, read_manifest, resolve_bundle, test_metrics
 from .captioner import Captioner
 from .config import Config
-from .encoders import ENCODERS
+from .encoders import ENCODERS, supported_options
 from .hub import cached_examples, dataset_examples
 from .images import ImageError, ImageLimits, load_image
 from .references import References
@@ -131,11 +131,7 @@ class BundlePool:
 
     def encoder_options(self, name: str) -> dict | None:
         """The pool's encoder options that this bundle's encoder has (precision: not every encoder)."""
-        try:
-            fields = {f.name for f in dataclasses.fields(ENCODERS[self.manifests[name]["encoder"]["name"]].config_class)}
-        except KeyError:
-            return None  # an unknown encoder: loading it says so
-        return {k: v for k, v in self.encoder_options_all.items() if k in fields} or None
+        return supported_options(self.manifests[name]["encoder"]["name"], self.encoder_options_all)
 
     def get(self, name: str) -> Captioner:
         """The bundle's captioner, loaded (and warmed up) on first use; ServingError if it cannot be."""
@@ -349,11 +345,10 @@ class CaptionService:
     def explain(self, image: Any, bundle: str, caption: str | None = None, size: int = 320) -> dict:
         """Per-word occlusion maps: {caption, words: [{word, probability, overlay (a PIL image)}]}."""
         img = self.image(image)
+        captioner = self.bundles.get(bundle)
         try:
-            ex = self.bundles.get(bundle).explain(img, caption or None, grid=self.cfg.occlusion_grid)
+            ex = captioner.explain(img, caption or None, grid=self.cfg.occlusion_grid)
         except ValueError as exc:
-            if isinstance(exc, ServingError):
-                raise
             raise ServingError(f"Nothing to explain: {exc}") from None
         display = img.copy()
         display.thumbnail((size, size))

@@ -223,7 +223,7 @@ def test_guide_command_measures_and_sets_the_default_only_when_supported(tmp_pat
     report = tmp_path / "guidance.json"
     assert main(["guide", folder, "--dataset", flickr, "--cifar", str(tmp_path / "cifar"), "--cache",
                  str(tmp_path / "cache"), "--thresholds", "0.3", "0.9", "--choose-per-class", "2",
-                 "--test-per-class", "2", "--timing-photos", "2", "--report", str(report), "--set-default"]) == 0
+                 "--test-per-class", "2", "--report", str(report), "--set-default"]) == 0
     doc = json.loads(report.read_text())["bundles"][0]
     assert [r["threshold"] for r in doc["choice"]["rows"]] == [None, 0.3, 0.9]
     assert doc["tagger"].startswith("EfficientNet-Lite0") and doc["cifar_test"]["images"] == 20
@@ -252,3 +252,19 @@ def test_the_command_line_has_guided_decoding_and_says_what_guided(tiny_parts, t
     line = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert line["guidance"]["word"] == "cat" and "cat" in line["captions"][0]["text"].split()
     assert line["imagenet_top5"][0][0] in ("Egyptian Mau", "tabby cat", "tiger cat")
+
+
+def test_a_bundle_already_guided_is_measured_against_beam_search(tiny_parts):
+    """Running the guide command again must not compare guidance with itself."""
+    from caption_core.captioner import Captioner
+    from training.guide import captions_for
+
+    enc, dec, vocab = tiny_parts
+    captioner = Captioner(enc, dec, vocab, manifest={"default_decoding": {"strategy": "guided", "options": {
+        "beam_width": 2, "guide_threshold": 0.3}}})
+    feats = np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32)
+    probs = np.full((3, 1000), 1e-4, np.float32)
+    probs[:, WordMap(vocab).class_names.index("tabby cat")] = 0.9
+    unguided, fired = captions_for(captioner, feats, probs, {"beam_width": 2}, None, True)
+    assert fired == [None] * 3
+    assert unguided == [c[0].text for c in captioner.decode(feats, "beam", {"beam_width": 2})]

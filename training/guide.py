@@ -12,8 +12,8 @@ then CIFAR-10 and Flickr8k test scored with and without guidance.
 2. **Measure** (test splits, reported, never chosen on): CIFAR-10 test (``test_per_class`` per class, upscaled
    by the encoder's own resize): the share of captions that name the true class (or a plain synonym) and the
    share that name another CIFAR-10 class, per class, with and without guidance; Flickr8k test with
-   pycocoevalcap, distinct share, dangling endings and how often guidance fired; decode time per photo
-   when guidance fires and when it does not (float32).
+   pycocoevalcap, distinct share, dangling endings and how often guidance fired. (What guidance costs per
+   photo is ``benchmarks/guided_latency.py``'s.)
 3. With ``--set-default``, a bundle whose measurements support it gets guided decoding as its default (its
    tuned beam options plus the threshold), recorded with the dev scores in its manifest's tuning results.
 
@@ -31,7 +31,6 @@ import numpy as np
 from PIL import Image
 
 from caption_core.config import Config
-from caption_core.guidance import GUIDED_GROUPS
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # the words that name each CIFAR-10 class in a caption: the class, its plural, plain synonyms and its kinds
@@ -60,7 +59,6 @@ class GuideConfig(Config):
     test_per_class: int = 100  # CIFAR-10 test images per class, for the measurement
     max_cider_drop: float = 0.005  # the chosen threshold may lower Flickr8k dev CIDEr by at most this
     min_distinct: float = 0.7  # and keep at least this share of distinct dev captions (or the unguided share, if lower)
-    timing_photos: int = 20  # test photos timed one at a time, where guidance fires and where it does not
 
     def __post_init__(self):  # command-line values arrive as strings
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
@@ -124,23 +122,24 @@ def flickr_split(captioner, dataset: str, split: str, cache: str):
     feats, valid = extract_features(captioner.encoder, examples, dataset, split, cache)
     rows = np.flatnonzero(valid)
     feats = np.asarray(feats)[rows]
-    if captioner.encoder.imagenet_logits(feats[:1]) is not None:
+    if captioner.encoder.has_imagenet_head:
         probs = captioner.class_probabilities(feats)
     else:  # the tagger's pooled features are cached like any encoder's
+        from caption_core.encoders.base import class_probabilities
         from caption_core.guidance import tagger
 
         t = tagger()
         tag_feats, _ = extract_features(t, examples, dataset, split, cache)
-        logits = t.imagenet_logits(np.asarray(tag_feats)[rows])
-        z = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        probs = class_probabilities(t.imagenet_logits(np.asarray(tag_feats)[rows]))
     refs = {examples[r].image_id: list(examples[r].captions) for r in rows}
     return [examples[r].image_id for r in rows], feats, probs, refs
 
 
 def captions_for(captioner, feats, probs, options: dict, threshold: float | None, veto: bool, batch: int = 250):
-    """Best caption per row; ``threshold`` None: the unguided default decoding. -> (captions, guidance list)."""
-    strategy = "guided" if threshold is not None else captioner.default_strategy
+    """Best caption per row; ``threshold`` None: the unguided default decoding (beam, where the bundle's
+    default is already guided: a second run must not measure guidance against itself). -> (captions, guidance)."""
+    unguided = "beam" if captioner.default_strategy == "guided" else captioner.default_strategy
+    strategy = "guided" if threshold is not None else unguided
     opts = dict(options, **({"guide_threshold": threshold, "guide_veto": veto} if threshold is not None else {}))
     s, checked = captioner.decoding(strategy, opts)
     texts, fired = [], []
@@ -168,11 +167,8 @@ def tagger_ceiling(captioner, probs: np.ndarray, labels: list[int], threshold: f
     """How often the classifier's most probable guidable word names the image's CIFAR-10 class, at any
     probability and at the threshold: what guidance can reach at best, per class."""
     wm = captioner.word_map
-    wp = wm.word_probabilities(probs)  # (N, W)
-    usable = np.array([wm.word_group[w] in GUIDED_GROUPS and w not in wm.general for w in wm.words])
-    wp = np.where(usable, wp, -1.0)
-    top, p = wp.argmax(axis=1), wp.max(axis=1)
-    right = np.array([wm.words[k] in CIFAR_WORDS[CIFAR_CLASSES[lab]] for k, lab in zip(top, labels)])
+    top, p = wm.top_guidable(probs)  # (N,), (N,)
+    right = np.array([k >= 0 and wm.words[k] in CIFAR_WORDS[CIFAR_CLASSES[lab]] for k, lab in zip(top, labels)])
     labels = np.asarray(labels)
     return {"top_word_names_class": round(float(right.mean()), 4),
             "and_reaches_threshold": round(float((right & (p >= threshold)).mean()), 4),
@@ -195,52 +191,23 @@ def paired_change(refs: dict, ids: list[str], before: list[str], after: list[str
             "low": round(float(np.percentile(boot, 5)), 4), "high": round(float(np.percentile(boot, 95)), 4)}
 
 
-def decode_timing(captioner, feats, probs, options: dict, threshold: float, veto: bool, n: int) -> dict:
-    """Median decode time per photo (one at a time), unguided and guided, over photos where guidance fires
-    and where it does not."""
-    _, checked = captioner.decoding("guided", dict(options, guide_threshold=threshold, guide_veto=veto))
-    guidance = captioner.guide(probs, checked)
-    fires = [i for i, g in enumerate(guidance) if g is not None][:n]
-    quiet = [i for i, g in enumerate(guidance) if g is None][:n]
-
-    def median_ms(rows, guided):
-        ts = []
-        for i in rows:
-            t = time.perf_counter()
-            if guided:
-                captioner.decode(feats[i:i + 1], "guided", dict(options, guide_threshold=threshold, guide_veto=veto),
-                                 guidance=captioner.guide(probs[i:i + 1], checked))
-            else:
-                captioner.decode(feats[i:i + 1], "beam", options)
-            ts.append(1000 * (time.perf_counter() - t))
-        return round(float(np.median(ts)), 2) if ts else None
-
-    out = {}
-    for label, rows in (("fires", fires), ("does_not_fire", quiet)):
-        beam, guided = median_ms(rows, False), median_ms(rows, True)
-        out[label] = {"photos": len(rows), "beam_ms": beam, "guided_ms": guided,
-                      "ratio": round(guided / beam, 2) if beam and guided else None}
-    return out
-
-
 def guide_bundle(folder: str, cfg: GuideConfig, dataset: str, cifar: str, cache: str = "cache",
                  set_default: bool = False) -> dict:
     from caption_core.bundle import read_manifest
     from caption_core.captioner import Captioner
-    from caption_core.encoders import get_encoder_class
+    from caption_core.encoders import supported_options
 
     from .build import dataset_name
     from .evaluate import metrics_key
 
-    fields = {f.name for f in dataclasses.fields(get_encoder_class(read_manifest(folder)["encoder"]["name"]).config_class)}
-    captioner = Captioner.from_bundle(folder, {"precision": "float32"} if "precision" in fields else None)
+    captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
+                                                                {"precision": "float32"}))
     options = dict((captioner.manifest.get("default_decoding") or {}).get("options", {}))
     options.pop("guide_threshold", None)
     options.pop("guide_veto", None)
     read = Reader(captioner)
     report: dict = {"bundle": os.path.basename(os.path.normpath(folder)), "options": options, "config": cfg.to_dict(),
-                    "tagger": "the encoder's own head" if captioner.encoder.imagenet_logits(
-                        np.zeros((1, captioner.encoder.output_dim), np.float32)) is not None
+                    "tagger": "the encoder's own head" if captioner.encoder.has_imagenet_head
                     else "EfficientNet-Lite0 (a second forward pass)"}
     # 1. choose on held-out data
     t0 = time.perf_counter()
@@ -295,12 +262,10 @@ def guide_bundle(folder: str, cfg: GuideConfig, dataset: str, cifar: str, cache:
                              "guided": {**score(refs, ids, guided_t, meteor=True),
                                         "fired": round(sum(f is not None for f in fired_t) / len(fired_t), 4),
                                         "changed": round(float(np.mean([a != b for a, b in zip(plain_t, guided_t)])), 4)}}
-    report["timing"] = decode_timing(captioner, feats_t, probs_t, options, t, cfg.veto, cfg.timing_photos)
     c, f = report["cifar_test"], report["flickr_test"]
     print(f"{report['bundle']} test, threshold {t}: CIFAR-10 true {c['unguided']['true']:.1%} -> {c['guided']['true']:.1%}, "
           f"other {c['unguided']['other']:.1%} -> {c['guided']['other']:.1%}; Flickr8k CIDEr "
-          f"{f['unguided']['CIDEr']:.4f} -> {f['guided']['CIDEr']:.4f} (fired {f['guided']['fired']:.1%}); "
-          f"decode {report['timing']}", flush=True)
+          f"{f['unguided']['CIDEr']:.4f} -> {f['guided']['CIDEr']:.4f} (fired {f['guided']['fired']:.1%})", flush=True)
     report["measured_threshold"] = t
     report["metrics_key"] = metrics_key(dataset_name(dataset), "test", "float32")
     if set_default:
@@ -318,7 +283,9 @@ def record_choice(folder: str, report: dict, veto: bool) -> dict:
     if choice["best_if_on"] is None:  # no usable threshold on held-out data: the bundle stays as it is
         return verify_bundle(folder)
     m = verify_bundle(folder)
-    default = m.get("default_decoding") or {"strategy": "beam", "options": {}}
+    default = dict(m.get("default_decoding") or {"strategy": "beam", "options": {}})
+    if default["strategy"] == "guided":  # measured again: the unguided decoding it was compared with is beam
+        default["strategy"] = "beam"
     rows, options = choice["rows"], report["options"]
     guided_options = {**options, "guide_threshold": t, "guide_veto": veto}
     tuning = m.get("tuning") or {"split": "dev", "metric": "CIDEr", "results": [
@@ -332,7 +299,7 @@ def record_choice(folder: str, report: dict, veto: bool) -> dict:
                    {"strategy": default["strategy"], "options": {**default.get("options", {}), "guide_threshold": t,
                                                                  "guide_veto": veto}})
     changes = {"default_decoding": new_default, "tuning": tuning,
-               "guidance": {k: report[k] for k in ("choice", "cifar_test", "flickr_test", "timing", "tagger",
+               "guidance": {k: report[k] for k in ("choice", "cifar_test", "flickr_test", "tagger",
                                                    "measured_threshold")}}
     if on:  # the test scores of the new default decoding, beside the others (reported, never chosen on)
         key = report.get("metrics_key", "flickr8k/test")

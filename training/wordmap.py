@@ -150,12 +150,11 @@ def build_word_map(wordnet: WordNet, synsets: list[str], class_names: list[str],
 
 
 def chosen_word(candidates: list[dict], vocab_words: list[str]) -> str | None:
-    """The word ``caption_core.guidance.WordMap`` picks for a class (recorded in the JSON for one vocabulary):
-    the most frequent known word below the group's root, else the most frequent known one."""
-    rank = {w: i for i, w in enumerate(vocab_words)}
-    known = [(lvl["general"], w) for lvl in candidates for w in lvl["words"] if w in rank]
-    pool = [w for general, w in known if not general] or [w for _, w in known]
-    return min(pool, key=rank.__getitem__) if pool else None
+    """The word ``caption_core.guidance.WordMap`` picks for a class (recorded in the JSON for one vocabulary)."""
+    from caption_core.guidance import choose_word
+
+    chosen = choose_word(candidates, {w: i for i, w in enumerate(vocab_words)})
+    return None if chosen is None else chosen[1]
 
 
 def write_word_map(out: str, wordnet_dir: str = WORDNET_DIR, synsets: str | None = None,

@@ -22,6 +22,17 @@ def get_encoder_class(name: str) -> type[Encoder]:
         raise ValueError(f"unknown encoder {name!r}; valid: {sorted(ENCODERS)}") from None
 
 
+def supported_options(name: str, options: dict | None) -> dict | None:
+    """The fields of ``options`` that encoder ``name``'s config has (``precision`` is not every encoder's),
+    or None when none is left; an unknown name: None (building it says what is valid)."""
+    import dataclasses
+
+    if name not in ENCODERS:
+        return None
+    fields = {f.name for f in dataclasses.fields(ENCODERS[name].config_class)}
+    return {k: v for k, v in (options or {}).items() if k in fields} or None
+
+
 def build_encoder(name: str, config: dict | None = None, **kwargs) -> Encoder:
     """``build_encoder('xception', {'weights': None})``: config as a dict (from a manifest) or kwargs."""
     cls = get_encoder_class(name)
@@ -29,5 +40,5 @@ def build_encoder(name: str, config: dict | None = None, **kwargs) -> Encoder:
     return cls(cfg)
 
 
-__all__ = ["ENCODERS", "Encoder", "build_encoder", "get_encoder_class", "XceptionConfig", "ViTPretrainedConfig",
+__all__ = ["ENCODERS", "Encoder", "build_encoder", "get_encoder_class", "supported_options", "XceptionConfig", "ViTPretrainedConfig",
            "ViTCustomConfig", "EfficientNetLiteConfig", "EfficientNetLite0Config"]

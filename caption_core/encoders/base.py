@@ -58,10 +58,15 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """ImageNet logits (N, 1000) -> probabilities (N, 1000): a softmax per row."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def top_classes(logits: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
     """ImageNet logits (N, 1000) -> per row the k most probable (class name, probability)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    return top_probabilities(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), k)
+    return top_probabilities(class_probabilities(logits), k)
 
 
 def top_probabilities(probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
@@ -92,6 +97,7 @@ class Encoder:
     licence: ClassVar[str] = "see the encoder"  # licence of its weights, for model cards
     licence_id: ClassVar[str] = "other"  # the same as a Hugging Face licence identifier (model-card metadata)
     weights_field: ClassVar[str] = "weights"  # the config field that names its weights (--weights sets it)
+    has_imagenet_head: ClassVar[bool] = False  # imagenet_logits() answers (else guidance needs the tagger)
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()

@@ -115,6 +115,7 @@ class EfficientNetLiteEncoder(Encoder):
     revision = 2  # 2: batch norms folded into the convolutions; bfloat16 where native
     config_class = EfficientNetLiteConfig
     licence_id = "apache-2.0"
+    has_imagenet_head = True  # its ImageNet classifier runs on the pooled features
     variant: ClassVar[int]
     output_dim = 1280  # the Lite head is 1280 wide in every variant
 
@@ -146,7 +147,6 @@ class EfficientNetLiteEncoder(Encoder):
 
     def weights_fingerprint(self) -> str:
         if self.config.weights == "package":
-
             return "sha256:" + sha256_file(package_weights_path(self.variant))
         return super().weights_fingerprint()
 
