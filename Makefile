@@ -9,11 +9,11 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 .PHONY: app test install browser wordnet
 
+# timm, --no-deps: the ImageNet synset list that python -m training wordmap reads (data; its code is never imported)
 $(STAMP): requirements.txt requirements-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
-	# the ImageNet synset list that python -m training wordmap reads (a data file; timm's code is never imported)
 	$(VENV)/bin/python -m pip install -q --no-deps timm==1.0.31
 	touch $(STAMP)
 
