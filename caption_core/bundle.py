@@ -58,8 +58,16 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
     try:
-        files = [DECODER_FILE, VOCAB_FILE]
-        decoder.save(os.path.join(tmp, DECODER_FILE))
+        decoder_entry = {"file": DECODER_FILE, "config": decoder.config.to_dict()}
+        if hasattr(decoder, "members"):  # an ensemble: one file per member decoder, each with its feature slice
+            decoder_entry = {"members": [{"file": f"decoder_{i}.keras", "config": m.config.to_dict(), "features": list(sl)}
+                                         for i, (m, sl) in enumerate(zip(decoder.members, decoder.slices))],
+                             "config": decoder.config.to_dict()}
+            for m, entry in zip(decoder.members, decoder_entry["members"]):
+                m.save(os.path.join(tmp, entry["file"]))
+        else:
+            decoder.save(os.path.join(tmp, DECODER_FILE))
+        files = [e["file"] for e in decoder_entry.get("members", [decoder_entry])] + [VOCAB_FILE]
         vocab.save(os.path.join(tmp, VOCAB_FILE))
         files += encoder.save_files(tmp)
         for name, src in (extra_files or {}).items():
@@ -73,7 +81,7 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
             "format": BUNDLE_FORMAT,
             "name": os.path.basename(folder),
             "encoder": encoder.describe(),
-            "decoder": {"file": DECODER_FILE, "config": decoder.config.to_dict()},
+            "decoder": decoder_entry,
             "vocabulary": {"file": VOCAB_FILE, "size": len(vocab), "min_count": vocab.min_count},
             "max_length": decoder.config.max_length,
             "default_decoding": default_decoding or {"strategy": "beam", "options": {"beam_width": 3}},
@@ -119,7 +127,7 @@ def verify_bundle(folder: str, skip: tuple[str, ...] = ()) -> dict:
     ``skip``: files being re-recorded right now (their paths are still checked)."""
     manifest = read_manifest(folder)
     files = manifest["files"]
-    for needed in (manifest["decoder"].get("file"), manifest["vocabulary"].get("file")):
+    for needed in (*decoder_files(manifest), manifest["vocabulary"].get("file")):
         if needed not in files:
             raise BundleError(f"bundle '{folder}': {needed!r} has no checksum in the manifest")
     for name, digest in files.items():
@@ -130,6 +138,12 @@ def verify_bundle(folder: str, skip: tuple[str, ...] = ()) -> dict:
             raise BundleError(f"bundle '{folder}': file '{name}' does not match its checksum (altered or corrupt); "
                               "rebuild or re-download the bundle")
     return manifest
+
+
+def decoder_files(manifest: dict) -> list:
+    """The decoder's file, or each member's file of an ensemble."""
+    entry = manifest["decoder"]
+    return [m.get("file") for m in entry["members"]] if "members" in entry else [entry.get("file")]
 
 
 def update_manifest(folder: str, changes: dict | None = None, add_files: list[str] | None = None) -> dict:
@@ -163,12 +177,23 @@ def resolve_bundle(ref: str) -> str:
     return os.path.join(local, sub) if sub else local
 
 
-def load_bundle(ref: str, encoder_options: dict | None = None):
+def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: dict | None = None):
     """-> (manifest, encoder, decoder, vocabulary, folder). Verifies checksums first.
 
     ``encoder_options`` override run-time fields of the manifest's encoder config
-    (``{"precision": "float32"}``, ``{"batch_size": 8}``)."""
+    (``{"precision": "float32"}``, ``{"batch_size": 8}``). ``shared_encoders`` (a dict kept by the caller):
+    encoders already built, by name and config, reused instead of built again: a server that holds an
+    ensemble and its members alone keeps one copy of each network (every bundle still checks the
+    fingerprint of what it gets)."""
     from .encoders import build_encoder, get_encoder_class
+
+    def build(name: str, cfg: dict):
+        if shared_encoders is None:
+            return build_encoder(name, cfg)
+        key = name + json.dumps(cfg, sort_keys=True)
+        if key not in shared_encoders:
+            shared_encoders[key] = build_encoder(name, cfg)
+        return shared_encoders[key]
 
     folder = resolve_bundle(ref)
     manifest = verify_bundle(folder)
@@ -177,7 +202,14 @@ def load_bundle(ref: str, encoder_options: dict | None = None):
     if config.vocab_size != len(vocab):
         raise BundleError(f"bundle '{folder}': decoder expects {config.vocab_size} words, vocabulary has {len(vocab)}")
     try:  # NumPy inference on the saved weights: Keras (TensorFlow) is imported only if the encoder needs it
-        decoder = InferenceDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
+        if "members" in manifest["decoder"]:
+            from .decoder import EnsembleDecoder
+
+            members = manifest["decoder"]["members"]
+            decoder = EnsembleDecoder([InferenceDecoder.load(_safe_member(folder, m["file"]), DecoderConfig.from_dict(m["config"]))
+                                       for m in members], [tuple(m["features"]) for m in members])
+        else:
+            decoder = InferenceDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
     except ValueError as exc:
         raise BundleError(f"bundle '{folder}': {exc}") from None
     enc = manifest["encoder"]
@@ -185,10 +217,37 @@ def load_bundle(ref: str, encoder_options: dict | None = None):
     cls = get_encoder_class(enc["name"])
     if "weights" in enc_config and isinstance(enc_config["weights"], str) and enc_config["weights"] in manifest["files"]:
         enc_config["weights"] = _safe_member(folder, enc_config["weights"])  # weights shipped inside the bundle
-    encoder = build_encoder(cls.name, enc_config)
+    if cls.name == "concat":  # its members, each shared like any encoder
+        from .encoders.concat import ConcatEncoder
+
+        concat_config = cls.config_class.from_dict(enc_config)
+        encoder = ConcatEncoder(concat_config, members=[build(n, c) for n, c in ConcatEncoder.member_configs(concat_config)])
+    else:
+        encoder = build(cls.name, enc_config)
     if encoder.output_dim != config.feature_dim:
         raise BundleError(f"bundle '{folder}': encoder gives {encoder.output_dim}-d features, decoder expects {config.feature_dim}")
+    check_fingerprint(folder, enc, encoder)
     return manifest, encoder, decoder, vocab, folder
+
+
+def check_fingerprint(folder: str, recorded: dict, encoder) -> None:
+    """BundleError when ``encoder``'s tensors are not those the bundle's decoder was trained on (the
+    ``weights_fingerprint`` its manifest records). Bundles from before fingerprints are let through with a
+    warning: nothing says what their weights were."""
+    expected = recorded.get("weights_fingerprint")
+    if expected is None:
+        import logging
+
+        logging.getLogger("caption_core.bundle").warning(
+            "bundle '%s' records no encoder weights fingerprint: its encoder weights cannot be checked; rebuild it "
+            "or re-record it with python -m training fingerprint", os.path.basename(os.path.normpath(folder)))
+        return
+    found = encoder.weights_fingerprint()
+    if found != expected:
+        raise BundleError(
+            f"bundle '{os.path.basename(os.path.normpath(folder))}': the {encoder.name} weights found here are not "
+            f"those its decoder was trained on (tensor fingerprint {found.split(':')[-1][:12]}, the bundle's "
+            f"{expected.split(':')[-1][:12]}; source: {encoder.weights_source()}); {encoder.weights_hint()}")
 
 
 def dev_score(manifest: dict, metric: str = "CIDEr") -> float | None:

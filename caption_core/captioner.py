@@ -79,11 +79,12 @@ class Captioner:
         return class_probabilities(logits)  # (N, 1000)
 
     @classmethod
-    def from_bundle(cls, ref: str, encoder_options: dict | None = None) -> "Captioner":
-        """``encoder_options``: run-time encoder config overrides, e.g. ``{"precision": "float32"}``."""
+    def from_bundle(cls, ref: str, encoder_options: dict | None = None, shared_encoders: dict | None = None) -> "Captioner":
+        """``encoder_options``: run-time encoder config overrides, e.g. ``{"precision": "float32"}``;
+        ``shared_encoders``: see ``load_bundle``."""
         from .bundle import load_bundle
 
-        manifest, encoder, decoder, vocab, _ = load_bundle(ref, encoder_options)
+        manifest, encoder, decoder, vocab, _ = load_bundle(ref, encoder_options, shared_encoders)
         return cls(encoder, decoder, vocab, manifest)
 
     # -- the parts --------------------------------------------------------------------------

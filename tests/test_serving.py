@@ -69,10 +69,10 @@ def test_a_request_waits_only_for_its_own_bundle(weights, monkeypatch):
     release = threading.Event()
     original = Captioner.from_bundle.__func__
 
-    def slow_for_b(cls, ref, encoder_options=None):
+    def slow_for_b(cls, ref, encoder_options=None, shared_encoders=None):
         if ref.endswith("tiny-b"):
             release.wait(30)
-        return original(cls, ref, encoder_options)
+        return original(cls, ref, encoder_options, shared_encoders)
 
     monkeypatch.setattr(Captioner, "from_bundle", classmethod(slow_for_b))
     pool = BundlePool(weights)

@@ -260,7 +260,7 @@ def test_cli_help_and_bad_arguments():
         assert cmd in out.stdout
     bad = subprocess.run([sys.executable, "-m", "training", "build", "--encoder", "resnet"], capture_output=True,
                          text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "unknown encoder 'resnet'; valid: ['efficientnet_lite0'," in bad.stderr
+    assert bad.returncode == 2 and "unknown encoder 'resnet'; valid: ['concat', 'dinov2', 'efficientnet_lite0'," in bad.stderr
     helped = subprocess.run([sys.executable, "-m", "training", "build", "--help"], capture_output=True, text=True,
                             cwd=ROOT)
     for flag in ("--encoder", "--epochs", "--units", "--max-length", "--beam-width", "--length-penalty", "--top-p"):
@@ -488,3 +488,42 @@ def test_scst_raises_the_reward_and_resumes(flickr, tmp_path, monkeypatch):
         assert straight["state"]["best_epoch"] == 0 and not os.path.exists(tmp_path / "out_a")
     with pytest.raises(ValueError, match="baseline"):
         SCSTConfig(baseline="best")
+
+
+def test_linear_probe_separates_what_features_carry(tmp_path, monkeypatch):
+    """The probe on a tiny CIFAR-10 folder whose classes differ by colour: trained ViT weights saved from a
+    model, and its random-init control; the fit subset is the first photos of each class by name."""
+    from training import probe as probe_mod
+    from training.datasets import CIFAR10_CLASSES
+
+    data = tmp_path / "cifar"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for k, c in enumerate(CIFAR10_CLASSES):
+            (data / split / c).mkdir(parents=True)
+            colour = np.array([(k * 83) % 256, (k * 151) % 256, (k * 37) % 256], np.float64)
+            for i in range(7):
+                img = np.clip(colour + rng.normal(0, 8, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(data / split / c / f"{i:04d}.jpg")
+    images, labels = probe_mod.cifar_subset(str(data), "train", 5)
+    assert images.shape == (50, 32, 32, 3) and list(labels[:6]) == [0, 0, 0, 0, 0, 1]
+
+    enc = build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear"})
+    weights = str(tmp_path / "vit.keras")
+    enc.save_files(str(tmp_path))
+    (tmp_path / "encoder.keras").rename(weights)
+    monkeypatch.setitem(probe_mod.PROBED, "vit_custom", ({"weights": weights}, {"dim": 16, "depth": 1, "heads": 2,
+                                                                                "mlp_dim": 32, "stem": "linear"}))
+    report = str(tmp_path / "probes.json")
+    cfg = probe_mod.ProbeConfig(cifar=str(data), per_class=5, cache=str(tmp_path / "c"))
+    out = probe_mod.probe(cfg, ["vit_custom"], report)
+    rows = {r["weights"]: r for r in out["rows"]}
+    assert set(rows) == {"pretrained", "random init"} and out["subset"]["train_images"] == 50
+    assert rows["pretrained"]["accuracy"] >= 0.9  # colours are linearly separable even through random weights
+    assert rows["pretrained"]["fingerprint"] != rows["random init"]["fingerprint"]
+    assert rows["pretrained"]["images_per_second_float32"] > 0
+    again = probe_mod.probe(cfg, ["vit_custom"], report)  # features from the cache; the speed measured before kept
+    assert {r["weights"]: r["images_per_second_float32"] for r in again["rows"]} == \
+        {k: r["images_per_second_float32"] for k, r in rows.items()}
+    with pytest.raises(ValueError, match="no probe settings for encoder 'resnet'"):
+        probe_mod.probe(cfg, ["resnet"])

@@ -12,6 +12,9 @@ Commands
   wordmap        ImageNet classes -> caption words from WordNet (caption_core/data/imagenet_words.json)
   guide          guided decoding: threshold chosen on held-out data, CIFAR-10 and Flickr8k test measured
   card           rewrite a bundle's model card (README.md, training curve) from its manifest
+  ensemble       several bundles served as one (their next-word probabilities averaged)
+  probe          linear probes on CIFAR-10 for each encoder and its randomly initialised control
+  fingerprint    record the tensor fingerprint of a bundle's encoder weights (bundles made before it)
   push           upload a bundle to a Hugging Face Hub repository with a model card
 """
 
@@ -157,6 +160,26 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("card", help="rewrite a bundle's model card from its manifest")
     k.add_argument("bundles", nargs="+", help="bundle folders")
+
+    en = sub.add_parser("ensemble", help="serve several bundles as one: their decoders' next-word probabilities "
+                        "averaged at every step (members share a vocabulary)")
+    en.add_argument("bundles", nargs="+", help="member bundle folders")
+    en.add_argument("--name", required=True, help="the ensemble bundle's name (written to <out>/<name>)")
+    en.add_argument("--out", default="weights", help="(default: %(default)s)")
+    en.add_argument("--dataset", default=DEFAULT_FLICKR, help="scored on its test split (default: %(default)s)")
+    en.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+
+    from .probe import PROBED, ProbeConfig
+
+    pr = sub.add_parser("probe", help="linear probes on one CIFAR-10 subset: each encoder, pretrained and "
+                        "randomly initialised")
+    pr.add_argument("encoders", nargs="*", default=list(PROBED), help=f"(default: all: {' '.join(PROBED)})")
+    pr.add_argument("--report", default=os.path.join("benchmarks", "probes.json"), help="(default: %(default)s)")
+    add_arguments(pr, ProbeConfig)
+
+    fp = sub.add_parser("fingerprint", help="record the tensor fingerprint of each bundle's encoder weights in its "
+                        "manifest (bundles made before fingerprints); refuses a bundle that has a different one")
+    fp.add_argument("bundles", nargs="+", help="bundle folders")
 
     u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     u.add_argument("bundle")
@@ -368,6 +391,33 @@ def cmd_card(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .ensemble import build_ensemble
+
+    build_ensemble(args.bundles, args.name, args.dataset, args.out, args.cache)
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .probe import ProbeConfig, probe
+
+    probe(from_arguments(ProbeConfig, args), args.encoders, args.report)
+    print(f"report: {args.report}")
+    return 0
+
+
+def cmd_fingerprint(args) -> int:
+    from caption_core.bundle import load_bundle, update_manifest
+
+    for folder in args.bundles:
+        manifest, encoder, *_ = load_bundle(folder)  # a recorded fingerprint that differs is refused here
+        found = encoder.weights_fingerprint()
+        if manifest["encoder"].get("weights_fingerprint") != found:
+            update_manifest(folder, {"encoder": {**manifest["encoder"], "weights_fingerprint": found}})
+        print(f"{folder}: {encoder.name} weights {found} ({encoder.weights_source()})")
+    return 0
+
+
 def cmd_push(args) -> int:
     from .push import push_bundle
 
@@ -379,7 +429,7 @@ def cmd_push(args) -> int:
 COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
             "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "scst": cmd_scst,
             "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "card": cmd_card,
-            "push": cmd_push}
+            "ensemble": cmd_ensemble, "probe": cmd_probe, "fingerprint": cmd_fingerprint, "push": cmd_push}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -60,11 +60,15 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
              f"(Embedding {manifest['decoder']['config']['embed_dim']}, LSTM {manifest['decoder']['config']['units']}), "
              f"vocabulary of {manifest['vocabulary']['size']} words.", "",
              "## Training", "",
-             f"- Data: `{t.get('dataset')}`, train split ({t.get('train_images')} images, {t.get('train_captions')} captions); "
-             f"model chosen by the dev-split loss (best epoch {t.get('best_epoch')} of {t.get('epochs_run')}).",
-             f"- Command: `{t.get('command')}` (seed {t.get('seed')}).",
-             f"- Time: {_feature_time(t)}, decoder {t.get('decoder_seconds')} s on "
-             f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores).",
+             *(_ensemble_lines(t) if t.get("ensemble") else [
+                 f"- Data: `{t.get('dataset')}`, train split ({t.get('train_images')} images, {t.get('train_captions')} "
+                 f"captions); model chosen by the dev-split loss (best epoch {t.get('best_epoch')} of {t.get('epochs_run')}).",
+                 f"- Command: `{t.get('command')}` (seed {t.get('seed')}).",
+                 f"- Time: {_feature_time(t)}, decoder {t.get('decoder_seconds')} s on "
+                 f"{t.get('machine', {}).get('cpu')} ({t.get('machine', {}).get('cores')} cores)."]),
+             *([f"- Encoder weights: {manifest['encoder']['name']} tensors "
+                f"`{manifest['encoder']['weights_fingerprint']}`; the bundle refuses other weights."]
+               if manifest["encoder"].get("weights_fingerprint") else []),
              f"- Encoder weights licence: {encoder_cls.licence}.",
              *([f"- Encoder trained here from scratch on CIFAR-10: test accuracy "
                 f"{t['encoder_training']['test_accuracy']:.4f} on {t['encoder_training']['test_images']} images after "
@@ -121,6 +125,18 @@ def _guidance_section(g: dict) -> list[str]:
             f"{f['unguided']['dangling_endings']} | {pct(f['guided']['distinct_share'])}, {f['guided']['dangling_endings']} |",
             f"| | guidance fired / changed the caption | | {pct(f['guided']['fired'])} / {pct(f['guided']['changed'])} |",
             ""]
+
+
+def _ensemble_lines(t: dict) -> list[str]:
+    lines = [f"- An ensemble of {len(t['ensemble'])} bundles trained on `{t.get('dataset')}` "
+             f"({t.get('train_images')} train images): {t.get('combination')}. Nothing was trained for it.",
+             f"- Command: `{t.get('command')}`.", "", "| member | encoder | SCST | its test BLEU-4 | its test CIDEr |",
+             "|---|---|---|---|---|"]
+    for m in t["ensemble"]:
+        test = m.get("test") or {}
+        lines.append(f"| {m['bundle']} | {m['encoder']} | {'yes' if m.get('scst') else 'no'} | "
+                     + " | ".join(f"{test[k]:.3f}" if test.get(k) is not None else "-" for k in ("BLEU-4", "CIDEr")) + " |")
+    return lines + [""]
 
 
 def _feature_time(t: dict) -> str:

@@ -63,7 +63,15 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
 
     Cached per (encoder config + weights, dataset, split); resumes where a previous run stopped.
     ``stop_after`` ends the run after that many new rows (tests use it to simulate a kill).
+
+    A ``concat`` encoder's features are its members' (each cached as itself) side by side: what it computes
+    for photos no larger than its smallest member input (Flickr8k's 224 px; see caption_core/encoders/concat.py).
     """
+    members = getattr(encoder, "members", None)
+    if members:
+        parts = [extract_features(m, examples, source, split, cache_root, progress, stop_after) for m in members]
+        valid = np.logical_and.reduce([v for _, v in parts])  # (N,)
+        return np.concatenate([np.asarray(f) for f, _ in parts], axis=1), valid  # (N, D1 + D2 + ...)
     folder = os.path.join(cache_dir(cache_root, encoder, source), split)
     os.makedirs(folder, exist_ok=True)
     index_path, feat_path = os.path.join(folder, "index.json"), os.path.join(folder, "features.npy")

@@ -301,6 +301,9 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
     manifest = captioner.manifest
     if manifest.get("training", {}).get("blind"):
         raise ValueError(f"bundle '{bundle}' is a language-only baseline: SCST needs image features")
+    if "members" in manifest["decoder"]:
+        raise ValueError(f"bundle '{bundle}' is an ensemble: run SCST on its member bundles, then assemble it again "
+                         "(python -m training ensemble)")
     name = manifest["name"]
     cfg = cfg if cfg.out else dataclasses.replace(cfg, out=os.path.join(runs, f"{name}-scst"))
     decoder = MergeDecoder.load(os.path.join(bundle, manifest["decoder"]["file"]), captioner.decoder.config)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .base import Encoder
+from .concat import ConcatConfig, ConcatEncoder
+from .dinov2 import DINOv2Config, DINOv2Encoder
 from .efficientnet_lite import (EfficientNetLite0Config, EfficientNetLite0Encoder, EfficientNetLite1Encoder,
                                 EfficientNetLite2Encoder, EfficientNetLiteConfig)
 from .vit_custom import ViTCustomConfig, ViTCustomEncoder
@@ -10,8 +12,9 @@ from .vit_pretrained import ViTPretrainedConfig, ViTPretrainedEncoder
 from .xception import XceptionConfig, XceptionEncoder
 
 ENCODERS: dict[str, type[Encoder]] = {
-    cls.name: cls for cls in (XceptionEncoder, ViTPretrainedEncoder, ViTCustomEncoder, EfficientNetLite0Encoder,
-                              EfficientNetLite1Encoder, EfficientNetLite2Encoder)
+    cls.name: cls for cls in (XceptionEncoder, ViTPretrainedEncoder, DINOv2Encoder, ViTCustomEncoder,
+                              EfficientNetLite0Encoder, EfficientNetLite1Encoder, EfficientNetLite2Encoder,
+                              ConcatEncoder)
 }
 
 
@@ -41,4 +44,4 @@ def build_encoder(name: str, config: dict | None = None, **kwargs) -> Encoder:
 
 
 __all__ = ["ENCODERS", "Encoder", "build_encoder", "get_encoder_class", "supported_options", "XceptionConfig", "ViTPretrainedConfig",
-           "ViTCustomConfig", "EfficientNetLiteConfig", "EfficientNetLite0Config"]
+           "DINOv2Config", "ConcatConfig", "ViTCustomConfig", "EfficientNetLiteConfig", "EfficientNetLite0Config"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from typing import Any, ClassVar, Sequence
@@ -11,7 +10,6 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 from PIL import Image
 
-from ..files import sha256_file
 from ..images import DEFAULT_LIMITS, ImageLimits, batch_arrays, load_image
 
 
@@ -101,7 +99,7 @@ class Encoder:
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()
-        if hasattr(self.config, "precision"):  # encoders whose config offers a choice of arithmetic
+        if getattr(self.config, "precision", None) is not None:  # encoders whose config offers a choice of arithmetic
             self.precision = resolve_precision(self.config.precision)
 
     # -- what the app and training ask of an encoder class ------------------------------------
@@ -119,16 +117,23 @@ class Encoder:
         return cls.config_class.from_dict(cfg)
 
     def weights_fingerprint(self) -> str:
-        """Identity of the weights, for feature caches: a file's sha256, a folder's files' sha256s, else
-        the name. Encoders whose weights come from elsewhere override it."""
-        value = getattr(self.config, self.weights_field, None)
-        if isinstance(value, str) and os.path.isfile(value):
-            return "sha256:" + sha256_file(value)
-        if isinstance(value, str) and os.path.isdir(value):
-            parts = sorted(f for f in os.listdir(value) if f.endswith((".safetensors", ".json", ".bin")))
-            digest = hashlib.sha256("".join(p + sha256_file(os.path.join(value, p)) for p in parts).encode())
-            return "dir:" + digest.hexdigest()
-        return f"name:{value}"
+        """``tensor_fingerprint`` of the network's weights ('tensors:sha256:...'): the same tensors give the same
+        value whichever file or download they came from. Bundles record it; feature caches key on it.
+        Subclasses set ``_fingerprint`` when they load their weights (or override this)."""
+        fingerprint = getattr(self, "_fingerprint", None)
+        if fingerprint is None:
+            raise NotImplementedError(f"encoder '{self.name}' does not fingerprint its weights")
+        return fingerprint
+
+    def weights_source(self) -> str:
+        """Where this instance's weights came from, in words (for messages and model cards)."""
+        return str(getattr(self, "source", None) or getattr(self.config, self.weights_field, None))
+
+    @classmethod
+    def weights_hint(cls) -> str:
+        """What to do when the weights found are not the bundle's."""
+        return (f"give the encoder the weights the bundle was built with (--weights / the {cls.weights_field!r} "
+                f"encoder option), or rebuild the bundle on these: {cls.build_hint()}")
 
     def imagenet_logits(self, features: np.ndarray) -> np.ndarray | None:
         """For encoders with an ImageNet classifier head: its logits (N, 1000) on ``features`` (N, D), the
@@ -169,7 +174,8 @@ class Encoder:
     def describe(self) -> dict:
         """Name, config and sizes, as stored in a bundle manifest."""
         return {"name": self.name, "config": self.config.to_dict(), "precision": self.precision,
-                "input_size": self.input_size, "output_dim": self.output_dim}
+                "input_size": self.input_size, "output_dim": self.output_dim,
+                "weights_fingerprint": self.weights_fingerprint()}
 
     def save_files(self, folder: str) -> list[str]:
         """Write any weights the bundle must carry; return their file names (most encoders: none)."""

@@ -24,8 +24,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import Config
-from ..files import sha256_file
 from .base import Encoder, resolve_precision
+from .weights import torch_fingerprint
 
 # TF EfficientNet-Lite normalisation (efficientnet/lite/efficientnet_lite_builder.py)
 MEAN_RGB = 127.0
@@ -135,7 +135,9 @@ class EfficientNetLiteEncoder(Encoder):
         else:
             torch.set_num_threads(os.cpu_count() or 1)
         self.torch = torch
-        self.model = fold_for_inference(build_efficientnet_lite(self.config.weights, self.variant))
+        model = build_efficientnet_lite(self.config.weights, self.variant)
+        self._fingerprint = torch_fingerprint(model)  # the checkpoint's tensors, before folding
+        self.model = fold_for_inference(model)
         if self.config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
@@ -144,11 +146,6 @@ class EfficientNetLiteEncoder(Encoder):
         if self.config.compile:
             # one static shape: partial batches are padded to batch_size, so it compiles once
             self._features = torch.compile(self._pooled, dynamic=False)
-
-    def weights_fingerprint(self) -> str:
-        if self.config.weights == "package":
-            return "sha256:" + sha256_file(package_weights_path(self.variant))
-        return super().weights_fingerprint()
 
     def to_tensor(self, batch: np.ndarray):
         """uint8 (N, H, W, 3) -> normalised float tensor (N, 3, H, W) (channels-last in memory)."""

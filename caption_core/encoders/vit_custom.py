@@ -12,6 +12,7 @@ import numpy as np
 
 from ..config import Config
 from .base import Encoder
+from .weights import tensor_fingerprint
 
 ENCODER_FILE = "encoder.keras"
 
@@ -95,14 +96,7 @@ class ViTCustomEncoder(Encoder):
         return np.asarray(self._forward(batch.astype(np.float32)))  # (N, dim)
 
     def weights_fingerprint(self) -> str:
-        if not self.config.weights or not os.path.isfile(self.config.weights):  # weights in memory only
-            import hashlib
-
-            h = hashlib.sha256()
-            for w in self.model.get_weights():
-                h.update(np.ascontiguousarray(w).tobytes())
-            return "weights:" + h.hexdigest()
-        return super().weights_fingerprint()
+        return tensor_fingerprint(self.model.get_weights())  # not cached: training code may change them
 
     def provenance(self) -> dict | None:
         """How the backbone was trained (CIFAR-10 accuracy, time, hardware): ``result.json`` beside it,

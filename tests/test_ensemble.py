@@ -1,0 +1,130 @@
+"""Ensembles: the concat encoder, the ensemble decoder, their bundle, and the training command."""
+
+import os
+
+import numpy as np
+import pytest
+
+from caption_core.decoder import DecoderConfig, EnsembleDecoder, MergeDecoder
+from caption_core.decoding import decode
+
+
+def tiny_decoders(vocab_size=9, dims=(4, 6), seed=0):
+    import keras
+
+    out = []
+    for i, d in enumerate(dims):
+        keras.utils.set_random_seed(seed + i)
+        out.append(MergeDecoder(DecoderConfig(vocab_size=vocab_size, feature_dim=d, embed_dim=8, units=8, max_length=7)))
+    return out
+
+
+def test_ensemble_step_is_the_log_of_the_mean_probability():
+    a, b = tiny_decoders()
+    ens = EnsembleDecoder([a, b], [(0, 4), (4, 10)])
+    assert ens.config.feature_dim == 10 and ens.config.vocab_size == 9
+    feats = np.random.default_rng(0).normal(size=(3, 10)).astype(np.float32)
+    tokens = np.array([1, 4, 5])
+    lp_a, _ = a.step(tokens, a.initial_state(feats[:, :4]))
+    lp_b, _ = b.step(tokens, b.initial_state(feats[:, 4:]))
+    lp, state = ens.step(tokens, ens.initial_state(feats))
+    np.testing.assert_allclose(lp, np.log((np.exp(lp_a) + np.exp(lp_b)) / 2), atol=1e-5)
+    np.testing.assert_allclose(np.exp(lp).sum(axis=1), 1.0, atol=1e-5)
+    assert len(state) == 6 and all(s.shape[0] == 3 for s in state)  # flat: every strategy reorders its rows
+
+    same = EnsembleDecoder([a, a], [(0, 4), (0, 4)])  # one decoder twice is that decoder
+    for strategy in ("greedy", "beam", "diverse_beam"):
+        one = decode(a.step, a.initial_state(feats[:, :4]), 3, strategy)
+        two = decode(same.step, same.initial_state(feats), 3, strategy)
+        assert [[h.tokens for h in r] for r in one] == [[h.tokens for h in r] for r in two]
+
+
+def test_ensemble_members_must_fit():
+    a, _ = tiny_decoders()
+    (other,) = tiny_decoders(vocab_size=11, dims=(4,))
+    with pytest.raises(ValueError, match="share the vocabulary"):
+        EnsembleDecoder([a, other], [(0, 4), (4, 8)])
+    with pytest.raises(ValueError, match="does not fit a member that reads 4 features"):
+        EnsembleDecoder([a], [(0, 5)])
+
+
+@pytest.fixture(scope="module")
+def lite_pair():
+    from caption_core.encoders import build_encoder
+
+    return [build_encoder("efficientnet_lite0", {"precision": "float32"}),
+            build_encoder("efficientnet_lite1", {"precision": "float32"})]
+
+
+def test_concat_encoder_is_its_members_side_by_side(lite_pair):
+    from PIL import Image
+
+    from caption_core.encoders import build_encoder
+
+    lite0, lite1 = lite_pair
+    members = ({"name": "efficientnet_lite0", "config": {"precision": "float32"}},
+               {"name": "efficientnet_lite1", "config": {}})
+    enc = build_encoder("concat", {"members": members, "precision": "float32"})
+    assert enc.input_size == 224 and enc.output_dim == 2560 and enc.slices == [(0, 1280), (1280, 2560)]
+    assert enc.members[1].precision == "float32"  # the override reached the member
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    # a photo at the smallest member size: each member sees exactly what it sees alone
+    np.testing.assert_allclose(enc.encode([photo]), np.concatenate([lite0.encode([photo]), lite1.encode([photo])], 1),
+                               atol=1e-5)
+    np.testing.assert_allclose(enc.imagenet_logits(enc.encode([photo])), lite0.classify(lite0.preprocess([photo])),
+                               atol=1e-3)
+    swapped = build_encoder("concat", {"members": members[::-1], "precision": "float32"})
+    assert swapped.weights_fingerprint() != enc.weights_fingerprint()  # order is part of what the decoders read
+    with pytest.raises(ValueError, match="needs at least one member"):
+        build_encoder("concat", {"members": ()})
+    with pytest.raises(ValueError, match="a concat member is"):
+        build_encoder("concat", {"members": ({"encoder": "xception"},)})
+
+
+def test_an_ensemble_bundle_round_trips_and_its_command_checks_members(tmp_path, lite_pair):
+    from caption_core.bundle import BundleError, load_bundle, save_bundle
+    from caption_core.captioner import Captioner
+    from caption_core.text import Vocabulary, clean_caption
+    from training.ensemble import assemble
+
+    vocab = Vocabulary.build([clean_caption(c) for c in ["a dog runs", "a cat sits on a mat", "two dogs play"]])
+    decoders = tiny_decoders(vocab_size=len(vocab), dims=(1280, 1280))
+    folders = []
+    for i, (enc, dec) in enumerate(zip(lite_pair, decoders)):
+        folders.append(str(tmp_path / f"member{i}"))
+        save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab,
+                    default_decoding={"strategy": "beam", "options": {"beam_width": 2}})
+    captioner, manifests = assemble(folders)
+    assert [m["name"] for m in manifests] == ["member0", "member1"]
+    photos = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(2)]
+    expected = [r.captions[0].text for r in captioner.caption(photos)]
+
+    folder = str(tmp_path / "ens")
+    save_bundle(folder, encoder=captioner.encoder, decoder=captioner.decoder, vocab=vocab,
+                default_decoding=captioner.manifest["default_decoding"])
+    assert sorted(f for f in os.listdir(folder) if f.endswith(".keras")) == ["decoder_0.keras", "decoder_1.keras"]
+    again = Captioner.from_bundle(folder)
+    assert isinstance(again.decoder, EnsembleDecoder) and again.encoder.name == "concat"
+    assert [r.captions[0].text for r in again.caption(photos)] == expected
+    shared = {}  # a server holding the members and the ensemble keeps one copy of each network
+    alone = [Captioner.from_bundle(f, shared_encoders=shared) for f in folders]
+    both = Captioner.from_bundle(folder, shared_encoders=shared)
+    assert [m is a.encoder for m, a in zip(both.encoder.members, alone)] == [True, True] and len(shared) == 2
+    assert [r.captions[0].text for r in both.caption(photos)] == expected
+
+    other = Vocabulary.build([clean_caption(c) for c in ["a bird flies", "a horse runs"]])
+    odd = str(tmp_path / "odd")
+    (dec,) = tiny_decoders(vocab_size=len(other), dims=(1280,))
+    save_bundle(odd, encoder=lite_pair[0], decoder=dec, vocab=other)
+    with pytest.raises(ValueError, match="another vocabulary"):
+        assemble([folders[0], odd])
+    with pytest.raises(ValueError, match="two or more"):
+        assemble(folders[:1])
+
+    from training.scst import SCSTConfig, scst_bundle
+
+    with pytest.raises(ValueError, match="is an ensemble: run SCST on its member bundles"):
+        scst_bundle(folder, SCSTConfig(), "unused")
+    os.remove(os.path.join(folder, "decoder_1.keras"))
+    with pytest.raises(BundleError, match="'decoder_1.keras' is missing"):
+        load_bundle(folder)

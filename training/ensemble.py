@@ -1,0 +1,89 @@
+"""``python -m training ensemble``: several trained bundles served as one.
+
+The members must share their vocabulary (bundles trained on the same captions with the same minimum count
+do). The ensemble bundle holds each member's decoder and a ``concat`` encoder of the members' encoders; each
+decoding step averages the members' next-word probabilities (``EnsembleDecoder``). Nothing is trained: the
+members' own training (cross-entropy, then SCST) is recorded, and the test split is scored with the
+strategies of ``build``. Its default decoding is then chosen on dev by ``python -m training tune``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from caption_core.bundle import load_bundle, save_bundle, test_metrics
+from caption_core.captioner import Captioner
+from caption_core.decoder import EnsembleDecoder, MergeDecoder
+from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
+
+from .common import command_line, git_commit, machine, versions
+from .evaluate import captions_file, evaluate_split, metrics_key, write_captions
+from .features import extract_features
+
+
+def assemble(bundles: list[str]):
+    """-> (Captioner of the ensemble, member manifests). ValueError when the members cannot be one model."""
+    if len(bundles) < 2:
+        raise ValueError("an ensemble needs two or more bundles")
+    parts = [load_bundle(b) for b in bundles]  # each member's checksums and encoder fingerprint are verified
+    manifests = [p[0] for p in parts]
+    vocab = parts[0][3]
+    for (manifest, encoder, _, other, folder) in parts[1:]:
+        if other.id_to_word != vocab.id_to_word:
+            raise ValueError(f"bundle '{folder}' has another vocabulary than '{bundles[0]}': ensemble members must share "
+                             "theirs (train them on the same captions with the same --min-count)")
+        if manifest.get("training", {}).get("blind"):
+            raise ValueError(f"bundle '{folder}' is a language-only baseline, not a member for an ensemble")
+    encoders = [p[1] for p in parts]
+    encoder = ConcatEncoder(ConcatConfig(members=tuple({"name": e.name, "config": e.describe()["config"]}
+                                                       for e in encoders)), members=encoders)
+    decoders = [MergeDecoder.load(os.path.join(folder, m["decoder"]["file"]), dec.config)
+                for (m, _, dec, _, folder) in parts]
+    decoder = EnsembleDecoder(decoders, encoder.slices)
+    best = manifests[0].get("default_decoding") or {"strategy": "beam", "options": {"beam_width": 3}}
+    manifest = {"default_decoding": {"strategy": best["strategy"], "options": dict(best.get("options") or {})}}
+    return Captioner(encoder, decoder, vocab, manifest), manifests
+
+
+def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weights", cache: str = "cache",
+                   strategies=("greedy", "beam")) -> str:
+    from .build import dataset_name, load_splits, refresh_card
+
+    t0 = time.perf_counter()
+    captioner, manifests = assemble(bundles)
+    captioner.name = name
+    test = load_splits(dataset, ["test"])["test"]
+    feats, valid = extract_features(captioner.encoder, test, dataset, "test", cache)
+    key = metrics_key(dataset_name(dataset), "test", captioner.encoder.precision)
+    metrics, files, tmp = {}, {}, os.path.join(cache, f"{name}-captions")
+    os.makedirs(tmp, exist_ok=True)
+    for strategy in strategies:
+        opts = captioner.decoding(strategy)[1].to_dict()
+        scores, captions = evaluate_split(captioner, test, feats, valid, strategy, **opts)
+        scores["options"] = opts
+        metrics.setdefault(key, {})[strategy] = scores
+        fname = captions_file("test", strategy, captioner.encoder.precision)
+        write_captions(os.path.join(tmp, fname), name, key, strategy, opts, captions)
+        files[fname] = os.path.join(tmp, fname)
+        print(f"test [{strategy}]: " + ", ".join(f"{k} {scores[k]:.3f}" for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L",
+                                                                                   "CIDEr") if k in scores), flush=True)
+    first = manifests[0].get("training", {})
+    training = {
+        "dataset": dataset, "dataset_name": dataset_name(dataset), "blind": False,
+        "train_images": first.get("train_images"), "train_captions": first.get("train_captions"),
+        "ensemble": [{"bundle": m["name"], "encoder": m["encoder"]["name"],
+                      "weights_fingerprint": m["encoder"].get("weights_fingerprint"),
+                      "decoder_sha256": m["files"][m["decoder"]["file"]],
+                      "scst": bool(m.get("training", {}).get("scst")),
+                      "test": {k: test_metrics(m).get(k) for k in ("BLEU-4", "CIDEr")}} for m in manifests],
+        "combination": "mean of the members' next-word probabilities at every step",
+        "command": command_line(), "machine": machine(), "versions": versions(), "git_commit": git_commit(),
+        "total_seconds": round(time.perf_counter() - t0, 1)}
+    folder = os.path.join(out, name)
+    save_bundle(folder, encoder=captioner.encoder, decoder=captioner.decoder, vocab=captioner.vocab,
+                training=training, metrics=metrics, default_decoding=captioner.manifest["default_decoding"],
+                extra_files=files)
+    refresh_card(folder)
+    print(f"bundle written: {folder}", flush=True)
+    return folder
