@@ -191,6 +191,8 @@ def test_xception_gives_the_same_tensors_from_an_h5_and_from_a_wheel_archive(tmp
     assert a.weights_source() == "path"
     imgs = [np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8) for i in range(2)]
     np.testing.assert_allclose(a.encode(imgs), b.encode(imgs), atol=1e-5)
+    frozen = build_encoder("xception", {"weights": h5, "precision": "float32", "frozen_graph": True})
+    np.testing.assert_allclose(frozen.encode(imgs), a.encode(imgs), atol=1e-4)  # the batch norms folded: rounding only
     c = build_encoder("xception", {"weights": None, "precision": "float32"})
     assert c.weights_fingerprint() != a.weights_fingerprint()
 

@@ -13,9 +13,9 @@ Where the ImageNet weights come from (``weights='imagenet'``), in this order:
 ``weights='keras'`` or ``'package'`` asks for one source only. Every source yields the same tensors, so one
 ``tensor_fingerprint``; bundles record it and refuse other weights.
 
-Inference runs a frozen graph (weights as constants, so TensorFlow's grappler folds the batch norms
-into the convolutions and fuses the ReLUs for oneDNN: about 10% faster), in batches, and in
-bfloat16 (Keras ``mixed_bfloat16``: float32 weights, bf16 arithmetic) where the CPU multiplies bf16
+Inference runs the model's traced graph (``frozen_graph=True``: weights as constants, so TensorFlow's
+grappler folds the batch norms into the convolutions and fuses the ReLUs for oneDNN: about 10% faster, but
+1.4 GB more resident memory, so only for extraction runs), in batches, and in bfloat16 (Keras ``mixed_bfloat16``: float32 weights, bf16 arithmetic) where the CPU multiplies bf16
 natively (``precision='auto'``). Speeds: benchmarks/RESULTS.md.
 """
 
@@ -45,6 +45,8 @@ class XceptionConfig(Config):
     weights: str | None = "imagenet"  # 'imagenet' (path order in the module doc), 'keras', 'package', a file, or None/'random'
     batch_size: int = 16  # images per forward pass
     precision: str = "auto"  # 'float32', 'bfloat16' (mixed_bfloat16) or 'auto': bfloat16 where the CPU has it natively
+    frozen_graph: bool = False  # fold the batch norms into a frozen graph: ~10% more images/s, but +1.4 GB resident
+    # after the first forward pass (+56 MB without); worth it for long extractions, not in a server
 
     def __post_init__(self):
         resolve_precision(self.precision)  # raises on an unknown name
@@ -79,7 +81,7 @@ class XceptionEncoder(Encoder):
         self._fingerprint = tensor_fingerprint(self.model.get_weights())
         if self.precision == "bfloat16":
             self.model = with_dtype_policy(self.model, "mixed_bfloat16")
-        self._forward = frozen_forward(self.model)
+        self._forward = frozen_forward(self.model) if self.config.frozen_graph else compiled_forward(self.model)
 
     @classmethod
     def weights_hint(cls) -> str:
@@ -128,6 +130,14 @@ def with_dtype_policy(model, policy: str):
         model, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": policy}))
     clone.set_weights(model.get_weights())
     return clone
+
+
+def compiled_forward(model):
+    """x (N, H, W, 3) float32 -> (N, D): the model's inference graph, traced once (``tf.function``)."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: fn(tf.constant(x))
 
 
 def frozen_forward(model):
