@@ -128,3 +128,28 @@ def test_an_ensemble_bundle_round_trips_and_its_command_checks_members(tmp_path,
     os.remove(os.path.join(folder, "decoder_1.keras"))
     with pytest.raises(BundleError, match="'decoder_1.keras' is missing"):
         load_bundle(folder)
+
+
+def test_the_ensemble_command_scores_and_writes_a_bundle(tmp_path, lite_pair):
+    from caption_core.bundle import read_manifest, save_bundle
+    from caption_core.captioner import Captioner
+    from caption_core.text import Vocabulary, clean_caption
+    from helpers import make_flickr
+    from training.__main__ import main
+
+    data = make_flickr(tmp_path / "flickr", per_split=(4, 2, 3), bad=False)
+    vocab = Vocabulary.build([clean_caption(c) for c in ["a red square", "a blue square", "a green square"]])
+    folders = []
+    for i, (enc, dec) in enumerate(zip(lite_pair, tiny_decoders(vocab_size=len(vocab), dims=(1280, 1280)))):
+        folders.append(str(tmp_path / "weights" / f"m{i}"))
+        save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab)
+    assert main(["ensemble", *folders, "--name", "both", "--out", str(tmp_path / "weights"), "--dataset", data,
+                 "--cache", str(tmp_path / "cache")]) == 0
+    manifest = read_manifest(str(tmp_path / "weights" / "both"))
+    assert [m["bundle"] for m in manifest["training"]["ensemble"]] == ["m0", "m1"]
+    scores = next(iter(manifest["metrics"].values()))
+    assert set(scores) == {"greedy", "beam"} and scores["beam"]["images"] == 3
+    assert manifest["encoder"]["name"] == "concat" and len(manifest["decoder"]["members"]) == 2
+    card = open(tmp_path / "weights" / "both" / "README.md").read()
+    assert "An ensemble of 2 bundles" in card and "| m0 | efficientnet_lite0 |" in card
+    Captioner.from_bundle(str(tmp_path / "weights" / "both"))  # loads, fingerprints checked
