@@ -477,6 +477,15 @@ def test_scst_raises_the_reward_and_resumes(flickr, tmp_path, monkeypatch):
     monkeypatch.setattr(mod.SCSTTrainer, "run_epoch", real)
     resumed = scst_bundle(bundle, scst(tmp_path / "b"), out=str(tmp_path / "out_b"), **common)
     np.testing.assert_allclose([h["train_reward"] for h in resumed["state"]["history"][1:]], rewards, rtol=1e-3)
+    import dataclasses
+
+    longer = scst_bundle(bundle, dataclasses.replace(scst(tmp_path / "b"), epochs=4), out=str(tmp_path / "out_b"),
+                         **common)  # a finished run extended by one epoch: it goes on from its last checkpoint
+    assert [h["epoch"] for h in longer["state"]["history"]] == [0, 1, 2, 3, 4]
+    assert longer["state"]["extended"] == [{"epochs_done": 3, "from": 3, "to": 4}]
+    with pytest.raises(ValueError, match="only --epochs may change"):
+        scst_bundle(bundle, dataclasses.replace(scst(tmp_path / "b"), learning_rate=0.5), out=str(tmp_path / "out_b"),
+                    **common)
     if straight["exported"]:
         m = verify_bundle(str(tmp_path / "out_a"))
         assert m["training"]["scst"]["best_epoch"] == straight["state"]["best_epoch"] > 0

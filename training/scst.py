@@ -210,8 +210,14 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: MergeDecoder, train_examples
     ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
     state = read_json(state_path) if resume else None
     if state is not None and state.get("config") != cfg.to_dict():
-        raise ValueError(f"resume: the run in {cfg.out} was made with other options; use the same ones or "
-                         "another --out (or --no-resume)")
+        made = dict(state.get("config") or {})
+        if {**made, "epochs": cfg.epochs} != cfg.to_dict():  # only --epochs may change: the run extended (or cut)
+            raise ValueError(f"resume: the run in {cfg.out} was made with other options; use the same ones (only "
+                             "--epochs may change) or another --out (or --no-resume)")
+        log.info("resuming with %d epochs at most instead of %d", cfg.epochs, made.get("epochs"))
+        state["extended"] = state.get("extended", []) + [{"epochs_done": state["epochs_done"], "from": made.get("epochs"),
+                                                          "to": cfg.epochs}]
+        state["config"] = cfg.to_dict()
     set_seeds(cfg.seed)
     captioner.decoder = decoder  # decode with the weights being trained
     trainer = SCSTTrainer(cfg, decoder)
