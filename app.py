@@ -142,26 +142,32 @@ def encoder_table(service: CaptionService) -> str:
     return "\n".join(lines)
 
 
-def probe_table(path: str = os.path.join(HERE, "benchmarks", "probes.json")) -> str:
-    """The linear probes (``python -m training probe``): CIFAR-10 accuracy of each encoder's features, pretrained
-    and randomly initialised, and its float32 extraction speed; '' when they were not run."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
+def probe_table(folder: str = os.path.join(HERE, "benchmarks")) -> str:
+    """The linear probes (``python -m training probe``: CIFAR-10 accuracy of each encoder's features, pretrained
+    and randomly initialised) beside each encoder's float32 extraction speed (``benchmarks/encoder_speed.py``);
+    '' when the probes were not run."""
+    def read(name: str) -> dict:
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    report, speeds = read("probes.json"), {r["encoder"]: r for r in read("encoder_speed.json").get("rows", [])}
+    if not report.get("rows"):
         return ""
     by = {}
-    for r in report.get("rows", []):
+    for r in report["rows"]:
         by.setdefault(r["encoder"], {})[r["weights"]] = r
     sub = report.get("subset", {})
     lines = [f"**Are the features pretrained?** A logistic regression on each encoder's features, fit on "
              f"{sub.get('train_images')} CIFAR-10 train photos and scored on {sub.get('test_images')} test photos "
              f"({sub.get('train', '')}); the control is the same network randomly initialised.", "",
-             "| encoder | pretrained | random init | images/s (float32, this machine) |", "|---|---|---|---|"]
+             "| encoder | pretrained | random init | images/s (float32, 2 cores) |", "|---|---|---|---|"]
     for enc, kinds in by.items():
         cells = [f"{kinds[k]['accuracy']:.1%}" if "accuracy" in kinds.get(k, {}) else
                  ("not available here" if k in kinds else "-") for k in ("pretrained", "random init")]
-        speed = kinds.get("pretrained", {}).get("images_per_second_float32")
+        speed = speeds.get(enc, {}).get("images_per_second")
         lines.append(f"| {enc} | {cells[0]} | {cells[1]} | {speed if speed else '-'} |")
     return "\n".join(lines)
 

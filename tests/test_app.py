@@ -1,5 +1,6 @@
 """The app's handlers, called directly: captions, references, options, compare, explain, cards."""
 
+import json
 import os
 
 import numpy as np
@@ -155,3 +156,16 @@ def test_messages_never_show_server_paths(tiny_parts, tmp_path):
     with pytest.raises(gr.Error) as err:
         handlers.caption(str(upload), "broken")
     assert "'holiday.jpg'" in str(err.value) and str(tmp_path) not in str(err.value)
+
+
+def test_the_encoders_tab_shows_the_probes_with_the_speeds(tmp_path):
+    (tmp_path / "probes.json").write_text(json.dumps({
+        "subset": {"train_images": 500, "test_images": 500, "train": "first 50 photos per class"},
+        "rows": [{"encoder": "xception", "weights": "pretrained", "accuracy": 0.716},
+                 {"encoder": "xception", "weights": "random init", "accuracy": 0.301},
+                 {"encoder": "vit_pretrained", "weights": "pretrained", "error": "OfflineError: ..."}]}))
+    (tmp_path / "encoder_speed.json").write_text(json.dumps({"rows": [{"encoder": "xception", "images_per_second": 10.4}]}))
+    table = app.probe_table(str(tmp_path))
+    assert "| xception | 71.6% | 30.1% | 10.4 |" in table
+    assert "| vit_pretrained | not available here | - | - |" in table
+    assert app.probe_table(str(tmp_path / "none")) == ""
