@@ -28,7 +28,7 @@ BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"  # the last hidden state,
 
 
 def photos(n: int) -> tuple[list, str]:
-    folder = os.path.join(ROOT, "..", "shared", "data", "flickr8k", "images")
+    folder = os.path.join(ROOT, "..", "shared", "data", "flickr8k", "Images")
     files = sorted(glob.glob(os.path.join(folder, "*.jpg")))[:n]
     if len(files) == n:
         return files, "Flickr8k photos (first by name)"

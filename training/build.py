@@ -130,12 +130,14 @@ def _guidance_section(g: dict) -> list[str]:
 def _ensemble_lines(t: dict) -> list[str]:
     lines = [f"- An ensemble of {len(t['ensemble'])} bundles trained on `{t.get('dataset')}` "
              f"({t.get('train_images')} train images): {t.get('combination')}. Nothing was trained for it.",
-             f"- Command: `{t.get('command')}`.", "", "| member | encoder | SCST | its test BLEU-4 | its test CIDEr |",
-             "|---|---|---|---|---|"]
+             f"- Command: `{t.get('command')}`.", "",
+             "| member | encoder | SCST | its test BLEU-4 | its test CIDEr | with its default decoding |",
+             "|---|---|---|---|---|---|"]
     for m in t["ensemble"]:
         test = m.get("test") or {}
         lines.append(f"| {m['bundle']} | {m['encoder']} | {'yes' if m.get('scst') else 'no'} | "
-                     + " | ".join(f"{test[k]:.3f}" if test.get(k) is not None else "-" for k in ("BLEU-4", "CIDEr")) + " |")
+                     + " | ".join(f"{test[k]:.3f}" if test.get(k) is not None else "-" for k in ("BLEU-4", "CIDEr"))
+                     + f" | {test.get('decoding', '-')} |")
     return lines + [""]
 
 

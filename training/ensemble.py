@@ -46,6 +46,19 @@ def assemble(bundles: list[str]):
     return Captioner(encoder, decoder, vocab, manifest), manifests
 
 
+def member_record(m: dict) -> dict:
+    """What an ensemble records of a member bundle: its name, encoder, weights, decoder checksum, and its own test
+    scores with its own default decoding."""
+    default = (m.get("default_decoding") or {}).get("strategy", "beam")
+    by_strategy = test_metrics(m)
+    scores = by_strategy.get(default) or by_strategy.get("beam") or {}
+    return {"bundle": m["name"], "encoder": m["encoder"]["name"],
+            "weights_fingerprint": m["encoder"].get("weights_fingerprint"),
+            "decoder_sha256": m["files"][m["decoder"]["file"]], "scst": bool(m.get("training", {}).get("scst")),
+            "test": {"decoding": default if default in by_strategy else "beam",
+                     **{k: scores.get(k) for k in ("BLEU-4", "CIDEr")}}}
+
+
 def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weights", cache: str = "cache",
                    strategies=("greedy", "beam")) -> str:
     from .build import dataset_name, load_splits, refresh_card
@@ -72,11 +85,7 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     training = {
         "dataset": dataset, "dataset_name": dataset_name(dataset), "blind": False,
         "train_images": first.get("train_images"), "train_captions": first.get("train_captions"),
-        "ensemble": [{"bundle": m["name"], "encoder": m["encoder"]["name"],
-                      "weights_fingerprint": m["encoder"].get("weights_fingerprint"),
-                      "decoder_sha256": m["files"][m["decoder"]["file"]],
-                      "scst": bool(m.get("training", {}).get("scst")),
-                      "test": {k: test_metrics(m).get(k) for k in ("BLEU-4", "CIDEr")}} for m in manifests],
+        "ensemble": [member_record(m) for m in manifests],
         "combination": "mean of the members' next-word probabilities at every step",
         "command": command_line(), "machine": machine(), "versions": versions(), "git_commit": git_commit(),
         "total_seconds": round(time.perf_counter() - t0, 1)}
