@@ -536,3 +536,21 @@ def test_linear_probe_separates_what_features_carry(tmp_path, monkeypatch):
         {k: r["images_per_second_float32"] for k, r in rows.items()}
     with pytest.raises(ValueError, match="no probe settings for encoder 'resnet'"):
         probe_mod.probe(cfg, ["resnet"])
+
+
+def test_scst_selects_a_guided_bundle_on_its_beam_search(flickr, tiny_parts):
+    """A bundle whose default is guided decoding, with an encoder that has no classifier (vit_custom): SCST's dev
+    scores decode features alone, so they use the default's beam search (guidance is chosen after training)."""
+    from caption_core.captioner import Captioner
+    from training.datasets import load_captions
+    from training.scst import dev_scores
+
+    enc, dec, vocab = tiny_parts
+    cap = Captioner(enc, dec, vocab, {"default_decoding": {"strategy": "guided", "options": {"beam_width": 2,
+                                                                                             "guide_threshold": 0.2}}})
+    examples = [e for e in load_captions(flickr, "dev") if os.path.exists(e.image)]
+    feats = enc.encode([e.image for e in examples])
+    with pytest.raises(ValueError, match="has no ImageNet classifier"):
+        cap.decode(feats, "guided")  # what SCST tripped over
+    row = dev_scores(cap, examples, feats, np.ones(len(examples), bool))
+    assert set(row) >= {"CIDEr", "distinct_share"} and 0.0 <= row["CIDEr"]

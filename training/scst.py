@@ -190,6 +190,8 @@ def dev_scores(captioner, examples, feats: np.ndarray, valid: np.ndarray, limit:
     if limit:
         examples, feats, valid = examples[:limit], feats[:limit], valid[:limit]
     strategy, opts = captioner.decoding()
+    if strategy.guided:  # guidance is chosen after training (python -m training guide) and needs the photos where
+        strategy, opts = captioner.decoding("beam")  # the encoder has no classifier: select on its beam search
     scores, _ = evaluate_split(captioner, examples, feats, valid, strategy.name, meteor=False, **opts.to_dict())
     stats = scores["caption_statistics"]
     return {"BLEU-4": round(scores["BLEU-4"], 4), "CIDEr": round(scores["CIDEr"], 4),
