@@ -554,3 +554,15 @@ def test_scst_selects_a_guided_bundle_on_its_beam_search(flickr, tiny_parts):
         cap.decode(feats, "guided")  # what SCST tripped over
     row = dev_scores(cap, examples, feats, np.ones(len(examples), bool))
     assert set(row) >= {"CIDEr", "distinct_share"} and 0.0 <= row["CIDEr"]
+
+
+def test_scst_eligibility_keeps_diversity_where_the_model_started():
+    from training.scst import SCSTConfig, eligible
+
+    cfg = SCSTConfig()
+    row = lambda share, dangling=0: {"distinct_share": share, "dangling_endings": dangling}  # noqa: E731
+    assert eligible(cfg, row(0.75)) and not eligible(cfg, row(0.69)) and not eligible(cfg, row(0.9, 1))
+    strong, weak = row(0.8), row(0.37)  # cross-entropy models: Lite0-like, and a weak encoder's
+    assert not eligible(cfg, row(0.69), strong)  # a strong model may not fall under 70%
+    assert eligible(cfg, row(0.41), weak) and eligible(cfg, weak, weak)  # a weak one may not lose diversity...
+    assert not eligible(cfg, row(0.36), weak)  # ...but need not reach 70% either

@@ -56,7 +56,8 @@ class SCSTConfig(Config):
     temperature: float = 1.0  # sampling temperature (1 = the model's own distribution: on-policy)
     clipnorm: float = 5.0  # gradient clipping (global norm per variable)
     patience: int = 2  # stop after this many epochs without a better dev CIDEr
-    min_distinct: float = 0.7  # never choose an epoch whose dev captions are less distinct than this share
+    min_distinct: float = 0.7  # never choose an epoch whose dev captions are less distinct than this share (or than
+    # the cross-entropy model's, where that is lower: a weak encoder's SCST may not cost diversity either)
     max_dangling: int = 0  # never choose an epoch with more dev captions ending on 'with a', 'of the', ...
     end_token: bool = True  # reward <end> as a word of the caption (discourages captions cut mid-phrase)
     xe_weight: float = 0.2  # plus this times the cross-entropy of one reference caption per photo (0: pure SCST; without it the dev captions collapsed to 59% distinct in 2 epochs)
@@ -198,8 +199,12 @@ def dev_scores(captioner, examples, feats: np.ndarray, valid: np.ndarray, limit:
             **{k: stats[k] for k in ("distinct_share", "words_used", "dangling_endings")}}
 
 
-def eligible(cfg: SCSTConfig, row: dict) -> bool:
-    return row["distinct_share"] >= cfg.min_distinct and row["dangling_endings"] <= cfg.max_dangling
+def eligible(cfg: SCSTConfig, row: dict, start: dict | None = None) -> bool:
+    """Whether an epoch's dev captions may be chosen: as distinct as ``min_distinct``, or, where the cross-entropy
+    model (``start``) was already less distinct than that, at least as distinct as it (SCST may not cost
+    diversity); and no more dangling endings than ``max_dangling``."""
+    floor = cfg.min_distinct if start is None else min(cfg.min_distinct, start["distinct_share"])
+    return row["distinct_share"] >= floor and row["dangling_endings"] <= cfg.max_dangling
 
 
 def train_scst(cfg: SCSTConfig, captioner, decoder: MergeDecoder, train_examples, train_feats, train_valid,
@@ -242,7 +247,7 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: MergeDecoder, train_examples
         state = {"config": cfg.to_dict(), "epochs_done": 0, "best_epoch": 0, "best_dev_cider": None,
                  "bad_epochs": 0, "history": [{"epoch": 0, **start}], "stopped": None,
                  "train_images": int(len(photos))}
-        if eligible(cfg, start):
+        if eligible(cfg, start, start):
             state["best_dev_cider"] = start["CIDEr"]
         save_keras_atomic(trainer.model, best_path)  # epoch 0: the cross-entropy model
         print(f"SCST from the cross-entropy model: dev {_row(start)}", flush=True)
@@ -253,7 +258,7 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: MergeDecoder, train_examples
         epoch = state["epochs_done"] + 1
         stats = trainer.run_epoch(train_feats, photos, rewards, np.random.default_rng([cfg.seed, epoch]), references)
         dev = dev_scores(captioner, dev_examples, dev_feats, dev_valid, cfg.dev_limit)
-        ok = eligible(cfg, dev)
+        ok = eligible(cfg, dev, state["history"][0])
         improved = ok and (state["best_dev_cider"] is None or dev["CIDEr"] > state["best_dev_cider"])
         if improved:
             save_keras_atomic(trainer.model, best_path)
