@@ -23,7 +23,6 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"  # the last hidden state, before the saliency decoder
 
 
 def photos(n: int) -> tuple[list, str]:
@@ -37,16 +36,27 @@ def photos(n: int) -> tuple[list, str]:
     return [imgs[i % len(imgs)] for i in range(n)], "scikit-image photos"
 
 
+def backbone_output(graph) -> str:
+    """The name of the backbone's last hidden state in the ONNX graph: the output of the Add that applies the
+    final layer norm's bias (the saliency decoder reads it)."""
+    outs = [n.output[0] for n in graph.node if n.op_type == "Add" and "backbone.layernorm.bias" in n.input]
+    if len(outs) != 1:
+        raise ValueError(f"expected one final layer-norm output in the ONNX graph, found {len(outs)}")
+    return outs[0]
+
+
 def onnx_backbone_session(path: str, threads: int):
+    """An onnxruntime session of the ONNX model cut after its backbone: -> (session, its output's name)."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(path)
+    name = backbone_output(model.graph)
     del model.graph.output[:]
-    model.graph.output.extend([onnx.helper.make_tensor_value_info(BACKBONE_OUTPUT, onnx.TensorProto.FLOAT, None)])
+    model.graph.output.extend([onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]), name
 
 
 def main(argv=None) -> int:
@@ -65,7 +75,7 @@ def main(argv=None) -> int:
 
     threads = os.cpu_count() or 1
     enc = build_encoder("dinov2", {"precision": "float32", "batch_size": args.batch})
-    session = onnx_backbone_session(installed_file(WHEEL, WHEEL_FILE, WHEEL_INSTALL), threads)
+    session, output = onnx_backbone_session(installed_file(WHEEL, WHEEL_FILE, WHEEL_INSTALL), threads)
     items, what = photos(args.photos)
     batch = enc.preprocess([load_image(p) for p in items])  # (N, 224, 224, 3) uint8
     x = ((batch.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).copy()  # (N, 3, S, S)
@@ -77,7 +87,7 @@ def main(argv=None) -> int:
             return enc.model(pixel_values=torch.from_numpy(chunk)).last_hidden_state.numpy()  # (B, 257, 384)
 
     def run_onnx(chunk):
-        return session.run([BACKBONE_OUTPUT], {"input_image": chunk})[0]  # (B, 257, 384)
+        return session.run([output], {"input_image": chunk})[0]  # (B, 257, 384)
 
     chunks = [x[i:i + args.batch] for i in range(0, len(x), args.batch)]
     t_states = np.concatenate([run_torch(c) for c in chunks])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import time
 
 
@@ -20,7 +19,7 @@ from caption_core.text import Vocabulary
 from .card import CURVE_FILE, hub_metadata, training_curve
 from .common import command_line, git_commit, machine, read_json, versions, write_json
 from .datasets import LoadReport, load_captions
-from .evaluate import METRICS, captions_file, evaluate_split, metrics_key, write_captions
+from .evaluate import METRICS, score_test
 from .features import cache_dir, extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
@@ -252,19 +251,8 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "encoder": encoder.describe(), "decoder": {"config": decoder.config.to_dict()},
                 "vocabulary": {"size": len(vocab)}}
     captioner = Captioner(encoder, decoder, vocab, manifest, name)
-    metrics, caption_files = {}, {}
-    tmp = tempfile.mkdtemp(prefix="captions-")
-    split_key = metrics_key(dataset_name(cfg.dataset), "test", encoder.precision)
-    for strategy in cfg.strategies:
-        opts = captioner.decoding(strategy)[1].to_dict()  # the default options, as this strategy reads them
-        scores, captions = evaluate_split(captioner, splits["test"], *feats["test"], strategy, **opts)
-        scores["options"] = opts
-        metrics.setdefault(split_key, {})[strategy] = scores
-        fname = captions_file("test", strategy, encoder.precision)
-        write_captions(os.path.join(tmp, fname), name, split_key, strategy, opts, captions)
-        caption_files[fname] = os.path.join(tmp, fname)
-        print(f"test [{strategy}]: " + ", ".join(f"{k} {scores[k]:.3f}" for k in
-                                                 ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr") if k in scores), flush=True)
+    metrics, caption_files, _ = score_test(captioner, name, dataset_name(cfg.dataset), splits["test"], *feats["test"],
+                                           cfg.strategies)
     training["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(os.path.join(run_dir, "metrics.json"), {"name": name, "metrics": metrics, "training": training})
     if train_cfg.blind:  # the language-only baseline: its scores are what it is for, not a bundle to serve

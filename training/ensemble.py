@@ -18,7 +18,7 @@ from caption_core.decoder import EnsembleDecoder, MergeDecoder
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 
 from .common import command_line, git_commit, machine, versions
-from .evaluate import captions_file, evaluate_split, metrics_key, write_captions
+from .evaluate import score_test
 from .features import extract_features
 
 
@@ -68,19 +68,7 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     captioner.name = name
     test = load_splits(dataset, ["test"])["test"]
     feats, valid = extract_features(captioner.encoder, test, dataset, "test", cache)
-    key = metrics_key(dataset_name(dataset), "test", captioner.encoder.precision)
-    metrics, files, tmp = {}, {}, os.path.join(cache, f"{name}-captions")
-    os.makedirs(tmp, exist_ok=True)
-    for strategy in strategies:
-        opts = captioner.decoding(strategy)[1].to_dict()
-        scores, captions = evaluate_split(captioner, test, feats, valid, strategy, **opts)
-        scores["options"] = opts
-        metrics.setdefault(key, {})[strategy] = scores
-        fname = captions_file("test", strategy, captioner.encoder.precision)
-        write_captions(os.path.join(tmp, fname), name, key, strategy, opts, captions)
-        files[fname] = os.path.join(tmp, fname)
-        print(f"test [{strategy}]: " + ", ".join(f"{k} {scores[k]:.3f}" for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L",
-                                                                                   "CIDEr") if k in scores), flush=True)
+    metrics, files, _ = score_test(captioner, name, dataset_name(dataset), test, feats, valid, strategies)
     first = manifests[0].get("training", {})
     training = {
         "dataset": dataset, "dataset_name": dataset_name(dataset), "blind": False,

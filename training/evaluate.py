@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -123,3 +125,24 @@ def write_captions(path: str, bundle: str, split: str, strategy: str, options: d
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"bundle": bundle, "split": split, "strategy": strategy, "options": options, "captions": captions},
                   f, indent=1, ensure_ascii=False)
+
+
+def score_test(captioner, name: str, dataset: str, examples, features: np.ndarray, valid: np.ndarray,
+               strategies, tag: str | None = None) -> tuple[dict, dict, dict]:
+    """The test split captioned with each of ``strategies`` (the bundle's default options, as each reads them)
+    and scored: -> (metrics {metrics key: {strategy: scores}}, caption files {name in the bundle: a temporary
+    path}, the last strategy's captions). What build, scst and ensemble record in a bundle."""
+    key = metrics_key(dataset, "test", captioner.encoder.precision)
+    tmp = tempfile.mkdtemp(prefix="captions-")
+    metrics, files, captions = {}, {}, {}
+    for strategy in strategies:
+        opts = captioner.decoding(strategy)[1].to_dict()
+        scores, captions = evaluate_split(captioner, examples, features, valid, strategy, **opts)
+        scores["options"] = opts
+        metrics.setdefault(key, {})[strategy] = scores
+        fname = captions_file("test", strategy, captioner.encoder.precision)
+        write_captions(os.path.join(tmp, fname), name, key, strategy, opts, captions)
+        files[fname] = os.path.join(tmp, fname)
+        print(f"test [{f'{tag}, ' if tag else ''}{strategy}]: " + ", ".join(
+            f"{k} {scores[k]:.3f}" for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr") if k in scores), flush=True)
+    return metrics, files, captions

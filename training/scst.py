@@ -300,14 +300,12 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
     or to ``out``) with both stages recorded: the cross-entropy model's test scores and caption statistics,
     the SCST run (config, command, dev curve, timings), the new test scores, and ten test photos' captions
     before and after. The bundle is left untouched when its dev-chosen SCST captions collapse."""
-    import tempfile
-
     from caption_core.bundle import save_bundle, update_manifest
     from caption_core.captioner import Captioner
 
     from .build import dataset_name, load_splits, refresh_card
     from .common import command_line, machine
-    from .evaluate import captions_file, evaluate_split, metrics_key, write_captions
+    from .evaluate import score_test
     from .features import extract_features
 
     captioner = Captioner.from_bundle(bundle, encoder_options)
@@ -324,19 +322,7 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
     feats = {s: extract_features(captioner.encoder, ex, dataset, s, cache) for s, ex in splits.items()}
 
     def test_run(tag: str) -> tuple[dict, dict, dict]:
-        metrics, files = {}, {}
-        key = metrics_key(dataset_name(dataset), "test", captioner.encoder.precision)
-        tmp = tempfile.mkdtemp(prefix="captions-")
-        for strategy in strategies:
-            opts = captioner.decoding(strategy)[1].to_dict()
-            scores, captions = evaluate_split(captioner, splits["test"], *feats["test"], strategy, **opts)
-            scores["options"] = opts
-            metrics.setdefault(key, {})[strategy] = scores
-            fname = captions_file("test", strategy, captioner.encoder.precision)
-            write_captions(os.path.join(tmp, fname), name, key, strategy, opts, captions)
-            files[fname] = os.path.join(tmp, fname)
-            print(f"test [{tag}, {strategy}]: BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}", flush=True)
-        return metrics, files, captions
+        return score_test(captioner, name, dataset_name(dataset), splits["test"], *feats["test"], strategies, tag)
 
     captioner.decoder = decoder
     before, _, before_caps = test_run("cross-entropy")
