@@ -28,7 +28,8 @@ import gradio as gr
 
 from caption_core.config import parse_option
 from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy
-from caption_core.serving import PRELOAD, CaptionService, Examples, ServiceConfig, ServingError, test_scores
+from caption_core.serving import (PRELOAD, CaptionService, Examples, ServiceConfig, ServingError, describe_decoding,
+                                  test_scores)
 
 log = logging.getLogger("app")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -85,19 +86,23 @@ def caption_md(a: dict) -> str:
                   + ", ".join(f"{c['label']} {c['probability']:.2f}" for c in a["imagenet_top5"])]
     if a["strategy"] == "guided":
         lines += ["", guidance_md(a["guidance"], a["options"])]
-    return "\n".join(lines + ["", f"*{a['bundle']} · {a['strategy']} · encode {a['encode_ms']:.0f} ms · "
-                                  f"decode {a['decode_ms']:.0f} ms*"])
+    return "\n".join(lines + ["", f"*{a['bundle']} · {describe_decoding(a['strategy'], a['options'])} · "
+                                  f"encode {a['encode_ms']:.0f} ms · decode {a['decode_ms']:.0f} ms*"])
 
 
 def guidance_md(g: dict | None, options: dict) -> str:
     if g is None:
-        return (f"*Guidance did not fire: no animal, vehicle, food or plant word reached "
-                f"{options.get('guide_threshold')} (plain beam search). Pick the beam strategy to turn it off.*")
+        return (f"*Guidance did not fire: no word of an object the classifier knows (animals, vehicles, food, "
+                f"furniture, devices, ...) reached {options.get('guide_threshold')}, and it ruled out nothing the "
+                "caption could name (plain beam search). Pick the beam strategy to turn it off.*")
     more = len(g["banned_words"]) - 8
-    banned = (f"; ruled out: {', '.join(g['banned_words'][:8])}" + (f" and {more} more" if more > 0 else "")
+    banned = (f"ruled out: {', '.join(g['banned_words'][:8])}" + (f" and {more} more" if more > 0 else "")
               if g["banned_words"] else "")
+    if not g["word"]:  # the veto alone: nothing confident enough to require, but animals it is sure are absent
+        return (f"*Guided by the classifier: no word required (its best class, {g['top_class']}, "
+                f"{g['class_probability']:.2f}); {banned}. Pick the beam strategy to turn guidance off.*")
     return (f"*Guided by the classifier: **{g['word']}** required (its classes {g['probability']:.2f}, most of all "
-            f"{g['top_class']} {g['class_probability']:.2f}){banned}"
+            f"{g['top_class']} {g['class_probability']:.2f}){'; ' + banned if banned else ''}"
             f"{'' if g['met'] else '; no caption with it was found, so this one is unconstrained'}. "
             "Pick the beam strategy to turn guidance off.*")
 
@@ -120,14 +125,19 @@ table.compare td.num, table.compare th.num { white-space: nowrap; }
 
 
 def compare_html(rows: list[dict]) -> str:
+    """One row per bundle: its caption, the decoding it used, the scores against the references (columns only
+    for a dataset photo: another photo has none to show) and the time."""
     def td(cls: str, label: str, value: Any) -> str:
         return f'<td class="{cls}" data-label="{label}">{html.escape("" if value is None else str(value))}</td>'
 
+    metrics = [k for k in ("BLEU-4", "CIDEr") if any(k in r for r in rows)]
+    head = "".join(f'<th class="num">{k}</th>' for k in metrics)
     body = "".join("<tr>" + td("bundle", "bundle", r["bundle"]) + td("caption", "caption", r["caption"])
-                   + td("num", "BLEU-4", r.get("BLEU-4")) + td("num", "CIDEr", r.get("CIDEr"))
+                   + td("decoding", "decoding", r.get("decoding", r.get("strategy")))
+                   + "".join(td("num", k, r.get(k)) for k in metrics)
                    + td("num", "ms", f"{r['encode_ms']:.0f} + {r['decode_ms']:.0f}") + "</tr>" for r in rows)
-    return ('<table class="compare"><thead><tr><th>bundle</th><th>caption</th><th class="num">BLEU-4</th>'
-            f'<th class="num">CIDEr</th><th class="num">ms (encode + decode)</th></tr></thead><tbody>{body}</tbody></table>')
+    return ('<table class="compare"><thead><tr><th>bundle</th><th>caption</th><th>decoding</th>'
+            f'{head}<th class="num">ms (encode + decode)</th></tr></thead><tbody>{body}</tbody></table>')
 
 
 def encoder_table(service: CaptionService) -> str:
@@ -236,10 +246,11 @@ class Handlers:
 
     @shown
     def compare(self, image, strategy=None, options=None):
-        """Every bundle's best caption of the photo. -> (table html, references markdown, details dict)."""
+        """Every bundle's best caption of the photo: each with its own default decoding where ``strategy`` is
+        empty, else with the one given. -> (table html, references markdown, details dict)."""
         for name in self.service.bundles.names:
             self.loading_note(name)
-        a = self.service.compare(image, strategy, options)
+        a = self.service.compare(image, strategy or None, (options or None) if strategy else None)
         return compare_html(a["rows"]), references_md(self.service, a), a
 
     @shown
@@ -289,13 +300,16 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
                 loading = gr.Markdown(pool.status_line())
                 loading_timer = gr.Timer(1.0, active=True)
                 strategy = gr.Radio(choices=list(STRATEGIES), value=d_strategy, label="Decoding strategy",
-                                    info="The default is the one chosen for this bundle on the dev split.")
+                                    info="The default is the one chosen for this bundle on two dev sets: "
+                                         "Flickr8k photos and everyday (COCO) photos.")
                 with gr.Accordion("Decoding options", open=False):
                     controls = {name: option_control(o, d_opts.get(name, o.default), name in visible_options(d_strategy))
                                 for name, o in ALL_OPTIONS.items()}
                 with gr.Row():
                     caption_btn = gr.Button("Caption", variant="primary")
                     compare_btn = gr.Button("Compare all encoders")
+                own_defaults = gr.Checkbox(value=True, label="Compare each bundle with its own default decoding",
+                                           info="Untick to compare them all with the strategy and options above.")
                 captions_md = gr.Markdown(label="Caption")
                 refs_md = gr.Markdown()
         with gr.Tabs():
@@ -352,8 +366,12 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
         gathered = dict(fn=gather, inputs=[strategy, *controls.values()], outputs=options, api_name=False, queue=False)
         caption_btn.click(**gathered).then(handlers.caption, [image, bundle, strategy, options],
                                            [captions_md, refs_md, details], api_name="caption")
-        compare_btn.click(**gathered).then(handlers.compare, [image, strategy, options], [table, refs_md, details],
-                                           api_name="compare")
+        # Compare: each bundle's own default, unless the box is unticked (then the strategy and options above)
+        compare_strategy, compare_options = gr.Textbox(visible=False), gr.JSON(value={}, visible=False)
+        compare_btn.click(**gathered).then(
+            lambda own, s, o: ("", {}) if own else (s, o), [own_defaults, strategy, options],
+            [compare_strategy, compare_options], api_name=False, queue=False).then(
+            handlers.compare, [image, compare_strategy, compare_options], [table, refs_md, details], api_name="compare")
         explain_btn.click(handlers.explain, [image, bundle], [gallery, explained], api_name="explain")
         bundle.change(handlers.card, bundle, card_md, api_name="card")
         bundle.change(lambda b: gr.Image(value=service.curve(b), visible=service.curve(b) is not None), bundle,

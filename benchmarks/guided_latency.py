@@ -1,7 +1,7 @@
 """What guidance costs per photo, end to end: ``Captioner.caption`` with the bundle's beam decoding and with
 the ``guided`` strategy (same options), one photo at a time, interleaved, float32.
 
-    .venv/bin/python benchmarks/guided_latency.py [--photos 30] [--json OUT] [BUNDLE ...]
+    .venv/bin/python benchmarks/guided_latency.py [--photos 30] [--photos-from flickr|coco] [--json OUT] [BUNDLE ...]
 
 For each bundle: medians of encode (the tagger's forward pass included, for encoders without an ImageNet
 head) and decode per photo, over the photos where guidance fires and where it does not (Flickr8k test
@@ -21,10 +21,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "flickr8k")
+COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco-mini")
 
 
-def photos(n: int):
+def photos(n: int, source: str = "flickr"):
     from PIL import Image
+
+    if source == "coco":  # everyday photos (the out-of-domain dev set), where guidance fires far more often
+        folder = os.path.join(COCO, "images")
+        return [Image.open(os.path.join(folder, f)).convert("RGB") for f in sorted(os.listdir(folder))[:n]]
 
     test = os.path.join(DATA, "Flickr_8k.testImages.txt")
     if os.path.exists(test):
@@ -36,7 +41,7 @@ def photos(n: int):
     return [Image.fromarray(getattr(skimage.data, k)()) for k in ("chelsea", "coffee", "astronaut", "rocket")]
 
 
-def measure(bundle: str, images, threshold: float | None) -> dict:
+def measure(bundle: str, images, threshold: float | None, source: str = "flickr") -> dict:
     from caption_core.bundle import read_manifest
     from caption_core.captioner import Captioner
     from caption_core.encoders import supported_options
@@ -46,7 +51,7 @@ def measure(bundle: str, images, threshold: float | None) -> dict:
     options = dict(cap.default_options)
     if threshold is not None:
         options["guide_threshold"] = threshold
-    beam_opts = {k: v for k, v in options.items() if k not in ("guide_threshold", "guide_veto")}
+    beam_opts = {k: v for k, v in options.items() if not k.startswith("guide_")}
     cap.caption(images[0], strategy="guided", options=options)  # warm-up: the tagger is built here if needed
     cap.caption(images[0], strategy="beam", options=beam_opts)
     rows = []
@@ -59,7 +64,7 @@ def measure(bundle: str, images, threshold: float | None) -> dict:
         tg = 1000 * (time.perf_counter() - t)
         rows.append({"fires": g.guidance is not None, "beam_ms": tb, "guided_ms": tg, "beam_encode_ms": b.encode_ms,
                      "guided_encode_ms": g.encode_ms, "beam_decode_ms": b.decode_ms, "guided_decode_ms": g.decode_ms})
-    out = {"bundle": os.path.basename(os.path.normpath(bundle)), "encoder": name,
+    out = {"bundle": os.path.basename(os.path.normpath(bundle)), "encoder": name, "photos_from": source,
            "threshold": options.get("guide_threshold"), "photos": len(rows)}
     for label, sel in (("fires", [r for r in rows if r["fires"]]), ("does_not_fire", [r for r in rows if not r["fires"]])):
         if not sel:
@@ -78,12 +83,14 @@ def main(argv=None) -> int:
                                                      "vit_custom-flickr8k")])
     p.add_argument("--photos", type=int, default=30)
     p.add_argument("--threshold", type=float, default=None, help="(default: each bundle's own)")
+    p.add_argument("--photos-from", choices=("flickr", "coco"), default="flickr",
+                   help="Flickr8k test photos, or coco-mini's everyday photos (default: %(default)s)")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args(argv)
-    images = photos(args.photos)
+    images = photos(args.photos, args.photos_from)
     results = []
     for b in args.bundles:
-        results.append(measure(b, images, args.threshold))
+        results.append(measure(b, images, args.threshold, args.photos_from))
         print(json.dumps(results[-1]), flush=True)
     if args.json:
         with open(args.json, "w") as f:

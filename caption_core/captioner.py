@@ -118,7 +118,7 @@ class Captioner:
 
     def guide(self, class_probs: np.ndarray, opts) -> list:
         """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None."""
-        return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto)
+        return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto, veto_alone=opts.guide_veto_alone)
 
     def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
         """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with

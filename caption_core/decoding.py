@@ -489,7 +489,12 @@ GUIDE_THRESHOLD = Option("guide_threshold", float, 0.5, "guide when the encoder'
                          "(its ImageNet classes summed) at least this probability (1 = never)", 0.05, 1.0, 0.05,
                          label="Guidance threshold")
 GUIDE_VETO = Option("guide_veto", bool, True, "when guiding, ban the words of the same kind (animals, vehicles, "
-                    "food) whose classes the classifier gives under 0.02 in all", label="Veto what the classifier rules out")
+                    "food, furniture, ...) and the animals whose classes the classifier gives under 0.02 in all",
+                    label="Veto what the classifier rules out")
+GUIDE_VETO_ALONE = Option("guide_veto_alone", bool, False, "ban the animals the classifier rules out even where no "
+                          "word reaches the threshold (a photo of a sink gets no dog)", label="Veto without a required word")
+GUIDE_WITHIN = Option("guide_within", int, 0, "the required word must come within the first N words, as the caption's "
+                      "subject rather than an accessory (0 = anywhere)", 0, 12, 1, label="Required word within (0 = anywhere)")
 
 
 def _id_table(sets: Sequence[frozenset[int]]) -> np.ndarray:
@@ -516,6 +521,7 @@ def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, 
 
 
 @register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
+                   GUIDE_VETO_ALONE, GUIDE_WITHIN,
                    help="beam search guided by the encoder's ImageNet classifier: when it is confident, the caption "
                         "must name what it sees (constrained beam search, Anderson et al. 2017)",
                    guided=True)
@@ -533,7 +539,8 @@ def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
     banned = _id_table([c.banned - r for c, r in zip(constraints, required)])  # a required word stays allowed
     bstep, bstate = _with_bans(step, state, banned)
     hyps = beam_search(bstep, bstate, n_images, opts)
-    redo = [i for i, (r, h) in enumerate(zip(required, hyps)) if r and not (h and set(h[0].tokens) & r)]
+    within = opts.guide_within or opts.max_length  # where the required word must come (guide_within: the subject)
+    redo = [i for i, (r, h) in enumerate(zip(required, hyps)) if r and not (h and set(h[0].tokens[:within]) & r)]
     if redo:
         index = np.asarray(redo)
         sub_step, sub_state = _with_bans(step, _take(state, index), banned[index])
@@ -550,8 +557,10 @@ def _constrained_beam_search(step: StepFn, state: tuple, required_ids: np.ndarra
 
     Rows: image-major, then the constraint state (0: not met yet, 1: met), then ``beam_width`` beams. A
     state-0 beam that writes a required id moves to state 1; only state-1 beams may end; an image stops
-    once it has ``beam_width`` finished captions that no live beam can beat."""
+    once it has ``beam_width`` finished captions that no live beam can beat. With ``guide_within`` = K > 0, a
+    required id must be written among the first K words: state-0 beams end there."""
     n, W, T, alpha = len(required_ids), opts.beam_width, opts.max_length, opts.length_penalty
+    deadline = opts.guide_within or T
     state = _take(state, np.repeat(np.arange(n), 2 * W))  # fresh arrays: the live rows are written in place
     required = None  # (N, V) bool, once the first step tells the vocabulary size
     beam_lp = np.full((n, 2, W), NEG_INF)  # (N, 2, W) log-probabilities of the live beams
@@ -576,12 +585,13 @@ def _constrained_beam_search(step: StepFn, state: tuple, required_ids: np.ndarra
         V = log_probs.shape[1]
         lp = log_probs.reshape(n, 2, W, V)
         last = t == T - 1
+        late = t >= deadline  # past the deadline: state 0 can neither continue nor meet the constraint
         # state 0 continues with any id that is neither required nor <end> (an unmet caption may not end)
         stay = np.where(required[:, None, :], NEG_INF, lp[:, 0])
         stay[:, :, END_ID] = NEG_INF
         cand0 = (beam_lp[:, 0, :, None] + stay).reshape(n, W * V)  # (N, W*V)
         # state 1: a state-0 beam writing a required id, or any id after a state-1 beam
-        met = np.where(required[:, None, :], lp[:, 0], NEG_INF)
+        met = np.where(required[:, None, :] & (not late), lp[:, 0], NEG_INF)
         cand1 = np.concatenate([beam_lp[:, 0, :, None] + met, beam_lp[:, 1, :, None] + lp[:, 1]], axis=1)
         cand1 = cand1.reshape(n, 2 * W * V)  # (N, 2W*V): the first W*V come from state-0 beams
         new_lp = np.full((n, 2, W), NEG_INF)
@@ -591,7 +601,7 @@ def _constrained_beam_search(step: StepFn, state: tuple, required_ids: np.ndarra
         k0 = min(W, W * V)
         top0 = np.argsort(-cand0, axis=1)[:, :k0]  # (N, W)
         s0 = cand0[at, top0]
-        if not last:
+        if not last and t + 1 < deadline:
             w0, v0 = np.divmod(top0, V)
             ok0 = np.isfinite(s0)
             new_lp[:, 0, :k0] = np.where(ok0, s0, NEG_INF)

@@ -239,6 +239,27 @@ def fallback_examples() -> list[str]:
 
 
 # -- the service -----------------------------------------------------------------------------------
+def describe_decoding(strategy: str, options: dict) -> str:
+    """A decoding in a few words, for people: 'guided (threshold 0.3, veto alone), beam 5, alpha 1.0'."""
+    parts = []
+    if strategy == "guided":
+        extra = [f"threshold {options.get('guide_threshold')}"]
+        if not options.get("guide_veto", True):
+            extra.append("no veto")
+        elif options.get("guide_veto_alone"):
+            extra.append("veto alone")
+        if options.get("guide_within"):
+            extra.append(f"within {options['guide_within']} words")
+        parts.append(f"guided ({', '.join(extra)})")
+    else:
+        parts.append(strategy)
+    if "beam_width" in options and strategy in ("beam", "guided"):
+        parts.append(f"beam {options['beam_width']}")
+        if options.get("length_penalty"):
+            parts.append(f"alpha {options['length_penalty']}")
+    return ", ".join(parts)
+
+
 def test_scores(manifest: dict, field: str = "metrics") -> dict:
     """The test-split scores of a bundle's (or baseline's) default decoding, float32 features first."""
     by_strategy = test_metrics(manifest, field)
@@ -334,7 +355,9 @@ class CaptionService:
                 "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}
 
     def compare(self, image: Any, strategy: str | None = None, options: dict | None = None) -> dict:
-        """Every bundle's best caption of the same photo (each loaded if it was not)."""
+        """Every bundle's best caption of the same photo (each loaded if it was not), each with its own default
+        decoding where ``strategy`` is None (``options`` then apply on top of each default), else with the one
+        given. Each row says which decoding it used."""
         if not self.bundles.names:
             raise ServingError("No bundles found in weights/: build one with python -m training build.")
         img = self.image(image)
@@ -348,7 +371,9 @@ class CaptionService:
             rows.append({"bundle": name, "caption": c.text, "score": round(c.score, 3),
                          **(self.refs.scores(c.text, match[1]) if match else {}),
                          "encode_ms": round(r.encode_ms, 1), "decode_ms": round(r.decode_ms, 1),
-                         "guided_by": (r.guidance or {}).get("word")})
+                         "strategy": used, "decoding": describe_decoding(used, opts),
+                         "guided_by": (r.guidance or {}).get("word") or None,
+                         "ruled_out": list((r.guidance or {}).get("banned_words", []))})
         self.first_served.set()
         return {"rows": rows, "reference_image": match[0] if match else None,
                 "references": list(match[1]) if match else []}

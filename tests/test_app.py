@@ -169,3 +169,23 @@ def test_the_encoders_tab_shows_the_probes_with_the_speeds(tmp_path):
     assert "| xception | 71.6% | 30.1% | 10.4 |" in table
     assert "| vit_pretrained | not available here | - | - |" in table
     assert app.probe_table(str(tmp_path / "none")) == ""
+
+
+def test_compare_uses_each_bundles_own_default_and_says_which(app_setup, tmp_path):
+    """Without a strategy, each bundle captions with its own default decoding; a row says which one it used; a
+    photo that is not a dataset photo gets no empty score columns."""
+    from app import compare_html
+
+    demo, _, _ = app_setup
+    h = demo.handlers
+    own_table, _, own = h.compare(demo.example_paths[0], "", {})
+    assert [r["strategy"] for r in own["rows"]] == ["beam", "beam"] and all(r["decoding"] for r in own["rows"])
+    assert "<th>decoding</th>" in own_table and "beam" in own_table
+    picked_table, _, picked = h.compare(demo.example_paths[0], "greedy", {"max_length": 8})
+    assert [r["decoding"] for r in picked["rows"]] == ["greedy", "greedy"]
+    photo = tmp_path / "mine.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+    table, refs_md, a = h.compare(str(photo), "", {})
+    assert a["reference_image"] is None and not any("CIDEr" in r for r in a["rows"])
+    assert "CIDEr" not in table and "BLEU-4" not in table and "Not a Flickr8k photo" in refs_md
+    assert "CIDEr" in compare_html([{**own["rows"][0], "CIDEr": 0.5}])

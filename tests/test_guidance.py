@@ -268,3 +268,49 @@ def test_a_bundle_already_guided_is_measured_against_beam_search(tiny_parts):
     unguided, fired = captions_for(captioner, feats, probs, {"beam_width": 2}, None, True)
     assert fired == [None] * 3
     assert unguided == [c[0].text for c in captioner.decode(feats, "beam", {"beam_width": 2})]
+
+
+# -- issue 24: guidance for the photos people bring ------------------------------------------------------------
+def room_vocab():
+    words = ("a dog in the man is on of with cat dogs table desk pizza dish food plate animal bed chair computer "
+             "laptop bus truck car").split()
+    return Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + words)
+
+
+def test_furniture_devices_and_food_are_guided_and_the_animals_ruled_out_are_vetoed():
+    wm = WordMap(room_vocab())
+    names = wm.class_names
+    assert wm.word_group["table"] == "furniture" and wm.word_group["computer"] == "device"
+    assert wm.word_group["dish"] == "food"  # a word of food and crockery classes is food (GUIDED_GROUPS order)
+    probs = np.full((3, 1000), 1e-5, np.float32)
+    probs[0, names.index("desk")] = 0.8  # an office: "table" required (a desk is a table), no dog
+    probs[1, names.index("pizza")] = 0.7
+    probs[2, names.index("sink")] = 0.6  # no word for it in this vocabulary: nothing required
+    g = wm.guidance(probs, threshold=0.5)
+    assert g[0].word == "table" and {"table", "desk"} <= set(g[0].required_words)
+    assert {"dog", "dogs", "cat"} <= set(g[0].banned_words)  # the animals it rules out, whatever group guides
+    assert "pizza" in g[1].required_words and "dog" in g[1].banned_words
+    assert g[2] is None
+    alone = wm.guidance(probs, threshold=0.5, veto_alone=True)[2]  # the veto alone: no word, but no dog either
+    assert alone.word == "" and alone.required_ids == () and "dog" in alone.banned_words
+    assert alone.satisfied_by([4, 6]) and not alone.satisfied_by([wm.vocab.word_to_id["dog"]])
+    dog = np.full((1, 1000), 1e-5, np.float32)
+    dog[0, names.index("Golden Retriever")] = 0.3  # a dog under the threshold: the veto alone spares it
+    assert "dog" not in (wm.guidance(dog, threshold=0.5, veto_alone=True)[0] or Guidance_none()).banned_words
+
+
+def Guidance_none():
+    from caption_core.guidance import Guidance
+
+    return Guidance("", 0.0, "", 0.0, (), ())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_required_word_comes_within_the_first_words_when_asked(seed):
+    step, table = markov(seed)
+    state = (np.zeros((1, 1)),)
+    anywhere = guided_beam_search(step, state, 1, opts(max_length=8), [Constraint(frozenset({8}))])[0]
+    early = guided_beam_search(step, state, 1, opts(max_length=8, guide_within=2), [Constraint(frozenset({8}))])[0]
+    assert early and all(8 in h.tokens[:2] for h in early)
+    assert all(8 in h.tokens for h in anywhere)
+    assert early[0].score <= anywhere[0].score + 1e-9  # a tighter constraint never finds a better caption

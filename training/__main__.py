@@ -11,6 +11,9 @@ Commands
   references     the reference index the app ships: every photo's id, split, captions, fingerprint
   wordmap        ImageNet classes -> caption words from WordNet (caption_core/data/imagenet_words.json)
   guide          guided decoding: threshold chosen on held-out data, CIFAR-10 and Flickr8k test measured
+  coco           caption a COCO-format folder (the out-of-domain dev set) and score it: pycocoevalcap, the
+                 main object named, distinct captions, dangling endings
+  choose         the default decoding chosen on Flickr8k dev and an out-of-domain dev set together
   card           rewrite a bundle's model card (README.md, training curve) from its manifest
   ensemble       several bundles served as one (their next-word probabilities averaged)
   probe          linear probes on CIFAR-10 for each encoder and its randomly initialised control
@@ -28,6 +31,7 @@ import sys
 from caption_core.config import add_arguments, from_arguments, parse_option
 
 DEFAULT_FLICKR = os.path.join("..", "shared", "data", "flickr8k")
+DEFAULT_COCO = os.path.join("..", "shared", "data", "coco-mini")
 
 
 def _encoder_args(p: argparse.ArgumentParser) -> None:
@@ -157,6 +161,30 @@ def parser() -> argparse.ArgumentParser:
     gd.add_argument("--set-default", action="store_true", help="make guided decoding the default of each bundle "
                     "whose dev measurements support it (recorded in its manifest)")
     add_arguments(gd, GuideConfig)
+
+    from .choose import ChooseConfig
+
+    co = sub.add_parser("coco", help="caption a COCO-format folder (an out-of-domain dev set) and score it")
+    co.add_argument("bundles", nargs="+", help="bundle folders")
+    co.add_argument("--coco", default=DEFAULT_COCO, help="COCO-format folder: images/, captions.json, "
+                    "optionally instances.json (default: %(default)s)")
+    co.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    co.add_argument("--meteor", action="store_true", help="also METEOR (slower)")
+    co.add_argument("--captions", help="write every caption with its references and main object to this JSON file")
+    add_decoding_arguments(co)
+    _encoder_args(co)
+
+    ch = sub.add_parser("choose", help="choose the default decoding on Flickr8k dev and an out-of-domain dev set "
+                                       "together (never a test split); --write records it and scores test")
+    ch.add_argument("bundles", nargs="+", help="bundle folders")
+    ch.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder (default: %(default)s)")
+    ch.add_argument("--coco", default=DEFAULT_COCO, help="COCO-format folder (default: %(default)s)")
+    ch.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    ch.add_argument("--report", default=os.path.join("benchmarks", "choice.json"),
+                    help="JSON report of every bundle (default: %(default)s)")
+    ch.add_argument("--write", action="store_true", help="make the chosen decoding each bundle's default and score "
+                    "the Flickr8k test split with it (recorded in its manifest and card)")
+    add_arguments(ch, ChooseConfig)
 
     k = sub.add_parser("card", help="rewrite a bundle's model card from its manifest")
     k.add_argument("bundles", nargs="+", help="bundle folders")
@@ -361,8 +389,11 @@ def cmd_wordmap(args) -> int:
     from .wordmap import write_word_map
 
     doc = write_word_map(args.out, args.wordnet, args.synsets, args.vocabulary, command=command_line())
-    guided = sum(1 for c in doc["classes"] if c["group"])
-    print(f"word map: 1000 classes ({guided} in a guided group), {doc['unmapped']['count']} map to no word of "
+    from caption_core.guidance import GUIDED_GROUPS
+
+    grouped = sum(1 for c in doc["classes"] if c["group"])
+    guided = sum(1 for c in doc["classes"] if c["group"] in GUIDED_GROUPS)
+    print(f"word map: 1000 classes ({grouped} in a group, {guided} in a guided one), {doc['unmapped']['count']} map to no word of "
           f"{args.vocabulary} -> {args.out}")
     return 0
 
@@ -378,6 +409,56 @@ def cmd_guide(args) -> int:
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
             json.dump({"machine": machine(), "bundles": reports}, f, indent=1)
+        print(f"report: {args.report}")
+    return 0
+
+
+def cmd_coco(args) -> int:
+    import json
+
+    from caption_core.bundle import read_manifest
+    from caption_core.captioner import Captioner
+    from caption_core.decoding import decoding_arguments
+    from caption_core.encoders import supported_options
+
+    from .choose import decode_texts
+    from .coco import coco_features, load_coco, score_coco
+
+    photos = load_coco(args.coco)
+    strategy, given = decoding_arguments(args)
+    captions = {}
+    for folder in args.bundles:
+        # float32 unless told otherwise, as `choose` measures: a dev set's figures should not depend on the CPU
+        float32 = supported_options(read_manifest(folder)["encoder"]["name"], {"precision": "float32"}) or {}
+        captioner = Captioner.from_bundle(folder, {**float32, **dict(args.encoder_options)})
+        s, opts = captioner.decoding(strategy, None, **given)  # the bundle's default, flags on top
+        feats, probs, ids = coco_features(captioner, photos, args.cache)
+        texts = decode_texts(captioner, feats, probs, s.name, opts.to_dict())
+        scores = score_coco(photos, ids, texts, meteor=args.meteor)
+        print(json.dumps({"bundle": captioner.name, "strategy": s.name, "options": opts.to_dict(), **scores}))
+        by_id = {p.image_id: p for p in photos}
+        captions[captioner.name] = {i: {"caption": t, "main_object": by_id[i].main_object,
+                                        "references": list(by_id[i].captions)} for i, t in zip(ids, texts)}
+    if args.captions:
+        from .common import write_json
+
+        write_json(args.captions, captions)
+        print(f"captions: {args.captions}")
+    return 0
+
+
+def cmd_choose(args) -> int:
+    import json
+
+    from .choose import ChooseConfig, choose_default
+    from .common import machine
+
+    cfg = from_arguments(ChooseConfig, args)
+    reports = [choose_default(b, cfg, args.dataset, args.coco, args.cache, args.write) for b in args.bundles]
+    if args.report:
+        from .common import write_json
+
+        write_json(args.report, {"machine": machine(), "bundles": reports})
         print(f"report: {args.report}")
     return 0
 
@@ -428,7 +509,8 @@ def cmd_push(args) -> int:
 
 COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
             "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "scst": cmd_scst,
-            "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "card": cmd_card,
+            "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "coco": cmd_coco,
+            "choose": cmd_choose, "card": cmd_card,
             "ensemble": cmd_ensemble, "probe": cmd_probe, "fingerprint": cmd_fingerprint, "push": cmd_push}
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
                 f"{t['encoder_training']['epochs']} epochs ({t['encoder_training']['train_seconds']:.0f} s)."]
                if t.get("encoder_training") else []), "",
              f"- Default decoding: {manifest.get('default_decoding')}"
-             + (f" (chosen on the {manifest['tuning']['split']} split by {manifest['tuning']['metric']})"
+             + (" (chosen on Flickr8k dev and an out-of-domain dev set together: see below)" if manifest.get("ood_dev")
+                else f" (chosen on the {manifest['tuning']['split']} split by {manifest['tuning']['metric']})"
                 if manifest.get("tuning") else ""), "",
              *([f"![Training curve]({CURVE_FILE})", ""] if curve else []),
              "## Metrics", ""]
@@ -85,6 +86,8 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
         lines.append("")
     if t.get("scst"):
         lines += _scst_section(t["scst"], test_metrics(manifest, "cross_entropy_metrics"), test)
+    if manifest.get("ood_dev"):
+        lines += _ood_section(manifest["ood_dev"])
     if manifest.get("guidance"):
         lines += _guidance_section(manifest["guidance"])
     lines += ["## Known limits", "",
@@ -99,6 +102,30 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
                 else []),
               ""]
     return "\n".join(lines)
+
+
+def _ood_section(o: dict) -> list[str]:
+    """What ``python -m training choose`` measured: each candidate decoding on Flickr8k dev and on the
+    out-of-domain dev set, and the one chosen."""
+    def decoding(r: dict) -> str:
+        g = {k[6:]: v for k, v in r["options"].items() if k.startswith("guide_")}
+        return r["strategy"] + (f" (threshold {g.get('threshold')}{', veto alone' if g.get('veto_alone') else ''})"
+                                if r["strategy"] == "guided" else "")
+
+    lines = ["## Out-of-domain dev set and the default decoding", "",
+             f"Every candidate decoding was scored on two dev sets: Flickr8k dev and `{os.path.basename(os.path.normpath(o['ood_set']))}` "
+             "(COCO photos of everyday scenes, COCO references). Rule: the best out-of-domain CIDEr among the "
+             f"decodings within {o['config']['max_dev_drop']} of the best Flickr8k dev CIDEr, with no dangling "
+             f"endings and at least {o['config']['min_distinct']:.0%} distinct dev captions (or beam search's share). "
+             "No test split was read to choose.", "",
+             "| decoding | Flickr8k dev CIDEr | distinct | Out-of-domain CIDEr | main object named | eligible |",
+             "|---|---|---|---|---|---|"]
+    for i, r in enumerate(o["rows"]):
+        d, x = r["flickr_dev"], r["ood_dev"]
+        mark = "**chosen**" if i == o["chosen"] else ("yes" if i in o["eligible"] else "no")
+        lines.append(f"| {decoding(r)} | {d['CIDEr']:.3f} | {d['distinct_share']:.0%} | {x['CIDEr']:.3f} | "
+                     f"{x.get('main_object_named', '-')}/{x.get('main_object_of', '-')} | {mark} |")
+    return lines + [""]
 
 
 def _guidance_section(g: dict) -> list[str]:

@@ -27,12 +27,23 @@ from caption_core.files import write_json_atomic
 
 WORDNET_DIR = "/usr/share/wordnet"
 SYNSETS_IN_TIMM = "timm/data/_info/imagenet_synsets.txt"
-# The groups: a class belongs to the first of these synsets on its hypernym path (offsets in WordNet 3.0).
+# The groups, in order of precedence: a class belongs to the first group with a root on its hypernym path
+# (offsets in WordNet 3.0; a group may have several roots; a car is a wheeled vehicle, which WordNet also files
+# under container, so vehicles come first and containers last). Guidance requires words of some groups and
+# vetoes within them.
 GROUPS = {
-    "animal": "00015388",  # animal, animate being, beast, brute, creature, fauna
-    "vehicle": "03100490",  # conveyance, transport (cars, trucks, boats, planes, bicycles)
-    "food": "00021265",  # food, nutrient
-    "plant": "00017222",  # plant, flora, plant life
+    "animal": ("00015388",),  # animal, animate being, beast, brute, creature, fauna
+    "vehicle": ("03100490",),  # conveyance, transport (cars, trucks, boats, planes, bicycles)
+    "food": ("00021265",),  # food, nutrient
+    "plant": ("00017222",),  # plant, flora, plant life
+    "furniture": ("03405725",),  # furniture (tables, beds, desks, couches, seats)
+    "device": ("03278248", "03699975"),  # electronic equipment (televisions, phones, monitors), machine (computers)
+    "appliance": ("02729837",),  # appliance (microwaves, stoves, refrigerators, washers)
+    "sports": ("04285146",),  # sports equipment (balls, skis, rackets, sleds)
+    "instrument": ("03800933",),  # musical instrument (guitars, drums, violins)
+    "clothing": ("03051540",),  # clothing (shirts, hats, jackets, shoes)
+    "building": ("02913152",),  # building, edifice (churches, houses, towers, shops)
+    "container": ("03094503",),  # container (bottles, bags, basins, cups, boxes)
 }
 # Words too general to name a thing in a caption, whatever the path (an umbrella is not "a covering").
 TOO_GENERAL = frozenset(
@@ -43,7 +54,7 @@ TOO_GENERAL = frozenset(
     "food nutrient solid fluid liquid content cognition abstraction attribute part portion piece "
     "causal agent agent physical living life form vascular herb herbaceous woody conveyance transport vehicle craft "
     "game course arm arms weapon weaponry instrumentation nutriment nourishment nutrition sustenance aliment "
-    "victuals litter young offspring domestic".split())
+    "victuals litter young offspring domestic good goods durables durable receptacle vessel machine".split())
 
 
 class WordNet:
@@ -116,14 +127,15 @@ def imagenet_synsets(source: str | None = None) -> list[str]:
 def build_word_map(wordnet: WordNet, synsets: list[str], class_names: list[str], vocab_words: list[str] | None,
                    made: dict) -> dict:
     """The JSON document: per class its id, name, group and candidate words (nearest synsets first)."""
-    group_of = {offset: name for name, offset in GROUPS.items()}
+    group_of = {offset: name for name, offsets in GROUPS.items() for offset in offsets}
     classes, unmapped = [], []
     for index, (wnid, name) in enumerate(zip(synsets, class_names)):
         offset = wnid[1:]
         if offset not in wordnet.lemmas:
             raise ValueError(f"ImageNet class {index} ({wnid}) is not a WordNet 3.0 noun synset")
         path = wordnet.path(offset)
-        root = next((s for s in path if s in group_of), None)
+        on_path = set(path)
+        root = next((r for offs in GROUPS.values() for r in offs if r in on_path), None)
         group = group_of[root] if root else None
         above = set(wordnet.path(root)) if root else set()  # the group's root and its ancestors
         candidates = []
@@ -141,7 +153,7 @@ def build_word_map(wordnet: WordNet, synsets: list[str], class_names: list[str],
     plurals = {w: sorted(set(p)) for w, p in wordnet.irregular_plurals.items()
                if any(w in lvl["words"] for c in classes for lvl in c["candidates"])}
     doc = {"format": "caption_core.imagenet_words/1", "made": made,
-           "groups": {name: wordnet.lemmas[off][0] for name, off in GROUPS.items()},
+           "groups": {name: [wordnet.lemmas[off][0] for off in offs] for name, offs in GROUPS.items()},
            "too_general": sorted(TOO_GENERAL), "irregular_plurals": plurals, "classes": classes}
     if vocab_words is not None:
         doc["unmapped"] = {"vocabulary": made.get("vocabulary"), "count": len(unmapped),

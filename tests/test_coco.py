@@ -1,0 +1,136 @@
+"""The out-of-domain dev set: a COCO-format folder the tests make, its main objects, the naming count, the
+``coco`` and ``choose`` commands on a tiny bundle, and the rule that picks a default for both populations."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.choose import ChooseConfig, candidates, eligible, pick
+from training.coco import category_words, load_coco, naming_counts, names
+
+
+def make_coco(root, n: int = 4, broken: bool = False):
+    """A COCO-format folder: ``n`` coloured photos, five captions each, boxes whose largest names a category."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    cats = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 18, "name": "dog", "supercategory": "animal"},
+            {"id": 62, "name": "chair", "supercategory": "furniture"}]
+    main = ["dog", "person", "chair", "dog"]
+    doc = {"images": [], "annotations": []}
+    inst = {"images": [], "annotations": [], "categories": cats}
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        name = f"{i:012d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (60 + 10 * i, 80, 3), dtype=np.uint8)).save(images / name)
+        doc["images"].append({"id": 100 + i, "file_name": name})
+        inst["images"].append({"id": 100 + i, "file_name": name})
+        for k in range(5):
+            doc["annotations"].append({"image_id": 100 + i, "id": 1000 + 5 * i + k,
+                                       "caption": f"A {main[i % 4]} in a room number {k}."})
+        big = next(c["id"] for c in cats if c["name"] == main[i % 4])
+        small = 1 if big != 1 else 62
+        inst["annotations"] += [{"image_id": 100 + i, "category_id": small, "area": 50.0, "id": 10 * i},
+                                {"image_id": 100 + i, "category_id": big, "area": 900.0, "id": 10 * i + 1}]
+    if broken:
+        (images / "999999999999.jpg").write_bytes(b"not a jpeg")
+        doc["images"].append({"id": 999, "file_name": "999999999999.jpg"})
+        doc["annotations"] += [{"image_id": 999, "id": 9999 + k, "caption": "a broken photo"} for k in range(5)]
+    (root / "captions.json").write_text(json.dumps(doc))
+    (root / "instances.json").write_text(json.dumps(inst))
+    return str(root)
+
+
+def test_the_folder_its_main_objects_and_the_naming_count(tmp_path):
+    photos = load_coco(make_coco(tmp_path / "coco"))
+    assert [p.main_object for p in photos] == ["dog", "person", "chair", "dog"]  # the largest box, not the first
+    assert all(len(p.captions) == 5 and os.path.isfile(p.path) for p in photos)
+    assert names("Two men sit on a bench.", "person") and names("a puppy runs", "dog")
+    assert not names("a hotdog stand", "dog") and not names("the chairman", "chair")  # whole words only
+    captions = {photos[0].image_id: "a dog runs", photos[1].image_id: "a dog runs",
+                photos[2].image_id: "a man on chairs", photos[3].image_id: "a brown puppy"}
+    n = naming_counts(photos, captions)
+    assert (n["named"], n["of"]) == (3, 4) and n["per_category"]["person"] == "0/1"
+    assert set(category_words()) >= {"person", "dining table", "teddy bear"} and len(category_words()) == 80
+    with pytest.raises(ValueError, match="no words for COCO category"):
+        names("a thing", "flying saucer")
+
+
+def test_a_folder_without_captions_or_images_says_what_it_needs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="captions.json"):
+        load_coco(str(tmp_path))
+    (tmp_path / "captions.json").write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(FileNotFoundError, match="no image folder"):
+        load_coco(str(tmp_path))
+
+
+def test_the_coco_command_scores_a_bundle_and_skips_a_broken_photo(tmp_path, tiny_parts, capsys):
+    from caption_core.bundle import save_bundle
+    from training.__main__ import main
+
+    enc, dec, vocab = tiny_parts
+    save_bundle(str(tmp_path / "tiny"), encoder=enc, decoder=dec, vocab=vocab)
+    coco = make_coco(tmp_path / "coco", broken=True)
+    out = tmp_path / "captions.json"
+    assert main(["coco", str(tmp_path / "tiny"), "--coco", coco, "--cache", str(tmp_path / "cache"),
+                 "--strategy", "greedy", "--captions", str(out)]) == 0
+    printed = capsys.readouterr().out
+    row = json.loads(next(line for line in printed.splitlines() if line.startswith("{")))
+    assert row["images"] == 4 and row["main_object_of"] == 4 and 0 <= row["main_object_named"] <= 4
+    assert {"CIDEr", "BLEU-4", "distinct_share", "dangling_endings"} <= set(row) and "skipped 999999999999.jpg" in printed
+    written = json.loads(out.read_text())["tiny"]
+    assert len(written) == 4 and all(v["main_object"] and len(v["references"]) == 5 for v in written.values())
+    # the features are cached: a second run reads them (same captions)
+    assert main(["coco", str(tmp_path / "tiny"), "--coco", coco, "--cache", str(tmp_path / "cache"),
+                 "--strategy", "greedy"]) == 0
+    again = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    assert again["CIDEr"] == row["CIDEr"]
+
+
+def row(dev, ood, named=0, distinct=0.8, dangling=0, strategy="guided"):
+    return {"strategy": strategy, "options": {}, "flickr_dev": {"CIDEr": dev, "distinct_share": distinct,
+                                                                "dangling_endings": dangling},
+            "ood_dev": {"CIDEr": ood, "main_object_named": named, "dangling_endings": 0}}
+
+
+def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
+    cfg = ChooseConfig(max_dev_drop=0.01, min_distinct=0.7, tie=0.002)
+    rows = [row(0.550, 0.30, 30, strategy="beam"), row(0.545, 0.36, 38), row(0.530, 0.40, 45),  # 0.02 worse: out
+            row(0.548, 0.361, 37, dangling=1), row(0.549, 0.3605, 40), row(0.552, 0.20, 50, distinct=0.5)]
+    ok = eligible(rows, cfg)
+    assert rows[2] not in ok and rows[3] not in ok and rows[5] not in ok  # dev drop, dangling, distinct
+    assert pick(rows, cfg) is rows[4]  # ties with rows[1] on out-of-domain CIDEr, names the object more often
+    assert pick([row(0.55, 0.30, strategy="beam"), row(0.50, 0.50)], cfg)["strategy"] == "beam"
+    cands = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true", "false")))
+    assert cands[0] == ("beam", {"beam_width": 3}) and len(cands) == 3
+    assert cands[1][1] == {"beam_width": 3, "guide_threshold": 0.3, "guide_veto": True, "guide_veto_alone": True}
+
+
+def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):
+    """On a tiny bundle (no ImageNet head: the real tagger reads the photos), a Flickr-layout folder and a
+    COCO-format folder: the choice is written into the manifest, the tuning rows and the test metrics."""
+    from caption_core.bundle import best_first, dev_score, read_manifest, save_bundle
+    from helpers import make_flickr
+    from training.__main__ import main
+
+    enc, dec, vocab = tiny_parts
+    folder = str(tmp_path / "tiny")
+    save_bundle(folder, encoder=enc, decoder=dec, vocab=vocab,
+                default_decoding={"strategy": "beam", "options": {"beam_width": 2}})
+    flickr = make_flickr(tmp_path / "flickr", per_split=(3, 3, 3), bad=False)
+    coco = make_coco(tmp_path / "coco")
+    report = tmp_path / "choice.json"
+    assert main(["choose", folder, "--dataset", flickr, "--coco", coco, "--cache", str(tmp_path / "cache"),
+                 "--thresholds", "0.3", "--veto-alone", "true", "--report", str(report), "--write"]) == 0
+    m = read_manifest(folder)
+    rep = json.loads(report.read_text())["bundles"][0]
+    chosen = rep["rows"][rep["chosen"]]
+    assert len(rep["rows"]) == 2 and m["default_decoding"] == {"strategy": chosen["strategy"], "options": chosen["options"]}
+    assert m["ood_dev"]["rows"][0]["ood_dev"]["main_object_of"] == 4
+    assert dev_score(m) == chosen["flickr_dev"]["CIDEr"] and best_first({"tiny": m}) == ["tiny"]
+    test = m["metrics"]["flickr/test"][chosen["strategy"]]
+    assert test["images"] == 3 and test["options"] == chosen["options"]
+    assert os.path.isfile(os.path.join(folder, f"captions_test_{chosen['strategy']}.json"))
+    assert "Out-of-domain" in open(os.path.join(folder, "README.md")).read()

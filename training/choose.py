@@ -1,0 +1,164 @@
+"""The default decoding chosen for both populations (``python -m training choose BUNDLE --coco FOLDER``).
+
+A default chosen on Flickr8k dev alone serves Flickr8k photos; the people who use the demo bring their own.
+So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of-domain COCO-format folder
+(``training.coco``: coco-mini here). The rule (stated in the README, recorded in the manifest):
+
+1. **Candidates**: the bundle's tuned beam search (``python -m training tune`` chose its width, length penalty
+   and n-gram blocking on Flickr8k dev), and guided decoding on top of the same options at each threshold of
+   ``ChooseConfig.thresholds``, with and without the veto alone (``guide_veto_alone``).
+2. **Eligible**: Flickr8k dev CIDEr within ``max_dev_drop`` of the best candidate's, no dangling endings on
+   either set, and at least ``min_distinct`` distinct dev captions (or as many as beam search gives, where it
+   gives fewer).
+3. **Chosen**: the eligible candidate with the best out-of-domain CIDEr; on a tie (within
+   ``tie``), the one that names the main object most often, then the simplest (beam before guided).
+
+Test splits are never read to choose. Once chosen (``--write``), the Flickr8k test split is captioned with the
+new default and scored, so that the README, the card and the page report the test figures of what ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from caption_core.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class ChooseConfig(Config):
+    thresholds: tuple[float, ...] = (0.2, 0.3, 0.5)  # guidance thresholds tried
+    veto_alone: tuple[bool, ...] = (False, True)  # guide_veto_alone values tried with each threshold
+    max_dev_drop: float = 0.01  # a candidate may lose at most this much Flickr8k dev CIDEr against the best one
+    min_distinct: float = 0.7  # and keep this share of distinct dev captions (or beam search's, if lower)
+    tie: float = 0.002  # out-of-domain CIDEr differences below this are ties (then: main object named)
+
+    def __post_init__(self):  # command-line values arrive as strings
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        object.__setattr__(self, "veto_alone", tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+                                                     for v in self.veto_alone))
+
+
+def candidates(base: dict, cfg: ChooseConfig) -> list[tuple[str, dict]]:
+    """(strategy, options) pairs: beam search with the tuned options, then guided variants of it."""
+    out = [("beam", dict(base))]
+    for t in cfg.thresholds:
+        for alone in cfg.veto_alone:
+            out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone}))
+    return out
+
+
+def eligible(rows: list[dict], cfg: ChooseConfig) -> list[dict]:
+    """The rows the rule allows (see the module's doc); each row has 'flickr_dev' and 'ood_dev' scores."""
+    best_dev = max(r["flickr_dev"]["CIDEr"] for r in rows)
+    beam_distinct = rows[0]["flickr_dev"]["distinct_share"]
+    return [r for r in rows if r["flickr_dev"]["CIDEr"] >= best_dev - cfg.max_dev_drop - 1e-9
+            and r["flickr_dev"]["dangling_endings"] == 0 and r["ood_dev"]["dangling_endings"] == 0
+            and r["flickr_dev"]["distinct_share"] >= min(cfg.min_distinct, beam_distinct)]
+
+
+def pick(rows: list[dict], cfg: ChooseConfig) -> dict:
+    """The chosen row: the best out-of-domain CIDEr among the eligible ones (ties: main object named, then the
+    earlier candidate). Falls back on the first row (the tuned beam search) where nothing is eligible."""
+    ok = eligible(rows, cfg) or rows[:1]
+    top = max(r["ood_dev"]["CIDEr"] for r in ok)
+    tied = [r for r in ok if r["ood_dev"]["CIDEr"] >= top - cfg.tie]
+    return max(tied, key=lambda r: (r["ood_dev"].get("main_object_named", 0), -rows.index(r)))
+
+
+def decode_texts(captioner, feats, probs, strategy: str, options: dict, batch: int = 250) -> list[str]:
+    """Best caption per row of features, guided ones from the class probabilities already computed."""
+    s, checked = captioner.decoding(strategy, options)
+    texts = []
+    for b in range(0, len(feats), batch):
+        guidance = captioner.guide(probs[b:b + batch], checked) if s.guided else None
+        per = captioner.decode(feats[b:b + batch], strategy, options, guidance=guidance)
+        texts += [p[0].text for p in per]
+    return texts
+
+
+def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cache: str = "cache",
+                   write: bool = False) -> dict:
+    from caption_core.bundle import read_manifest
+    from caption_core.captioner import Captioner
+    from caption_core.encoders import supported_options
+
+    from .coco import coco_features, load_coco, score_coco
+    from .guide import flickr_split, score
+
+    captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
+                                                                {"precision": "float32"}))
+    base = {k: v for k, v in (captioner.manifest.get("default_decoding") or {}).get("options", {}).items()
+            if not k.startswith("guide_")}
+    t0 = time.perf_counter()
+    photos = load_coco(coco)
+    o_feats, o_probs, o_ids = coco_features(captioner, photos, cache)
+    d_ids, d_feats, d_probs, d_refs = flickr_split(captioner, dataset, "dev", cache)
+    name = captioner.name
+    rows = []
+    for strategy, options in candidates(base, cfg):
+        dev = score(d_refs, d_ids, decode_texts(captioner, d_feats, d_probs, strategy, options), meteor=False)
+        ood = score_coco(photos, o_ids, decode_texts(captioner, o_feats, o_probs, strategy, options))
+        ood.pop("named_per_category", None)
+        rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood})
+        print(f"{name} {strategy} {({k: v for k, v in options.items() if k.startswith('guide_')})}: Flickr8k dev "
+              f"CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr {ood['CIDEr']:.4f}, "
+              f"main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}", flush=True)
+    chosen = pick(rows, cfg)
+    ok = eligible(rows, cfg)
+    report = {"bundle": name, "config": cfg.to_dict(), "ood_set": coco, "rows": rows,
+              "eligible": [rows.index(r) for r in ok], "chosen": rows.index(chosen),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"{name}: chosen {chosen['strategy']} {chosen['options']} (Flickr8k dev CIDEr "
+          f"{chosen['flickr_dev']['CIDEr']:.4f}, out-of-domain CIDEr {chosen['ood_dev']['CIDEr']:.4f})", flush=True)
+    if write:
+        record(folder, captioner, report, dataset, cache)
+    return report
+
+
+def record(folder: str, captioner, report: dict, dataset: str, cache: str) -> dict:
+    """Write the choice into the bundle: the default decoding, the dev rows of both sets (Flickr8k dev joins the
+    tuning results, so that the app's bundle order reads it), and the test scores of the new default."""
+    from caption_core.bundle import update_manifest, verify_bundle
+    from caption_core.metrics import caption_statistics
+
+    from .build import dataset_name, refresh_card
+    from .evaluate import captions_file, metrics_key, score_captions, write_captions
+    from .guide import flickr_split
+
+    chosen = report["rows"][report["chosen"]]
+    m = verify_bundle(folder)
+    tuning = dict(m.get("tuning") or {"split": "dev", "metric": "CIDEr", "results": []})
+    keep = [r for r in tuning.get("results", []) if r.get("strategy") != "guided"
+            and not (r.get("strategy") == chosen["strategy"] and r.get("options") == chosen["options"])]
+    new = [{"strategy": r["strategy"], "options": r["options"],
+            **{k: v for k, v in r["flickr_dev"].items()}} for r in report["rows"]
+           if r["strategy"] == "guided" or r is chosen]
+    tuning["results"] = keep + new
+    default = {"strategy": chosen["strategy"], "options": chosen["options"]}
+    changes = {"default_decoding": default, "tuning": tuning,
+               "ood_dev": {k: report[k] for k in ("ood_set", "config", "rows", "eligible", "chosen")}}
+    update_manifest(folder, changes)
+    # the test split, scored with the new default (reported, never chosen on): the tagger's probabilities where
+    # the encoder has no ImageNet head, as on the dev sets
+    ids, feats, probs, refs = flickr_split(captioner, dataset, "test", cache)
+    texts = decode_texts(captioner, feats, probs, chosen["strategy"], chosen["options"])
+    scores = score_captions(refs, dict(zip(ids, texts)))
+    scores["caption_statistics"] = caption_statistics(texts)
+    scores["precision"] = captioner.encoder.precision
+    scores["options"] = chosen["options"]
+    key = metrics_key(dataset_name(dataset), "test", captioner.encoder.precision)
+    print(f"test [{captioner.name}, {chosen['strategy']}]: " + ", ".join(
+        f"{k} {scores[k]:.3f}" for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr") if k in scores), flush=True)
+    fname = captions_file("test", chosen["strategy"], captioner.encoder.precision)
+    write_captions(os.path.join(folder, fname), captioner.name, key, chosen["strategy"], chosen["options"],
+                   {i: {"caption": t, "references": refs[i]} for i, t in zip(ids, texts)})
+    m = verify_bundle(folder, skip=(fname,))
+    metrics = dict(m.get("metrics") or {})
+    metrics[key] = {**metrics.get(key, {}), chosen["strategy"]: scores}
+    update_manifest(folder, {"metrics": metrics}, add_files=[fname])
+    refresh_card(folder)
+    print(f"{captioner.name}: default decoding {default} and its test scores written to {folder}/manifest.json",
+          flush=True)
+    return verify_bundle(folder)
