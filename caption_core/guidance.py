@@ -144,7 +144,8 @@ class WordMap:
             level, word, last_resort = chosen
             if last_resort:  # "animal" for an impala: too vague to require
                 self.general.add(word)
-            base = {w for w in levels[level]["words"] if w in rank}  # the word and its synonyms
+            base = {w for w in (*levels[level]["words"], *levels[level].get("kinds", ())) if w in rank}  # the word,
+            # its synonyms and its kinds that are no ImageNet class (dog: puppy): they count as it, and go with its veto
             specific = {w for lvl in levels[:level] for w in lvl["words"] if w in rank}  # its own, more specific
             self.class_word.append(word)
             self.class_words.append(with_plurals(specific, irregular, rank))

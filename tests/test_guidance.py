@@ -273,7 +273,7 @@ def test_a_bundle_already_guided_is_measured_against_beam_search(tiny_parts):
 # -- issue 24: guidance for the photos people bring ------------------------------------------------------------
 def room_vocab():
     words = ("a dog in the man is on of with cat dogs table desk pizza dish food plate animal bed chair computer "
-             "laptop bus truck car").split()
+             "laptop bus truck car puppy").split()
     return Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + words)
 
 
@@ -289,6 +289,7 @@ def test_furniture_devices_and_food_are_guided_and_the_animals_ruled_out_are_vet
     g = wm.guidance(probs, threshold=0.5)
     assert g[0].word == "table" and {"table", "desk"} <= set(g[0].required_words)
     assert {"dog", "dogs", "cat"} <= set(g[0].banned_words)  # the animals it rules out, whatever group guides
+    assert "puppy" in g[0].banned_words and "puppy" in wm.accepted["dog"]  # a kind of dog (WordNet) goes with it
     assert "pizza" in g[1].required_words and "dog" in g[1].banned_words
     assert g[2] is None
     alone = wm.guidance(probs, threshold=0.5, veto_alone=True)[2]  # the veto alone: no word, but no dog either

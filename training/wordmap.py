@@ -67,6 +67,7 @@ class WordNet:
                                     "wordnet-base (apt-get install wordnet-base) or pass --wordnet FOLDER")
         self.lemmas: dict[str, list[str]] = {}
         self.hypernyms: dict[str, list[str]] = {}
+        self.hyponyms: dict[str, list[str]] = {}
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.startswith("  "):  # the licence header
@@ -79,6 +80,15 @@ class WordNet:
                 ptrs = [head[at + 1 + 4 * i: at + 5 + 4 * i] for i in range(n_ptrs)]
                 self.lemmas[offset] = words
                 self.hypernyms[offset] = [p[1] for p in ptrs if p[0] in ("@", "@i") and p[2] == "n"]
+                self.hyponyms[offset] = [p[1] for p in ptrs if p[0] in ("~", "~i") and p[2] == "n"]
+        self.first_sense: dict[str, str] = {}  # lemma -> its most frequent noun synset (index.noun's order)
+        index = os.path.join(folder, "index.noun")
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as f:
+                for line in f:
+                    if not line.startswith(" "):
+                        parts = line.split()
+                        self.first_sense[parts[0]] = parts[-int(parts[2])]
         self.irregular_plurals: dict[str, list[str]] = collections.defaultdict(list)
         exc = os.path.join(folder, "noun.exc")
         if os.path.isfile(exc):
@@ -100,6 +110,11 @@ class WordNet:
                     seen.add(h)
                     queue.append(h)
         return order
+
+
+def one_words(lemmas: list[str]) -> list[str]:
+    """The lemmas a caption can use as one word (no 'golden_retriever', 'x-ray'), too general ones left out."""
+    return [w for w in lemmas if "_" not in w and "-" not in w and w.isalpha() and w not in TOO_GENERAL]
 
 
 def imagenet_synsets(source: str | None = None) -> list[str]:
@@ -128,6 +143,12 @@ def build_word_map(wordnet: WordNet, synsets: list[str], class_names: list[str],
                    made: dict) -> dict:
     """The JSON document: per class its id, name, group and candidate words (nearest synsets first)."""
     group_of = {offset: name for name, offsets in GROUPS.items() for offset in offsets}
+    class_synsets = {wnid[1:] for wnid in synsets}
+    # a kind is named by its synset's first lemma, one word, whose most frequent sense it is ("kid" is a child
+    # before a young goat), and which names nothing on any class's path ("bus", an old name for a car, is a
+    # class's own word)
+    path_words = {w for wnid in synsets for s in wordnet.path(wnid[1:]) for w in wordnet.lemmas[s]}
+    one_word_heads = {lemmas[0] for lemmas in wordnet.lemmas.values() if one_words(lemmas[:1])}
     classes, unmapped = [], []
     for index, (wnid, name) in enumerate(zip(synsets, class_names)):
         offset = wnid[1:]
@@ -140,10 +161,15 @@ def build_word_map(wordnet: WordNet, synsets: list[str], class_names: list[str],
         above = set(wordnet.path(root)) if root else set()  # the group's root and its ancestors
         candidates = []
         for s in path:
-            words = [w for w in wordnet.lemmas[s] if "_" not in w and "-" not in w and w.isalpha()
-                     and w not in TOO_GENERAL]
+            words = one_words(wordnet.lemmas[s])
             if words:  # general: the group's root synset or above it ("animal"), a last resort
-                candidates.append({"words": words, "general": s in above})
+                # kinds: the one-word lemmas of its direct hyponyms that are no ImageNet class of their own
+                # (dog: puppy, pooch, mutt), which count as the word (and are vetoed with it)
+                kinds = [] if s in above else sorted({wordnet.lemmas[h][0] for h in wordnet.hyponyms.get(s, [])
+                                                      if h not in class_synsets and
+                                                      wordnet.first_sense.get(wordnet.lemmas[h][0]) == h}
+                                                     & one_word_heads - path_words)
+                candidates.append({"words": words, "general": s in above, **({"kinds": kinds} if kinds else {})})
         row = {"index": index, "wnid": wnid, "name": name, "group": group, "candidates": candidates}
         if vocab_words is not None:
             row["word"] = chosen_word(candidates, vocab_words)
