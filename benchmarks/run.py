@@ -98,7 +98,7 @@ def bench_features(n: int, repeats: int) -> list[dict]:
         batch = np.stack(imgs)  # (N, S, S, 3)
         direct = None
         if name == "xception":  # the plain Keras model (float32): predict per image, and called directly
-            model = ours["float32"].model
+            model = build_encoder(name, {**cfg, "precision": "float32", "backend": "keras"}).model
             one = lambda img: classic.extract_one_by_one_keras(model, [img], lambda x: x / 127.5 - 1.0)
             direct = lambda img: np.asarray(model(img[None].astype("float32") / 127.5 - 1.0, training=False))[0]
         else:  # a plain torch model: default NCHW memory format, float32 (a forward call: torch has no predict)

