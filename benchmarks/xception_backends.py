@@ -70,6 +70,7 @@ def main(argv=None) -> int:
         cold.setdefault(backend, []).append(json.loads(out))
         print(backend, "cold", out, flush=True)
     from caption_core.encoders import build_encoder
+    from training.common import machine, write_json
 
     encs = {b: build_encoder("xception", {"precision": "float32", "backend": b}) for b in ("torch", "keras")}
     batch = photos(args.photos)  # (N, 299, 299, 3)
@@ -95,10 +96,10 @@ def main(argv=None) -> int:
                                "tensorflow_imported": cold[b][0]["tensorflow_imported"],
                                "images_per_second_batch16": round(max(speed[b]), 2),
                                "one_photo_ms_median": round(statistics.median(latency[b]), 1)} for b in encs}}
+    result["machine"] = machine()
     print(json.dumps(result, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     return 0
 
 
