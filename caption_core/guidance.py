@@ -38,13 +38,10 @@ from .text import Vocabulary
 
 WORD_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_words.json")
 WORD_MAP_FORMAT = "caption_core.imagenet_words/1"
-# The groups of training/wordmap.py's GROUPS, in its order of precedence (a word several groups' classes share
-# belongs to the first). Their classes may require a word where guidance is on for them: the first six, where
-# coco-mini (the out-of-domain dev set) showed a gain; the others named nothing more there (README: "Everyday
-# photos"), and are kept for the word map and the veto.
-GROUPS = ("animal", "vehicle", "food", "plant", "furniture", "device", "appliance", "sports", "instrument",
-          "clothing", "building", "container")
-GUIDED_GROUPS = GROUPS[:6]
+# The groups whose classes may require a word: of the word map's groups (its "groups", in order of precedence,
+# from training/wordmap.py), those where coco-mini (the out-of-domain dev set) showed a gain; the others named
+# nothing more there (README: "Everyday photos") and serve the word map and the veto.
+GUIDED_GROUPS = ("animal", "vehicle", "food", "plant", "furniture", "device")
 # what a Flickr8k decoder mistakes other things for (a fish photo: "a dog ... with a fish in its mouth"): when
 # guidance fires on any group, the words of these groups that the classifier rules out are vetoed too
 SUBJECT_GROUPS = ("animal",)
@@ -114,12 +111,6 @@ def choose_word(levels: list[dict], rank: dict[str, int]) -> tuple[int, str, boo
     return level, word, not specific
 
 
-def precedence(group: str | None) -> int:
-    """A word several groups' classes share belongs to the first group of ``GROUPS`` ("dish": the food, not the
-    crockery); no group last."""
-    return GROUPS.index(group) if group in GROUPS else len(GROUPS) + (group is None)
-
-
 class WordMap:
     """ImageNet classes -> caption words, for one vocabulary."""
 
@@ -127,6 +118,8 @@ class WordMap:
         doc = read_word_map(path)
         rank = vocab.word_to_id  # ids are in order of frequency
         irregular = doc.get("irregular_plurals", {})
+        order = list(doc.get("groups", ()))  # in order of precedence: a word shared by groups is of the first
+        precedence = lambda g: order.index(g) if g in order else len(order) + (g is None)  # noqa: E731
         self.vocab = vocab
         self.class_names = [c["name"] for c in doc["classes"]]
         self.class_word: list[str | None] = []  # per class, the word chosen (None: nothing in the vocabulary)

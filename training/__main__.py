@@ -421,8 +421,8 @@ def cmd_coco(args) -> int:
     from caption_core.decoding import decoding_arguments
     from caption_core.encoders import supported_options
 
-    from .choose import decode_texts
     from .coco import coco_features, load_coco, score_coco
+    from .guide import decode_captions
 
     photos = load_coco(args.coco)
     strategy, given = decoding_arguments(args)
@@ -433,7 +433,7 @@ def cmd_coco(args) -> int:
         captioner = Captioner.from_bundle(folder, {**float32, **dict(args.encoder_options)})
         s, opts = captioner.decoding(strategy, None, **given)  # the bundle's default, flags on top
         feats, probs, ids = coco_features(captioner, photos, args.cache)
-        texts = decode_texts(captioner, feats, probs, s.name, opts.to_dict())
+        texts, _ = decode_captions(captioner, feats, probs, s.name, opts.to_dict())
         scores = score_coco(photos, ids, texts, meteor=args.meteor)
         print(json.dumps({"bundle": captioner.name, "strategy": s.name, "options": opts.to_dict(), **scores}))
         by_id = {p.image_id: p for p in photos}

@@ -58,24 +58,14 @@ def eligible(rows: list[dict], cfg: ChooseConfig) -> list[dict]:
             and r["flickr_dev"]["distinct_share"] >= min(cfg.min_distinct, beam_distinct)]
 
 
-def pick(rows: list[dict], cfg: ChooseConfig) -> dict:
-    """The chosen row: the best out-of-domain CIDEr among the eligible ones (ties: main object named, then the
-    earlier candidate). Falls back on the first row (the tuned beam search) where nothing is eligible."""
-    ok = eligible(rows, cfg) or rows[:1]
+def pick(rows: list[dict], cfg: ChooseConfig, ok: list[dict] | None = None) -> dict:
+    """The chosen row: the best out-of-domain CIDEr among the eligible ones (``ok``, default: ``eligible``;
+    ties: main object named, then the earlier candidate). Falls back on the first row (the tuned beam search)
+    where nothing is eligible."""
+    ok = (eligible(rows, cfg) if ok is None else ok) or rows[:1]
     top = max(r["ood_dev"]["CIDEr"] for r in ok)
     tied = [r for r in ok if r["ood_dev"]["CIDEr"] >= top - cfg.tie]
     return max(tied, key=lambda r: (r["ood_dev"].get("main_object_named", 0), -rows.index(r)))
-
-
-def decode_texts(captioner, feats, probs, strategy: str, options: dict, batch: int = 250) -> list[str]:
-    """Best caption per row of features, guided ones from the class probabilities already computed."""
-    s, checked = captioner.decoding(strategy, options)
-    texts = []
-    for b in range(0, len(feats), batch):
-        guidance = captioner.guide(probs[b:b + batch], checked) if s.guided else None
-        per = captioner.decode(feats[b:b + batch], strategy, options, guidance=guidance)
-        texts += [p[0].text for p in per]
-    return texts
 
 
 def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cache: str = "cache",
@@ -85,7 +75,7 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
     from caption_core.encoders import supported_options
 
     from .coco import coco_features, load_coco, score_coco
-    from .guide import flickr_split, score
+    from .guide import decode_captions, flickr_split, score
 
     captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
                                                                 {"precision": "float32"}))
@@ -98,15 +88,15 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
     name = captioner.name
     rows = []
     for strategy, options in candidates(base, cfg):
-        dev = score(d_refs, d_ids, decode_texts(captioner, d_feats, d_probs, strategy, options), meteor=False)
-        ood = score_coco(photos, o_ids, decode_texts(captioner, o_feats, o_probs, strategy, options))
+        dev = score(d_refs, d_ids, decode_captions(captioner, d_feats, d_probs, strategy, options)[0], meteor=False)
+        ood = score_coco(photos, o_ids, decode_captions(captioner, o_feats, o_probs, strategy, options)[0])
         ood.pop("named_per_category", None)
         rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood})
         print(f"{name} {strategy} {({k: v for k, v in options.items() if k.startswith('guide_')})}: Flickr8k dev "
               f"CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr {ood['CIDEr']:.4f}, "
               f"main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}", flush=True)
-    chosen = pick(rows, cfg)
     ok = eligible(rows, cfg)
+    chosen = pick(rows, cfg, ok)
     report = {"bundle": name, "config": cfg.to_dict(), "ood_set": coco, "rows": rows,
               "eligible": [rows.index(r) for r in ok], "chosen": rows.index(chosen),
               "seconds": round(time.perf_counter() - t0, 1)}
@@ -125,15 +115,14 @@ def record(folder: str, captioner, report: dict, dataset: str, cache: str) -> di
 
     from .build import dataset_name, refresh_card
     from .evaluate import captions_file, metrics_key, score_captions, write_captions
-    from .guide import flickr_split
+    from .guide import decode_captions, flickr_split
 
     chosen = report["rows"][report["chosen"]]
     m = verify_bundle(folder)
     tuning = dict(m.get("tuning") or {"split": "dev", "metric": "CIDEr", "results": []})
     keep = [r for r in tuning.get("results", []) if r.get("strategy") != "guided"
             and not (r.get("strategy") == chosen["strategy"] and r.get("options") == chosen["options"])]
-    new = [{"strategy": r["strategy"], "options": r["options"],
-            **{k: v for k, v in r["flickr_dev"].items()}} for r in report["rows"]
+    new = [{"strategy": r["strategy"], "options": r["options"], **r["flickr_dev"]} for r in report["rows"]
            if r["strategy"] == "guided" or r is chosen]
     tuning["results"] = keep + new
     default = {"strategy": chosen["strategy"], "options": chosen["options"]}
@@ -143,7 +132,7 @@ def record(folder: str, captioner, report: dict, dataset: str, cache: str) -> di
     # the test split, scored with the new default (reported, never chosen on): the tagger's probabilities where
     # the encoder has no ImageNet head, as on the dev sets
     ids, feats, probs, refs = flickr_split(captioner, dataset, "test", cache)
-    texts = decode_texts(captioner, feats, probs, chosen["strategy"], chosen["options"])
+    texts, _ = decode_captions(captioner, feats, probs, chosen["strategy"], chosen["options"])
     scores = score_captions(refs, dict(zip(ids, texts)))
     scores["caption_statistics"] = caption_statistics(texts)
     scores["precision"] = captioner.encoder.precision

@@ -135,20 +135,26 @@ def flickr_split(captioner, dataset: str, split: str, cache: str):
     return [examples[r].image_id for r in rows], feats, probs, refs
 
 
+def decode_captions(captioner, feats, probs, strategy: str, options: dict, batch: int = 250):
+    """Best caption per row of features (N, D), guided ones from the class probabilities (N, 1000) already
+    computed (no second classifier pass). -> (captions, each row's guidance or None)."""
+    s, checked = captioner.decoding(strategy, options)
+    texts, fired = [], []
+    for b in range(0, len(feats), batch):
+        guidance = captioner.guide(probs[b:b + batch], checked) if s.guided else None
+        per = captioner.decode(feats[b:b + batch], strategy, options, guidance=guidance)
+        texts += [p[0].text for p in per]
+        fired += guidance or [None] * len(per)
+    return texts, fired
+
+
 def captions_for(captioner, feats, probs, options: dict, threshold: float | None, veto: bool, batch: int = 250):
     """Best caption per row; ``threshold`` None: the unguided default decoding (beam, where the bundle's
     default is already guided: a second run must not measure guidance against itself). -> (captions, guidance)."""
     unguided = "beam" if captioner.default_strategy == "guided" else captioner.default_strategy
     strategy = "guided" if threshold is not None else unguided
     opts = dict(options, **({"guide_threshold": threshold, "guide_veto": veto} if threshold is not None else {}))
-    s, checked = captioner.decoding(strategy, opts)
-    texts, fired = [], []
-    for b in range(0, len(feats), batch):
-        guidance = captioner.guide(probs[b:b + batch], checked) if threshold is not None else None
-        per = captioner.decode(feats[b:b + batch], strategy, opts, guidance=guidance)
-        texts += [p[0].text for p in per]
-        fired += guidance or [None] * len(per)
-    return texts, fired
+    return decode_captions(captioner, feats, probs, strategy, opts, batch)
 
 
 def score(refs: dict, ids: list[str], texts: list[str], meteor: bool) -> dict:
