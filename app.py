@@ -86,6 +86,10 @@ def caption_md(a: dict) -> str:
                   + ", ".join(f"{c['label']} {c['probability']:.2f}" for c in a["imagenet_top5"])]
     if a["strategy"] == "guided":
         lines += ["", guidance_md(a["guidance"], a["options"])]
+    if a.get("attention"):  # an attention bundle: its maps are drawn in the explanation tab
+        att = a["attention"]
+        lines += ["", f"*Where it looked: one map per word over the photo's {att['grid'][0]}x{att['grid'][1]} grid, in "
+                  "the tab 'Which part of the photo each word depends on' (no extra pass over the photo).*"]
     return "\n".join(lines + ["", f"*{a['bundle']} · {describe_decoding(a['strategy'], a['options'])} · "
                                   f"encode {a['encode_ms']:.0f} ms · decode {a['decode_ms']:.0f} ms*"])
 
@@ -257,7 +261,17 @@ class Handlers:
     def explain(self, image, bundle, caption: str | None = None):
         """-> (gallery of (overlay, word), caption explained)."""
         a = self.service.explain(image, bundle, caption)
-        return [(w["overlay"], f"{w['word']}  (p={w['probability']:.2f})") for w in a["words"]], a["caption"]
+        return [(w["overlay"], f"{w['word']}  (p={w['probability']:.2f}, {a['method']})") for w in a["words"]], \
+            a["caption"]
+
+    def maps(self, image, details):
+        """After a caption: an attention bundle's maps (in ``details``) drawn in the explanation tab, one per
+        word; other bundles leave the tab as it was. -> (gallery, caption explained)."""
+        attention = (details or {}).get("attention")
+        if not attention or image is None:
+            return gr.skip(), gr.skip()
+        drawn = self.service.attention_overlays(image, attention)
+        return [(d["overlay"], d["word"]) for d in drawn], (details["captions"] or [{}])[0].get("caption", "")
 
     @shown
     def card(self, bundle):
@@ -316,11 +330,13 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
             with gr.Tab("Compare"):
                 table = gr.HTML(css_template=COMPARE_CSS)
             with gr.Tab("Which part of the photo each word depends on"):
-                gr.Markdown(f"Occlusion map: each of {cfg.occlusion_grid}x{cfg.occlusion_grid} patches is greyed out "
-                            "in turn; red marks the patches whose removal lowers that word's probability the most.")
+                gr.Markdown("Attention bundles (`-attention` in the name): where the decoder looked for each word, drawn "
+                            "with every caption (no extra pass over the photo). Other bundles: an occlusion map "
+                            f"(Explain): each of {cfg.occlusion_grid}x{cfg.occlusion_grid} patches is greyed out in turn; "
+                            "red marks the patches whose removal lowers that word's probability the most.")
                 explain_btn = gr.Button("Explain the caption")
                 explained = gr.Textbox(label="Caption explained", interactive=False)
-                gallery = gr.Gallery(label="Per-word occlusion maps", columns=4, height="auto")
+                gallery = gr.Gallery(label="Per-word maps", columns=4, height="auto")
             with gr.Tab("Model card"):
                 first_curve = service.curve(pool.default)
                 curve_img = gr.Image(first_curve, label="Training curve", interactive=False, height=300,
@@ -365,7 +381,8 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
         strategy.change(on_strategy, strategy, list(controls.values()), api_name=False, queue=False)
         gathered = dict(fn=gather, inputs=[strategy, *controls.values()], outputs=options, api_name=False, queue=False)
         caption_btn.click(**gathered).then(handlers.caption, [image, bundle, strategy, options],
-                                           [captions_md, refs_md, details], api_name="caption")
+                                           [captions_md, refs_md, details], api_name="caption").success(
+            handlers.maps, [image, details], [gallery, explained], api_name=False)
         # Compare: each bundle's own default, unless the box is unticked (then the strategy and options above)
         compare_strategy, compare_options = gr.Textbox(visible=False), gr.JSON(value={}, visible=False)
         compare_btn.click(**gathered).then(

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 
-from .decoder import DecoderConfig, InferenceDecoder
+from .decoder import DecoderConfig, load_inference
 from .files import sha256_file, write_json_atomic
 from .text import Vocabulary
 
@@ -207,10 +207,10 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
             from .decoder import EnsembleDecoder
 
             members = manifest["decoder"]["members"]
-            decoder = EnsembleDecoder([InferenceDecoder.load(_safe_member(folder, m["file"]), DecoderConfig.from_dict(m["config"]))
+            decoder = EnsembleDecoder([load_inference(_safe_member(folder, m["file"]), DecoderConfig.from_dict(m["config"]))
                                        for m in members], [tuple(m["features"]) for m in members])
         else:
-            decoder = InferenceDecoder.load(_safe_member(folder, manifest["decoder"]["file"]), config)
+            decoder = load_inference(_safe_member(folder, manifest["decoder"]["file"]), config)
     except ValueError as exc:
         raise BundleError(f"bundle '{folder}': {exc}") from None
     enc = manifest["encoder"]

@@ -11,7 +11,7 @@ import numpy as np
 from .decoding import Constraint, get_strategy
 from .encoders.base import class_probabilities, top_probabilities
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
-from .text import Vocabulary, clean_caption
+from .text import END_ID, START_ID, Vocabulary, clean_caption
 
 
 @dataclasses.dataclass
@@ -27,7 +27,9 @@ class Explanation:
     caption: str  # the caption explained
     words: list[str]  # its words (<end> excluded)
     probabilities: np.ndarray  # (T,) the model's probability of each word given the photo
-    heat: np.ndarray  # (T, grid, grid) >= 0: how much each word's log-probability drops when that patch is greyed
+    heat: np.ndarray  # (T, rows, cols) >= 0: how much each word's log-probability drops when that patch is greyed
+    # ('occlusion'), or the attention decoder's weights over the grid cells for that word ('attention')
+    method: str = "occlusion"  # 'occlusion' (the photo re-encoded once per patch) or 'attention' (no extra pass)
 
 
 @dataclasses.dataclass
@@ -37,6 +39,9 @@ class CaptionResult:
     decode_ms: float  # decoding time for this call, per image
     labels: list[tuple[str, float]] | None = None  # the encoder's own top-5 ImageNet classes, where it has a head
     guidance: dict | None = None  # guided decoding: the word required, its class and probability, the words banned
+    attention: dict | None = None  # attention decoders: where it looked for each word of the best caption:
+    # {"words": [w1..wT], "grid": [rows, cols], "maps": (T, rows, cols) nested lists, "outside": (T,) the weight on
+    # non-spatial tokens (DINOv2's CLS)}; maps + outside sum to 1 per word
 
 
 class Captioner:
@@ -151,9 +156,38 @@ class Captioner:
         described = [None] * len(per_image) if guidance is None else [
             None if g is None else {**g.describe(), "met": g.satisfied_by(c[0].tokens) if c else False}
             for g, c in zip(guidance, per_image)]
+        maps = self.attention_maps(feats, [c[0].tokens if c else [] for c in per_image]) if self.attends \
+            else [None] * len(per_image)
         n = len(images)
-        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd)
-                for c, lab, gd in zip(per_image, labels, described)]
+        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m)
+                for c, lab, gd, m in zip(per_image, labels, described, maps)]
+
+    @property
+    def attends(self) -> bool:
+        """True for an attention decoder over a grid: its captions come with maps of where it looked."""
+        return getattr(self.encoder, "grid_shape", None) is not None and hasattr(self.decoder, "attention_maps")
+
+    def attention_maps(self, features: np.ndarray, captions: list[list[int]]) -> list[dict]:
+        """Per image, the decoder's weights over the grid for each word of ``captions[i]`` (generated ids, <end>
+        last where emitted): the same step decoding ran, once more over the caption's words, no encoder pass."""
+        rows, cols, _ = self.encoder.grid_shape
+        extra = self.encoder.grid_extra
+        words = [[t for t in ids if t != END_ID] for ids in captions]
+        length = max(len(w) for w in words) + 1
+        tokens = np.zeros((len(words), length), np.int64)  # (N, T+1): <start> w1 .. wT, padded
+        tokens[:, 0] = START_ID
+        for i, w in enumerate(words):
+            tokens[i, 1:len(w) + 1] = w
+        feats = np.zeros_like(features, np.float32) if self.blind else np.asarray(features, np.float32)
+        with self.decoder.blas_threads(len(feats)):
+            alpha = self.decoder.attention_maps(feats, tokens)  # (N, T, cells): weights that chose word t
+        out = []
+        for i, w in enumerate(words):
+            a = alpha[i, :len(w)]  # (T_i, cells)
+            out.append({"words": [self.vocab.id_to_word[t] for t in w], "grid": [rows, cols],
+                        "maps": a[:, extra:].reshape(len(w), rows, cols).round(5).tolist(),
+                        "outside": a[:, :extra].sum(axis=1).round(5).tolist()})
+        return out
 
     def word_log_probs(self, features: np.ndarray, caption: str) -> tuple[list[str], np.ndarray]:
         """The probability the model gives each word of ``caption`` (and <end>) for each image.
@@ -176,6 +210,8 @@ class Captioner:
         photo (decoded from the same forward pass: the photo is encoded once, with its occluded copies)."""
         if grid < 1:
             raise ValueError(f"grid must be >= 1, got {grid}")
+        if self.attends:  # the decoder's own maps: one encoder pass, as for a caption
+            return self._explain_attention(image, caption, limits)
         base = self.encoder.preprocess([load_image(image, limits)])[0]  # (S, S, 3), exactly as caption() prepares it
         edges = np.linspace(0, base.shape[0], grid + 1).astype(int)
         batch = [base]
@@ -192,3 +228,14 @@ class Captioner:
             raise ValueError("nothing to explain: the caption has no words in the vocabulary")
         drop = np.maximum(lp[:1] - lp[1:], 0.0)[:, :-1]  # (g*g, T): how much each patch mattered to each word
         return Explanation(caption, words[:-1], np.exp(lp[0, :-1]), drop.T.reshape(len(words) - 1, grid, grid))
+
+    def _explain_attention(self, image: Any, caption: str | None, limits: ImageLimits) -> Explanation:
+        """``explain`` for an attention decoder: the weights it gave the grid cells for each word."""
+        feats = self.encode([image], limits)  # (1, D)
+        if not caption:
+            caption = self.decode(feats)[0][0].text
+        words, lp = self.word_log_probs(feats, caption)  # (1, T + 1)
+        if len(words) < 2:
+            raise ValueError("nothing to explain: the caption has no words in the vocabulary")
+        (maps,) = self.attention_maps(feats, [self.vocab.encode(clean_caption(caption))[1:]])
+        return Explanation(caption, words[:-1], np.exp(lp[0, :-1]), np.asarray(maps["maps"], np.float32), "attention")

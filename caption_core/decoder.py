@@ -1,4 +1,5 @@
-"""The merge decoder: image features and words meet after the LSTM.
+"""The decoders, by kind (``DecoderConfig.kind``): the merge model here, the attention model in
+``caption_core.attention``. The merge decoder: image features and words meet after the LSTM.
 
     features (B, D) -> Dropout -> Dense(units, relu)                       -> img  (B, U)
     tokens   (B, T) -> Embedding(mask_zero) -> Dropout -> LSTM(U, seq)     -> seq  (B, T, U)
@@ -29,8 +30,9 @@ from .config import Config
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig(Config):
-    """Sizes of the merge decoder. Saved in every bundle's manifest."""
+    """Kind and sizes of a decoder. Saved in every bundle's manifest."""
 
+    kind: str = "merge"  # 'merge' (pooled features, merged after the LSTM) or 'attention' (over the grid cells)
     vocab_size: int = 0  # number of ids, reserved tokens included (set from the vocabulary when training)
     feature_dim: int = 0  # D: size of the encoder's feature vector (set from the encoder when training)
     embed_dim: int = 256  # word embedding size
@@ -38,6 +40,44 @@ class DecoderConfig(Config):
     feature_dropout: float = 0.5  # dropout on the image features before the projection
     embed_dropout: float = 0.5  # dropout on word embeddings before the LSTM
     max_length: int = 32  # most tokens in a caption, <start> and <end> included
+    # attention kind only:
+    grid_cells: int = 0  # N: cells of the encoder's grid (set from the encoder when training)
+    context_dim: int = 512  # E: each cell projected to this size (the context vector's size)
+    attention_dim: int = 256  # A: size of the attention's hidden layer
+    attention_penalty: float = 1.0  # weight of the doubly stochastic penalty (each cell attended ~once a caption)
+
+    def __post_init__(self):
+        if self.kind not in DECODER_KINDS:
+            raise ValueError(f"unknown decoder kind {self.kind!r}; valid: {list(DECODER_KINDS)}")
+
+
+DECODER_KINDS = ("merge", "attention")
+
+
+def decoder_class(kind: str):
+    """The Keras-side class of decoder ``kind`` (``build``, ``load``, ``inference``)."""
+    if kind == "merge":
+        return MergeDecoder
+    if kind == "attention":
+        from .attention import AttentionDecoder
+
+        return AttentionDecoder
+    raise ValueError(f"unknown decoder kind {kind!r}; valid: {list(DECODER_KINDS)}")
+
+
+def make_decoder(config: DecoderConfig, training_model=None):
+    """A new trainable decoder of ``config.kind`` (random weights, or those of ``training_model``)."""
+    return decoder_class(config.kind)(config, training_model)
+
+
+def load_decoder(path: str, config: DecoderConfig):
+    """A trainable decoder of ``config.kind`` from its ``.keras`` file (Keras, safe mode)."""
+    return decoder_class(config.kind).load(path, config)
+
+
+def load_inference(path: str, config: DecoderConfig):
+    """What decodes: the NumPy step of ``config.kind`` read from a ``.keras`` file with h5py (no Keras import)."""
+    return decoder_class(config.kind).inference_class.load(path, config)
 
 
 def build_decoder(config: DecoderConfig):
@@ -238,47 +278,56 @@ class EnsembleDecoder:
         return teacher_forced_log_probs(self, features, token_ids)
 
 
-class MergeDecoder:
-    """The Keras model built by ``build_decoder`` (what is trained and saved), and its
-    ``InferenceDecoder`` (what decodes: ``step``, ``initial_state``, ``token_log_probs``), exported on
-    first use. The Keras weights are the source of truth: ``refresh`` re-exports them after training
-    changes them."""
+class KerasDecoder:
+    """A Keras model built by the kind's ``build`` (what is trained and saved), and its NumPy inference copy
+    (what decodes: ``step``, ``initial_state``, ``token_log_probs``), exported on first use. The Keras weights
+    are the source of truth: ``refresh`` re-exports them after training changes them."""
+
+    kind: str
+    inference_class: type
+    build = None  # config -> Keras model
 
     def __init__(self, config: DecoderConfig, training_model=None):
         self.config = config
-        self.training_model = build_decoder(config)
+        self.training_model = type(self).build(config)
         if training_model is not None:
             self.training_model.set_weights(training_model.get_weights())
-        self._inference: InferenceDecoder | None = None
+        self._inference = None
 
     def layer_weights(self) -> dict[str, list[np.ndarray]]:
         """Layer name -> weight arrays, for the layers inference reads."""
         return {name: [np.asarray(w) for w in self.training_model.get_layer(name).get_weights()]
-                for name in InferenceDecoder.LAYERS}
+                for name in self.inference_class.LAYERS}
 
     def refresh(self) -> None:
         """Re-export the inference weights from the Keras layers; call after training changes them."""
         self._inference = None
 
     @property
-    def inference(self) -> InferenceDecoder:
+    def inference(self):
         if self._inference is None:
-            self._inference = InferenceDecoder(self.config, self.layer_weights())
+            self._inference = self.inference_class(self.config, self.layer_weights())
         return self._inference
 
     def save(self, path: str) -> None:
         self.training_model.save(path)
 
     @classmethod
-    def load(cls, path: str, config: DecoderConfig) -> "MergeDecoder":
+    def load(cls, path: str, config: DecoderConfig):
         import keras
 
+        if config.kind == "attention":
+            from . import attention_layers  # noqa: F401  (registers its layers for safe-mode loading)
         trained = keras.saving.load_model(path, compile=False, safe_mode=True)
         return cls(config, training_model=trained)
 
     # decoding goes through the NumPy copy
-    blas_threads = staticmethod(InferenceDecoder.blas_threads)
-    state_arrays = InferenceDecoder.state_arrays
+    def blas_threads(self, n_images: int):
+        return self.inference_class.blas_threads(n_images)
+
+    @property
+    def state_arrays(self) -> int:
+        return self.inference_class.state_arrays
 
     def initial_state(self, features: np.ndarray):
         return self.inference.initial_state(features)
@@ -288,6 +337,14 @@ class MergeDecoder:
 
     def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         return self.inference.token_log_probs(features, token_ids)
+
+
+class MergeDecoder(KerasDecoder):
+    """The merge model built by ``build_decoder`` and its ``InferenceDecoder``."""
+
+    kind = "merge"
+    inference_class = InferenceDecoder
+    build = staticmethod(build_decoder)
 
 
 def _snake_case(name: str) -> str:

@@ -352,6 +352,8 @@ class CaptionService:
                 "encode_ms": round(result.encode_ms, 1), "decode_ms": round(result.decode_ms, 1),
                 "imagenet_top5": [{"label": label, "probability": round(p, 4)} for label, p in result.labels or []],
                 "guidance": result.guidance,  # guided strategy: the word required, its class, the words banned
+                # attention bundles: the weights over the grid for each word of the best caption (no extra pass)
+                "attention": result.attention,
                 "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}
 
     def compare(self, image: Any, strategy: str | None = None, options: dict | None = None) -> dict:
@@ -379,7 +381,8 @@ class CaptionService:
                 "references": list(match[1]) if match else []}
 
     def explain(self, image: Any, bundle: str, caption: str | None = None, size: int = 320) -> dict:
-        """Per-word occlusion maps: {caption, words: [{word, probability, overlay (a PIL image)}]}."""
+        """Per-word maps: {caption, method, words: [{word, probability, overlay (a PIL image)}]}; method
+        'attention' (the decoder's own weights, one encoder pass) for attention bundles, else 'occlusion'."""
         img = self.image(image)
         captioner = self.bundles.get(bundle)
         try:
@@ -393,7 +396,19 @@ class CaptionService:
             peak = heat.max()
             words.append({"word": word, "probability": float(p),
                           "overlay": heat_overlay(display, heat / peak if peak > 0 else heat)})
-        return {"caption": ex.caption, "words": words}
+        return {"caption": ex.caption, "method": ex.method, "words": words}
+
+    def attention_overlays(self, image: Any, attention: dict, size: int = 320) -> list[dict]:
+        """A caption's ``attention`` (from ``caption``) drawn over the photo: [{word, overlay}], each map scaled
+        to its own peak. Nothing is computed again."""
+        display = self.image(image).copy()
+        display.thumbnail((size, size))
+        out = []
+        for word, heat in zip(attention["words"], attention["maps"]):
+            heat = np.asarray(heat, np.float32)  # (rows, cols)
+            peak = heat.max()
+            out.append({"word": word, "overlay": heat_overlay(display, heat / peak if peak > 0 else heat)})
+        return out
 
     def card(self, bundle: str) -> str:
         """The bundle's model card (markdown) without the Hub's YAML header and the curve's image line."""

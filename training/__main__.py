@@ -43,7 +43,7 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
 def _decoder_args(p: argparse.ArgumentParser) -> None:
     from .train_decoder import DecoderTrainConfig
 
-    add_arguments(p.add_argument_group("decoder training"), DecoderTrainConfig, exclude=("out", "vocab_size", "feature_dim"))
+    add_arguments(p.add_argument_group("decoder training"), DecoderTrainConfig, exclude=("out", "vocab_size", "feature_dim", "grid_cells"))
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
 

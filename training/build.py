@@ -11,7 +11,7 @@ import time
 from caption_core.bundle import BASELINE_FORMAT, save_bundle, test_metrics, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
 from caption_core.config import Config
-from caption_core.decoder import MergeDecoder
+from caption_core.decoder import load_decoder
 from caption_core.decoding import get_strategy
 from caption_core.encoders import get_encoder_class
 from caption_core.text import Vocabulary
@@ -52,11 +52,18 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
     metrics = manifest.get("metrics", {})
     encoder_cls = get_encoder_class(manifest["encoder"]["name"])
     test = test_metrics(manifest)
-    tags = ["image-captioning", "merge-model", "lstm", manifest["encoder"]["name"].replace("_", "-")] + \
-        (["scst"] if t.get("scst") else [])
+    dc = manifest["decoder"]["config"]
+    attention = dc.get("kind") == "attention"
+    tags = ["image-captioning", "soft-attention" if attention else "merge-model", "lstm",
+            manifest["encoder"]["name"].replace("_", "-")] + (["scst"] if t.get("scst") else [])
+    grid = manifest["encoder"].get("grid_shape")
+    decoder_words = (f"soft-attention LSTM decoder over its {grid[0]}x{grid[1]} grid"
+                     + (f" and {manifest['encoder'].get('grid_extra')} global token" if manifest["encoder"].get("grid_extra") else "")
+                     + f" (Embedding {dc['embed_dim']}, LSTM {dc['units']}, attention {dc.get('attention_dim')}, "
+                     f"context {dc.get('context_dim')}; Xu et al. 2015)" if attention and grid else
+                     f"merge decoder (Embedding {dc['embed_dim']}, LSTM {dc['units']})")
     lines = [hub_metadata(name, manifest, encoder_cls.licence_id, tags, test) + f"# {name}", "",
-             f"Image captioning bundle: `{manifest['encoder']['name']}` image features + merge decoder "
-             f"(Embedding {manifest['decoder']['config']['embed_dim']}, LSTM {manifest['decoder']['config']['units']}), "
+             f"Image captioning bundle: `{manifest['encoder']['name']}` image features + {decoder_words}, "
              f"vocabulary of {manifest['vocabulary']['size']} words.", "",
              "## Training", "",
              *(_ensemble_lines(t) if t.get("ensemble") else [
@@ -246,7 +253,13 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
         train_cfg = dataclasses.replace(train_cfg, out=run_dir)
     t_start = time.perf_counter()
     splits = load_splits(cfg.dataset)
-    encoder = encoder_for(cfg.encoder, cfg.weights, cfg.encoder_options)
+    options = dict(cfg.encoder_options)
+    if train_cfg.decoder.kind == "attention" and "pooling" not in options:
+        options["pooling"] = "grid"  # what an attention decoder reads
+    encoder = encoder_for(cfg.encoder, cfg.weights, options)
+    if train_cfg.decoder.kind == "attention" and not encoder.grid_cells:
+        raise ValueError(f"encoder '{cfg.encoder}' gives no grid of cells for an attention decoder "
+                         "(encoders with pooling='grid': efficientnet_lite*, xception, dinov2)")
     t0 = time.perf_counter()
     feats = {s: extract_features(encoder, ex, cfg.dataset, s, cfg.cache) for s, ex in splits.items()}
     feature_seconds = time.perf_counter() - t0
@@ -254,11 +267,12 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                      .get("images_per_second") for s in splits}
     print(f"features ready in {feature_seconds:.0f} s (extraction rates, images/s: {feature_rates})", flush=True)
     t0 = time.perf_counter()
-    state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume)
+    state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume,
+                          grid_cells=encoder.grid_cells)
     decoder_seconds = sum(h["seconds"] for h in state["history"])
     vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
-    decoder = MergeDecoder.load(os.path.join(run_dir, "best.keras"),
-                                train_cfg.decoder_config(len(vocab), encoder.output_dim))
+    decoder = load_decoder(os.path.join(run_dir, "best.keras"),
+                                train_cfg.decoder_config(len(vocab), encoder.output_dim, encoder.grid_cells))
     strategy = get_strategy(cfg.default_strategy)
     default = {"strategy": strategy.name,
                # every option of the strategy but max_length, which follows the decoder unless given

@@ -14,7 +14,7 @@ import time
 
 from caption_core.bundle import load_bundle, save_bundle, test_metrics
 from caption_core.captioner import Captioner
-from caption_core.decoder import EnsembleDecoder, MergeDecoder
+from caption_core.decoder import EnsembleDecoder, load_decoder
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 
 from .common import command_line, git_commit, machine, versions
@@ -38,7 +38,7 @@ def assemble(bundles: list[str]):
     encoders = [p[1] for p in parts]
     encoder = ConcatEncoder(ConcatConfig(members=tuple({"name": e.name, "config": e.describe()["config"]}
                                                        for e in encoders)), members=encoders)
-    decoders = [MergeDecoder.load(os.path.join(folder, m["decoder"]["file"]), dec.config)
+    decoders = [load_decoder(os.path.join(folder, m["decoder"]["file"]), dec.config)
                 for (m, _, dec, _, folder) in parts]
     decoder = EnsembleDecoder(decoders, encoder.slices)
     best = manifests[0].get("default_decoding") or {"strategy": "beam", "options": {"beam_width": 3}}

@@ -1,6 +1,6 @@
 """Batched feature extraction with an on-disk cache that resumes after a kill.
 
-Layout: ``<cache>/features/<encoder>-<key>/<split>/`` with ``features.npy`` (N, D) float32,
+Layout: ``<cache>/features/<encoder>-<key>/<split>/`` with ``features.npy`` (N, D) float32 (grid features: float16),
 written in place through a memory map, and ``index.json`` (the key's inputs, image ids, rows
 done, rows that could not be read). ``key`` hashes the encoder's name, config and weights
 fingerprint and the dataset source, so a changed encoder never reuses a stale cache. After each
@@ -34,6 +34,8 @@ def cache_key(encoder, source: str) -> dict:
     # how the same function is computed, not which: batching, threads, a frozen graph (float rounding apart)
     cfg = {k: v for k, v in encoder.config.to_dict().items()
            if k not in ("batch_size", "threads", "frozen_graph", "backend")}
+    if encoder.name != "dinov2" and encoder.grid_shape is None:
+        cfg.pop("pooling", None)  # a field added after their pooled caches were made: those keep their key
     if "precision" in cfg:
         cfg["precision"] = encoder.precision  # 'auto' resolved: the arithmetic that made these features
     return {"format": CACHE_FORMAT, "encoder": encoder.name, "revision": encoder.revision, "config": cfg,
@@ -61,7 +63,7 @@ def prefetch(pool, fn, items, ahead: int):
 
 def extract_features(encoder, examples: list[CaptionExample], source: str, split: str, cache_root: str = "cache",
                      progress: bool = True, stop_after: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """-> features (N, D) float32 (a read-only memory map) and ``valid`` (N,) bool.
+    """-> features (N, D) float32, float16 for grids (a read-only memory map) and ``valid`` (N,) bool.
 
     Cached per (encoder config + weights, dataset, split); resumes where a previous run stopped.
     ``stop_after`` ends the run after that many new rows (tests use it to simulate a kill).
@@ -81,9 +83,10 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
     key = cache_key(encoder, source)
     index = read_json(index_path)
     n, dim = len(examples), encoder.output_dim
+    dtype = np.float16 if encoder.grid_shape else np.float32  # grids: 49-257 cells a photo, halved on disk
     if index is None or index.get("key") != key or index.get("image_ids") != ids or not os.path.exists(feat_path):
         index = {"key": key, "split": split, "image_ids": ids, "dim": dim, "done": 0, "bad": {}, "complete": False}
-        feats = np.lib.format.open_memmap(feat_path, mode="w+", dtype=np.float32, shape=(n, dim))  # (N, D)
+        feats = np.lib.format.open_memmap(feat_path, mode="w+", dtype=dtype, shape=(n, dim))  # (N, D)
         write_json(index_path, index)
     else:
         feats = np.lib.format.open_memmap(feat_path, mode="r+")

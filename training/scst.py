@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from caption_core.config import Config
-from caption_core.decoder import MergeDecoder, masked_loss, pad_captions
+from caption_core.decoder import KerasDecoder, load_decoder, make_decoder, masked_loss, pad_captions
 from caption_core.decoding import decode
 from caption_core.metrics import CiderD
 from caption_core.text import END, END_ID, START_ID, clean_caption
@@ -98,7 +98,7 @@ def advantages(rewards: np.ndarray, samples: int, greedy: np.ndarray | None = No
 
 
 class SCSTTrainer:
-    def __init__(self, cfg: SCSTConfig, decoder: MergeDecoder):
+    def __init__(self, cfg: SCSTConfig, decoder: KerasDecoder):
         import keras
         import tensorflow as tf
 
@@ -207,7 +207,7 @@ def eligible(cfg: SCSTConfig, row: dict, start: dict | None = None) -> bool:
     return row["distinct_share"] >= floor and row["dangling_endings"] <= cfg.max_dangling
 
 
-def train_scst(cfg: SCSTConfig, captioner, decoder: MergeDecoder, train_examples, train_feats, train_valid,
+def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples, train_feats, train_valid,
                dev_examples, dev_feats, dev_valid, resume: bool = True, stop_after_epochs: int | None = None) -> dict:
     """Fine-tune ``decoder`` (the Keras form of ``captioner``'s decoder) and return the state: the dev
     curve (epoch 0 = the starting model), the chosen epoch, timings. The chosen weights are in
@@ -317,7 +317,7 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
                          "(python -m training ensemble)")
     name = manifest["name"]
     cfg = cfg if cfg.out else dataclasses.replace(cfg, out=os.path.join(runs, f"{name}-scst"))
-    decoder = MergeDecoder.load(os.path.join(bundle, manifest["decoder"]["file"]), captioner.decoder.config)
+    decoder = load_decoder(os.path.join(bundle, manifest["decoder"]["file"]), captioner.decoder.config)
     splits = load_splits(dataset)
     feats = {s: extract_features(captioner.encoder, ex, dataset, s, cache) for s, ex in splits.items()}
 
@@ -345,7 +345,7 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
     target = out or bundle
     training = {**manifest["training"], "scst": scst}
     keep = {k: manifest[k] for k in ("default_decoding",) if k in manifest}
-    export = MergeDecoder(decoder.config, training_model=decoder.training_model)  # uncompiled: no optimizer state saved
+    export = make_decoder(decoder.config, training_model=decoder.training_model)  # uncompiled: no optimizer state saved
     save_bundle(target, encoder=captioner.encoder, decoder=export, vocab=captioner.vocab, training=training,
                 metrics=after, default_decoding=keep.get("default_decoding"), extra_files=files)
     update_manifest(target, {"cross_entropy_metrics": before})

