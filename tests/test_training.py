@@ -90,6 +90,14 @@ def test_decoder_training_resumes_to_the_same_result(flickr, tmp_path):
     with pytest.raises(ValueError, match="other options"):
         train_decoder(DecoderTrainConfig(out=str(tmp_path / "b"), epochs=9), data["train"], *feats["train"],
                       data["dev"], *feats["dev"], resume=True)
+    import dataclasses
+
+    # a long run cut short: resumed with fewer --epochs, it stops where it is and keeps its best epoch
+    train_decoder(args(tmp_path / "c"), data["train"], *feats["train"], data["dev"], *feats["dev"], stop_after_epochs=3)
+    cut = train_decoder(dataclasses.replace(args(tmp_path / "c"), epochs=2), data["train"], *feats["train"],
+                        data["dev"], *feats["dev"], resume=True)
+    assert cut["epochs_done"] == 3 and cut["extended"] == [{"epochs_done": 3, "from": 4, "to": 2}]
+    np.testing.assert_allclose([h["train_loss"] for h in cut["history"]], a[:3], rtol=1e-3)
 
 
 def test_training_ignores_padding(flickr, tmp_path):

@@ -94,3 +94,19 @@ class Timer:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+
+
+def check_resume(state: dict | None, cfg, log) -> dict | None:
+    """A resumed run's ``state`` (its ``config`` recorded) against this run's config ``cfg``: the same, or only
+    ``epochs`` changed (the run extended or cut short: recorded under ``extended``); anything else raises."""
+    if state is None or state.get("config") == cfg.to_dict():
+        return state
+    made = dict(state.get("config") or {})
+    if {**made, "epochs": cfg.epochs} != cfg.to_dict():
+        raise ValueError(f"resume: the run in {cfg.out} was made with other options; use the same ones (only "
+                         "--epochs may change) or another --out (or --no-resume)")
+    log.info("resuming with %d epochs at most instead of %d", cfg.epochs, made.get("epochs"))
+    state["extended"] = state.get("extended", []) + [{"epochs_done": state["epochs_done"], "from": made.get("epochs"),
+                                                      "to": cfg.epochs}]
+    state["config"] = cfg.to_dict()
+    return state

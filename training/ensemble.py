@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import time
 
-from caption_core.bundle import load_bundle, save_bundle, test_metrics
+from caption_core.bundle import load_bundle, read_manifest, resolve_bundle, save_bundle, test_metrics
 from caption_core.captioner import Captioner
 from caption_core.decoder import EnsembleDecoder, load_decoder
+from caption_core.encoders import supported_options
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 
 from .common import command_line, git_commit, machine, versions
@@ -22,11 +23,14 @@ from .evaluate import score_test
 from .features import extract_features
 
 
-def assemble(bundles: list[str]):
-    """-> (Captioner of the ensemble, member manifests). ValueError when the members cannot be one model."""
+def assemble(bundles: list[str], encoder_options: dict | None = None):
+    """-> (Captioner of the ensemble, member manifests). ValueError when the members cannot be one model.
+    ``encoder_options``: run-time encoder fields, each member given those its config has ({"precision": "float32"})."""
     if len(bundles) < 2:
         raise ValueError("an ensemble needs two or more bundles")
-    parts = [load_bundle(b) for b in bundles]  # each member's checksums and encoder fingerprint are verified
+    # each member's checksums and encoder fingerprint are verified
+    parts = [load_bundle(b, supported_options(read_manifest(resolve_bundle(b))["encoder"]["name"], encoder_options))
+             for b in bundles]
     manifests = [p[0] for p in parts]
     vocab = parts[0][3]
     for (manifest, encoder, _, other, folder) in parts[1:]:

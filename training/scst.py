@@ -38,7 +38,7 @@ from caption_core.decoding import decode
 from caption_core.metrics import CiderD
 from caption_core.text import END, END_ID, START_ID, clean_caption
 
-from .common import read_json, save_keras_atomic, set_seeds, write_json
+from .common import check_resume, read_json, save_keras_atomic, set_seeds, write_json
 from .train_decoder import caption_rows, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("training.scst")
@@ -216,15 +216,7 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples
     state_path = os.path.join(cfg.out, "state.json")
     ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
     state = read_json(state_path) if resume else None
-    if state is not None and state.get("config") != cfg.to_dict():
-        made = dict(state.get("config") or {})
-        if {**made, "epochs": cfg.epochs} != cfg.to_dict():  # only --epochs may change: the run extended (or cut)
-            raise ValueError(f"resume: the run in {cfg.out} was made with other options; use the same ones (only "
-                             "--epochs may change) or another --out (or --no-resume)")
-        log.info("resuming with %d epochs at most instead of %d", cfg.epochs, made.get("epochs"))
-        state["extended"] = state.get("extended", []) + [{"epochs_done": state["epochs_done"], "from": made.get("epochs"),
-                                                          "to": cfg.epochs}]
-        state["config"] = cfg.to_dict()
+    state = check_resume(state, cfg, log)  # only --epochs may change: the run extended (or cut)
     set_seeds(cfg.seed)
     captioner.decoder = decoder  # decode with the weights being trained
     trainer = SCSTTrainer(cfg, decoder)

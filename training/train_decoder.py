@@ -20,7 +20,7 @@ from caption_core.config import Config
 from caption_core.decoder import DecoderConfig, make_decoder, masked_loss, pad_captions
 from caption_core.text import Vocabulary, clean_caption
 
-from .common import read_json, save_keras_atomic, set_seeds, write_json
+from .common import check_resume, read_json, save_keras_atomic, set_seeds, write_json
 
 log = logging.getLogger("training.train_decoder")
 
@@ -171,8 +171,7 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
     state_path, vocab_path = os.path.join(cfg.out, "state.json"), os.path.join(cfg.out, "vocab.json")
     ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
     state = read_json(state_path) if resume else None
-    if state is not None and state.get("config") != cfg.to_dict():
-        raise ValueError(f"--resume: the run in {cfg.out} was made with other options; use the same ones or a new --out")
+    state = check_resume(state, cfg, log)  # only --epochs may change: the run extended (or cut short)
     set_seeds(cfg.seed)
     if state is not None and os.path.exists(vocab_path):
         vocab = Vocabulary.load(vocab_path)
