@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .text import END_ID
-from .decoder import DecoderConfig, KerasDecoder, _one_blas_thread, _sigmoid, read_keras_weights, \
-    teacher_forced_log_probs, teacher_forcing_pairs
+from .decoder import DecoderConfig, KerasDecoder, NumpyDecoder, _sigmoid, teacher_forcing_pairs
 
 
 def build_attention_decoder(config: DecoderConfig):
@@ -49,7 +48,7 @@ def build_attention_decoder(config: DecoderConfig):
     return keras.Model({"features": features, "tokens": tokens}, logits, name="attention_decoder")
 
 
-class AttentionInference:
+class AttentionInference(NumpyDecoder):
     """The attention decoder's inference graph in NumPy, read from the saved weights (h5py; no Keras import).
 
     State: (values (B, N, E), keys (B, N, A), h (B, U), c (B, U)); the grid's projection and keys are computed
@@ -89,20 +88,6 @@ class AttentionInference:
         self._word_gates += self._bias
         self._ctx_kernel = f32(kernel[w:])  # (E, 4U)
         self._merge_h, self._merge_ctx = f32(self._merge_w[:c.units]), f32(self._merge_w[c.units:])  # (U, U), (E, U)
-
-    def layer_weights(self) -> dict[str, list[np.ndarray]]:
-        return self._layer_weights
-
-    @classmethod
-    def load(cls, path: str, config: DecoderConfig) -> "AttentionInference":
-        return cls(config, read_keras_weights(path))
-
-    @staticmethod
-    def blas_threads(n_images: int):
-        """One BLAS thread below 100 images, as for the merge decoder (its docstring)."""
-        import contextlib
-
-        return contextlib.nullcontext() if n_images >= 100 else _one_blas_thread()
 
     def initial_state(self, features: np.ndarray) -> tuple:
         """features (N, cells * C) -> (values (N, cells, E), keys (N, cells, A), h (N, U), c (N, U))."""
@@ -147,9 +132,6 @@ class AttentionInference:
         """tokens (B,) int, state -> log_probs (B, V) float32, new state. Decoding's step."""
         log_probs, state, _ = self._step(tokens, state)
         return log_probs, state
-
-    def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
-        return teacher_forced_log_probs(self, features, token_ids)
 
     def attention_maps(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         """Where the decoder looked for each word: features (N, D), token_ids (N, T) starting with <start> ->

@@ -134,7 +134,35 @@ def pad_captions(captions: list[list[int]], max_length: int) -> np.ndarray:
     return out
 
 
-class InferenceDecoder:
+class NumpyDecoder:
+    """What every NumPy inference class shares (the merge model's ``InferenceDecoder``, the attention model's
+    ``AttentionInference``): read from a ``.keras`` file with h5py, its weights by layer, the BLAS threads for a
+    batch, teacher-forced log-probabilities through its own ``initial_state`` and ``step``."""
+
+    _layer_weights: dict
+
+    def layer_weights(self) -> dict[str, list[np.ndarray]]:
+        """Layer name -> weight arrays, as loaded (e.g. to copy them into another model)."""
+        return self._layer_weights
+
+    @classmethod
+    def load(cls, path: str, config: DecoderConfig) -> "NumpyDecoder":
+        """From a ``.keras`` file (``KerasDecoder.save``), read with h5py: nothing is unpickled, Keras is not imported."""
+        return cls(config, read_keras_weights(path))
+
+    @staticmethod
+    def blas_threads(n_images: int):
+        """Context for decoding ``n_images`` at once: one BLAS thread below 100 images (500 beam rows).
+        A beam step is a few (B, 256) x (256, V) matmuls; OpenBLAS's threads cost more than they save there,
+        and while the other core is busy (another request, the encoder) waking them costs milliseconds per
+        matmul (benchmarks/RESULTS.md). Large batches keep every thread."""
+        return contextlib.nullcontext() if n_images >= 100 else _one_blas_thread()
+
+    def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        return teacher_forced_log_probs(self, features, token_ids)
+
+
+class InferenceDecoder(NumpyDecoder):
     """The decoder's inference graph in NumPy: what decodes, in the app and everywhere else.
 
     Decoding calls ``step`` once per word. Through Keras each call paid a fixed overhead (a
@@ -173,23 +201,6 @@ class InferenceDecoder:
         self._recurrent = f32(recurrent)  # (U, 4U), gates i, f, c, o
         self._lstm_bias = f32(bias)  # (4U,)
 
-    def layer_weights(self) -> dict[str, list[np.ndarray]]:
-        """Layer name -> weight arrays, as loaded (e.g. to copy them into another model)."""
-        return self._layer_weights
-
-    @classmethod
-    def load(cls, path: str, config: DecoderConfig) -> "InferenceDecoder":
-        """From a ``.keras`` file (``MergeDecoder.save``), read with h5py: nothing is unpickled, Keras is not imported."""
-        return cls(config, read_keras_weights(path))
-
-    @staticmethod
-    def blas_threads(n_images: int):
-        """Context for decoding ``n_images`` at once: one BLAS thread below 100 images (500 beam rows).
-        A beam step is a few (B, 256) x (256, V) matmuls; OpenBLAS's threads cost more than they save there,
-        and while the other core is busy (another request, the encoder) waking them costs milliseconds per
-        matmul (benchmarks/RESULTS.md). Large batches keep every thread."""
-        return contextlib.nullcontext() if n_images >= 100 else _one_blas_thread()
-
     state_arrays = 3  # img, h, c
 
     def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,9 +227,6 @@ class InferenceDecoder:
         logits -= logits.max(axis=1, keepdims=True)
         logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
         return logits, (img, h, c)
-
-    def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
-        return teacher_forced_log_probs(self, features, token_ids)
 
 
 def teacher_forced_log_probs(decoder, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
@@ -257,7 +265,7 @@ class EnsembleDecoder:
         self.config = dataclasses.replace(first, feature_dim=max(b for _, b in slices))
         self._sizes = [m.state_arrays for m in members]  # each member's share of the flat state
 
-    blas_threads = staticmethod(InferenceDecoder.blas_threads)
+    blas_threads = staticmethod(NumpyDecoder.blas_threads)
 
     def initial_state(self, features: np.ndarray) -> tuple:
         x = np.asarray(features, dtype=np.float32)  # (N, D)
