@@ -61,6 +61,7 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
                      + (f" and {manifest['encoder'].get('grid_extra')} global token" if manifest["encoder"].get("grid_extra") else "")
                      + f" (Embedding {dc['embed_dim']}, LSTM {dc['units']}, attention {dc.get('attention_dim')}, "
                      f"context {dc.get('context_dim')}; Xu et al. 2015)" if attention and grid else
+                     "its members' decoders, their next-word probabilities averaged (below)" if t.get("ensemble") else
                      f"merge decoder (Embedding {dc['embed_dim']}, LSTM {dc['units']})")
     lines = [hub_metadata(name, manifest, encoder_cls.licence_id, tags, test) + f"# {name}", "",
              f"Image captioning bundle: `{manifest['encoder']['name']}` image features + {decoder_words}, "
