@@ -57,14 +57,12 @@ class AttentionInference(NumpyDecoder):
     """
 
     LAYERS = ("grid_projection", "embedding", "attention_lstm", "merge_dense", "logits")
+    WHAT = "attention decoder"
     state_arrays = 4
 
     def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
-        self.config = c = config
-        self._layer_weights = layer_weights
-        missing = [n for n in self.LAYERS if n not in layer_weights]
-        if missing:
-            raise ValueError(f"attention decoder weights lack the layers {missing}")
+        self._keep(config, layer_weights)
+        c = config
         f32 = lambda v: np.ascontiguousarray(np.asarray(v, np.float32))  # noqa: E731
         self._grid_w, self._grid_b = map(f32, layer_weights["grid_projection"])  # (C, E), (E,)
         (emb,) = layer_weights["embedding"]
@@ -79,10 +77,7 @@ class AttentionInference(NumpyDecoder):
                     "attention keys": (c.context_dim, c.attention_dim), "logits": (c.units, c.vocab_size)}
         got = {"grid_projection": self._grid_w.shape, "embedding": emb.shape, "attention kernel": kernel.shape,
                "attention keys": self._key_w.shape, "logits": self._head_w.shape}
-        wrong = {k: (tuple(got[k]), v) for k, v in expected.items() if tuple(got[k]) != v}
-        if wrong:
-            raise ValueError("attention decoder weights do not match the decoder config: " + ", ".join(
-                f"{k} is {g}, config says {e}" for k, (g, e) in wrong.items()))
+        self._check_shapes(expected, got)
         w = c.embed_dim
         self._word_gates = f32(f32(emb) @ kernel[:w])  # (V, 4U): each word's input projection, computed once
         self._word_gates += self._bias
@@ -151,6 +146,12 @@ class AttentionDecoder(KerasDecoder):
     kind = "attention"
     inference_class = AttentionInference
     build = staticmethod(build_attention_decoder)
+
+    @classmethod
+    def load(cls, path: str, config: DecoderConfig) -> "AttentionDecoder":
+        from . import attention_layers  # noqa: F401  (registers its layers for safe-mode loading)
+
+        return super().load(path, config)
 
     def attention_maps(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         return self.inference.attention_maps(features, token_ids)

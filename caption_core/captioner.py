@@ -132,8 +132,9 @@ class Captioner:
         return s, s.make_options({**(self.default_options if options is None else options), **overrides})
 
     def caption(self, images: Sequence[Any] | Any, strategy: str | None = None, options: dict | None = None,
-                limits: ImageLimits = DEFAULT_LIMITS, **overrides) -> list[CaptionResult]:
-        """Caption one image or a list; every input goes through ``load_image`` (clear errors)."""
+                limits: ImageLimits = DEFAULT_LIMITS, maps: bool = True, **overrides) -> list[CaptionResult]:
+        """Caption one image or a list; every input goes through ``load_image`` (clear errors). ``maps``: an
+        attention decoder's maps of the best caption (``CaptionResult.attention``; False: skip them)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         if not images:
@@ -156,7 +157,7 @@ class Captioner:
         described = [None] * len(per_image) if guidance is None else [
             None if g is None else {**g.describe(), "met": g.satisfied_by(c[0].tokens) if c else False}
             for g, c in zip(guidance, per_image)]
-        maps = self.attention_maps(feats, [c[0].tokens if c else [] for c in per_image]) if self.attends \
+        maps = self.attention_maps(feats, [c[0].tokens if c else [] for c in per_image]) if maps and self.attends \
             else [None] * len(per_image)
         n = len(images)
         return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m)

@@ -140,6 +140,21 @@ class NumpyDecoder:
     batch, teacher-forced log-probabilities through its own ``initial_state`` and ``step``."""
 
     _layer_weights: dict
+    WHAT = "decoder"  # in error messages
+
+    def _keep(self, config: "DecoderConfig", layer_weights: dict[str, list[np.ndarray]]) -> None:
+        """Keep the config and the weights, refusing weights that lack one of the layers in ``LAYERS``."""
+        self.config, self._layer_weights = config, layer_weights
+        missing = [n for n in self.LAYERS if n not in layer_weights]
+        if missing:
+            raise ValueError(f"{self.WHAT} weights lack the layers {missing}")
+
+    def _check_shapes(self, expected: dict[str, tuple], got: dict[str, tuple]) -> None:
+        """ValueError naming every weight whose shape is not the one the config implies."""
+        wrong = {k: (tuple(got[k]), v) for k, v in expected.items() if tuple(got[k]) != v}
+        if wrong:
+            raise ValueError(f"{self.WHAT} weights do not match the decoder config: " + ", ".join(
+                f"{k} is {g}, config says {e}" for k, (g, e) in wrong.items()))
 
     def layer_weights(self) -> dict[str, list[np.ndarray]]:
         """Layer name -> weight arrays, as loaded (e.g. to copy them into another model)."""
@@ -177,11 +192,8 @@ class InferenceDecoder(NumpyDecoder):
 
     def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
         """``layer_weights``: layer name -> its weight arrays, as Keras orders them (``get_weights``)."""
-        self.config = c = config
-        self._layer_weights = layer_weights
-        missing = [n for n in self.LAYERS if n not in layer_weights]
-        if missing:
-            raise ValueError(f"decoder weights lack the layers {missing}")
+        self._keep(config, layer_weights)
+        c = config
         f32 = lambda v: np.ascontiguousarray(np.asarray(v, np.float32))  # noqa: E731
         (emb,) = layer_weights["embedding"]
         kernel, recurrent, bias = layer_weights["lstm"]
@@ -193,10 +205,7 @@ class InferenceDecoder(NumpyDecoder):
                     "merge_dense": (c.units, c.units), "logits": (c.units, c.vocab_size)}
         got = {"embedding": emb.shape, "lstm kernel": kernel.shape, "lstm recurrent kernel": recurrent.shape,
                "feature_projection": self._proj_w.shape, "merge_dense": self._merge_w.shape, "logits": self._head_w.shape}
-        wrong = {k: (tuple(got[k]), v) for k, v in expected.items() if tuple(got[k]) != v}
-        if wrong:
-            raise ValueError("decoder weights do not match the decoder config: " + ", ".join(
-                f"{k} is {g}, config says {e}" for k, (g, e) in wrong.items()))
+        self._check_shapes(expected, got)
         self._word_gates = f32(f32(emb) @ f32(kernel))  # (V, 4U): each word's input projection, computed once
         self._recurrent = f32(recurrent)  # (U, 4U), gates i, f, c, o
         self._lstm_bias = f32(bias)  # (4U,)
@@ -324,8 +333,6 @@ class KerasDecoder:
     def load(cls, path: str, config: DecoderConfig):
         import keras
 
-        if config.kind == "attention":
-            from . import attention_layers  # noqa: F401  (registers its layers for safe-mode loading)
         trained = keras.saving.load_model(path, compile=False, safe_mode=True)
         return cls(config, training_model=trained)
 

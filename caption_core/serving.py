@@ -368,7 +368,7 @@ class CaptionService:
         for name in self.bundles.names:
             captioner = self.bundles.get(name)
             used, opts = self.decoding(captioner, strategy, {**(options or {}), "num_return": 1})
-            r = captioner.caption(img, strategy=used, options=opts)[0]
+            r = captioner.caption(img, strategy=used, options=opts, maps=False)[0]  # Compare shows no maps
             c = r.captions[0]
             rows.append({"bundle": name, "caption": c.text, "score": round(c.score, 3),
                          **(self.refs.scores(c.text, match[1]) if match else {}),

@@ -34,8 +34,9 @@ def cache_key(encoder, source: str) -> dict:
     # how the same function is computed, not which: batching, threads, a frozen graph (float rounding apart)
     cfg = {k: v for k, v in encoder.config.to_dict().items()
            if k not in ("batch_size", "threads", "frozen_graph", "backend")}
-    if encoder.name != "dinov2" and encoder.grid_shape is None:
-        cfg.pop("pooling", None)  # a field added after their pooled caches were made: those keep their key
+    for name, value in encoder.unkeyed_defaults.items():  # fields added later: older caches keep their key
+        if cfg.get(name) == value:
+            del cfg[name]
     if "precision" in cfg:
         cfg["precision"] = encoder.precision  # 'auto' resolved: the arithmetic that made these features
     return {"format": CACHE_FORMAT, "encoder": encoder.name, "revision": encoder.revision, "config": cfg,

@@ -101,6 +101,9 @@ class Encoder:
     # row-major: D = (grid_extra + rows * cols) * C. None for pooled features.
     grid_shape: tuple[int, int, int] | None = None
     grid_extra: int = 0
+    # config fields added after feature caches were keyed, with the value older caches were made with: left out of
+    # the cache key at that value, so those caches keep their key (training/features.py)
+    unkeyed_defaults: ClassVar[dict] = {}
 
     @property
     def grid_cells(self) -> int:

@@ -125,6 +125,7 @@ class EfficientNetLiteEncoder(Encoder):
     has_imagenet_head = True  # its ImageNet classifier runs on the pooled features
     variant: ClassVar[int]
     output_dim = 1280  # the Lite head is 1280 wide in every variant
+    unkeyed_defaults = {"pooling": "mean"}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -59,6 +59,7 @@ class ViTCustomEncoder(Encoder):
     config_class = ViTCustomConfig
     licence = "trained by this project from scratch on CIFAR-10; same licence as the project"
     TRAIN_HINT = "python -m training train-vit"
+    unkeyed_defaults = {"pooling": "cls"}
 
     @classmethod
     def build_hint(cls) -> str:

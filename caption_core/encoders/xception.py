@@ -81,6 +81,7 @@ class XceptionEncoder(Encoder):
                "backbone was frozen while its classifier head was trained, so those tensors are the Keras ones)")
     input_size = 299
     output_dim = 2048
+    unkeyed_defaults = {"pooling": "avg"}
 
     def __init__(self, config: XceptionConfig | None = None):
         super().__init__(config)
