@@ -19,6 +19,7 @@ _LAZY = {
     "load_image": "images", "ImageError": "images", "ImageLimits": "images",
     "save_bundle": "bundle", "load_bundle": "bundle", "list_bundles": "bundle", "BundleError": "bundle",
     "OfflineError": "hub",
+    "BatchConfig": "batch", "run_batch": "batch", "list_photos": "batch", "read_rows": "batch",
 }
 
 

@@ -2,6 +2,7 @@
 
     python -m caption_core photo.jpg more/*.jpg [--bundle weights/efficientnet_lite0-flickr8k]
            [--strategy beam] [--beam-width 3] [--num-return 1] [--json]   (--help: every decoding option)
+    python -m caption_core batch photos/ --output captions.jsonl [--engine ray]   (many photos: caption_core/batch.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:
+        from .batch import main as batch_main
+
+        return batch_main(argv[1:])
     from .decoding import add_decoding_arguments, decoding_arguments
 
     p = argparse.ArgumentParser(prog="python -m caption_core", description="Caption images with a trained bundle.")

@@ -381,7 +381,7 @@ def test_prefetch_keeps_order_and_bounds_the_work_ahead():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from training.features import prefetch
+    from caption_core.batch import prefetch
 
     lock, started, consumed, most_ahead = threading.Lock(), [0], [0], [0]
 

@@ -74,6 +74,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder, parquet folder or Hub id (default: %(default)s)")
     f.add_argument("--splits", default="train,dev,test", help="comma-separated (default: %(default)s)")
     f.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    f.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local, or ray: Ray Data actors, on this machine or the cluster RAY_ADDRESS names (the batch "
+                        "engine: caption_core/ray_engine.py) (default: %(default)s)")
+    f.add_argument("--workers", type=int, default=1, help="--engine ray: encoder actors (default: %(default)s)")
     _encoder_args(f)
 
     t = sub.add_parser("train-decoder", help="train the merge decoder on cached features")
@@ -240,7 +244,8 @@ def cmd_features(args) -> int:
     encoder = encoder_for(args.encoder, args.weights, dict(args.encoder_options))
     print(f"writing features to {cache_dir(args.cache, encoder, args.dataset)}", flush=True)
     for split, examples in splits.items():
-        feats, valid = extract_features(encoder, examples, args.dataset, split, args.cache)
+        feats, valid = extract_features(encoder, examples, args.dataset, split, args.cache, engine=args.engine,
+                                        workers=args.workers)
         print(f"{split}: {feats.shape[0]} x {feats.shape[1]} features, {int((~valid).sum())} unreadable", flush=True)
     return 0
 

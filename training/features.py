@@ -10,17 +10,17 @@ resumes from the last recorded row.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 
+from caption_core.batch import local_batches
 from caption_core.images import ImageError, load_image
 
 from .common import read_json, write_json
@@ -50,31 +50,23 @@ def cache_dir(cache_root: str, encoder, source: str) -> str:
     return os.path.join(cache_root, "features", f"{encoder.name}-{digest}")
 
 
-def prefetch(pool, fn, items, ahead: int):
-    """``map(fn, items)`` in order, run in ``pool`` at most ``ahead`` items in advance (bounded memory:
-    ``pool.map`` would decode a whole split into memory when decoding outpaces the encoder)."""
-    queue: collections.deque = collections.deque()
-    for item in items:
-        queue.append(pool.submit(fn, item))
-        if len(queue) > ahead:
-            yield queue.popleft().result()
-    while queue:
-        yield queue.popleft().result()
-
-
 def extract_features(encoder, examples: list[CaptionExample], source: str, split: str, cache_root: str = "cache",
-                     progress: bool = True, stop_after: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = True, stop_after: int | None = None, engine: str = "local",
+                     workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """-> features (N, D) float32, float16 for grids (a read-only memory map) and ``valid`` (N,) bool.
 
     Cached per (encoder config + weights, dataset, split); resumes where a previous run stopped.
-    ``stop_after`` ends the run after that many new rows (tests use it to simulate a kill).
+    ``stop_after`` ends the run after that many new rows (tests use it to simulate a kill). ``engine``: 'local'
+    (reader threads feed this process's encoder) or 'ray' (the batch engine's Ray Data path, ``workers`` actors each
+    with its own copy of the encoder: ``caption_core/ray_engine.py``); either way each batch is recorded as it arrives.
 
     A ``concat`` encoder's features are its members' (each cached as itself) side by side: what it computes
     for photos no larger than its smallest member input (Flickr8k's 224 px; see caption_core/encoders/concat.py).
     """
     members = getattr(encoder, "members", None)
     if members:
-        parts = [extract_features(m, examples, source, split, cache_root, progress, stop_after) for m in members]
+        parts = [extract_features(m, examples, source, split, cache_root, progress, stop_after, engine, workers)
+                 for m in members]
         valid = np.logical_and.reduce([v for _, v in parts])  # (N,)
         return np.concatenate([np.asarray(f) for f, _ in parts], axis=1), valid  # (N, D1 + D2 + ...)
     folder = os.path.join(cache_dir(cache_root, encoder, source), split)
@@ -87,15 +79,14 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
     dtype = np.float16 if encoder.grid_shape else np.float32  # grids: 49-257 cells a photo, halved on disk
     if index is None or index.get("key") != key or index.get("image_ids") != ids or not os.path.exists(feat_path):
         index = {"key": key, "split": split, "image_ids": ids, "dim": dim, "done": 0, "bad": {}, "complete": False}
-        feats = np.lib.format.open_memmap(feat_path, mode="w+", dtype=dtype, shape=(n, dim))  # (N, D)
+        feats_mm = np.lib.format.open_memmap(feat_path, mode="w+", dtype=dtype, shape=(n, dim))  # (N, D)
         write_json(index_path, index)
     else:
-        feats = np.lib.format.open_memmap(feat_path, mode="r+")
+        feats_mm = np.lib.format.open_memmap(feat_path, mode="r+")
     if index["complete"]:
         log.info("features: %s [%s] from cache %s", encoder.name, split, folder)
         return _result(feat_path, index)
 
-    bs = encoder.config.batch_size
     start = index["done"]
     bar = None
     if progress and start < n:
@@ -105,34 +96,22 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
                    file=sys.stderr)
     t0, count = time.perf_counter(), 0
 
-    def load(i: int):
-        try:
-            return encoder.preprocess([load_image(examples[i].image)])[0], None  # (S, S, 3)
-        except ImageError as exc:
-            return None, str(exc)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batches while the encoder runs
-        pending = prefetch(pool, load, range(start, n), ahead=4 * bs)
-        for begin in range(start, n, bs):
-            rows = [next(pending) for _ in range(min(bs, n - begin))]
-            good = [i for i, (arr, _) in enumerate(rows) if arr is not None]
-            for i, (_, err) in enumerate(rows):
-                if err is not None:
-                    index["bad"][str(begin + i)] = err
-            if good:
-                out = encoder.encode_arrays(np.stack([rows[i][0] for i in good]))  # (G, D)
-                feats[[begin + i for i in good]] = out
-            feats.flush()
-            index["done"] = begin + len(rows)
-            write_json(index_path, index)
-            count += len(rows)
+    for rows, feats, errors in encoded_batches(encoder, examples, start, engine, workers):
+        for i, err in errors.items():
+            index["bad"][str(i)] = err
+        if len(feats):
+            feats_mm[[i for i in rows if i not in errors]] = feats
+        feats_mm.flush()
+        index["done"] = rows[-1] + 1
+        write_json(index_path, index)
+        count += len(rows)
+        if bar is not None:
+            bar.update(len(rows))
+            bar.set_postfix(img_s=f"{count / (time.perf_counter() - t0):.1f}")
+        if stop_after is not None and count >= stop_after:
             if bar is not None:
-                bar.update(len(rows))
-                bar.set_postfix(img_s=f"{count / (time.perf_counter() - t0):.1f}")
-            if stop_after is not None and count >= stop_after:
-                if bar is not None:
-                    bar.close()
-                return _result(feat_path, index)
+                bar.close()
+            return _result(feat_path, index)
     if bar is not None:
         bar.close()
     index["complete"] = True
@@ -141,6 +120,44 @@ def extract_features(encoder, examples: list[CaptionExample], source: str, split
     if index["bad"]:
         log.warning("features: %d unreadable images in %s [%s] were skipped", len(index["bad"]), source, split)
     return _result(feat_path, index)
+
+
+def encoded_batches(encoder, examples: list[CaptionExample], start: int, engine: str,
+                    workers: int) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
+    """Rows ``start``.. in order, a batch at a time: (the batch's row numbers, features (G, D) of its readable rows,
+    {row: why it could not be read})."""
+    n, bs = len(examples), encoder.config.batch_size
+    if engine == "ray":
+        from caption_core.ray_engine import ray_features
+
+        paths = [examples[i].image for i in range(start, n)]
+        if not all(isinstance(p, str) for p in paths):
+            raise ValueError("--engine ray reads image files: this dataset holds its photos in memory (a Hub "
+                             "dataset); use the local engine, or a folder of the dataset")
+        config = encoder.config.to_dict()
+        if "precision" in config:  # 'auto' as resolved here (the cache key's arithmetic), whatever a node's CPU has
+            config["precision"] = encoder.precision
+        for b in ray_features(encoder.name, config, list(range(start, n)), paths, bs, workers):
+            rows = [int(r) for r in b["row"]]
+            errors = {r: str(e) for r, ok, e in zip(rows, b["ok"], b["error"]) if not ok}
+            yield rows, np.asarray(b["features"])[np.asarray(b["ok"], bool)], errors
+        return
+    if engine != "local":
+        raise ValueError(f"unknown engine {engine!r}; valid: ['local', 'ray']")
+
+    def load(i: int):
+        try:
+            return encoder.preprocess([load_image(examples[i].image)])[0]  # (S, S, 3)
+        except ImageError as exc:
+            return str(exc)
+
+    begin = start
+    for prepared in local_batches(load, range(start, n), n - start, bs, threads=2):  # read ahead while encoding
+        rows = list(range(begin, begin + len(prepared)))
+        errors = {r: p for r, p in zip(rows, prepared) if isinstance(p, str)}
+        good = [p for p in prepared if not isinstance(p, str)]
+        yield rows, (encoder.encode_arrays(np.stack(good)) if good else np.zeros((0, encoder.output_dim))), errors
+        begin += len(prepared)
 
 
 def _result(feat_path: str, index: dict) -> tuple[np.ndarray, np.ndarray]:
