@@ -400,11 +400,22 @@ class JsonlWriter:
         self.f.close()
 
 
-def _truncate_partial_line(path: str) -> None:
+def _truncate_partial_line(path: str, chunk: int = 1 << 16) -> None:
+    """Cut the file after its last newline, reading backwards from the end (an output may be gigabytes)."""
     with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
+        size = f.seek(0, os.SEEK_END)
+        pos = size
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            i = f.read(pos - start).rfind(b"\n")
+            if i >= 0:
+                end = start + i + 1
+                break
+            pos = start
+        else:
+            end = 0
+        if end != size:
             f.truncate(end)
 
 

@@ -230,3 +230,13 @@ def test_training_features_on_ray_match_the_local_engine(tmp_path, local_ray):
                                             engine="ray", workers=2)
     assert (ray_valid == valid).all() and not valid.all()  # the broken file is marked unreadable either way
     assert np.allclose(np.asarray(ray_feats)[valid], np.asarray(local)[valid], atol=1e-4)
+
+
+def test_a_cut_last_line_is_found_from_the_end(tmp_path):
+    from caption_core.batch import _truncate_partial_line
+
+    for content in (b"", b"no newline", b'{"a": 1}\n', b'{"a": 1}\n{"b": 2}\n{"c"', b"x" * 50 + b"\n" + b"y" * 70):
+        path = tmp_path / "f.jsonl"
+        path.write_bytes(content)
+        _truncate_partial_line(str(path), chunk=8)  # several chunks back to the newline
+        assert path.read_bytes() == content[: content.rfind(b"\n") + 1]
