@@ -137,8 +137,7 @@ class HubImages:
 
         from .hub import can_download_from_hub
 
-        if os.path.isdir(self.name) and os.path.exists(os.path.join(self.name, "dataset_info.json")) or \
-                os.path.isdir(self.name) and os.path.exists(os.path.join(self.name, "dataset_dict.json")):
+        if any(os.path.isfile(os.path.join(self.name, f)) for f in ("dataset_info.json", "dataset_dict.json")):
             ds = datasets.load_from_disk(self.name)
             if isinstance(ds, datasets.DatasetDict):
                 ds = self._split_of(ds)
@@ -208,19 +207,10 @@ class CaptionWorker:
             return str(exc)
 
     def run(self, ids: Sequence[str], prepared: Sequence[Any]) -> list[dict]:
-        return self.decode(ids, prepared, self.encode(prepared))
-
-    def encode(self, prepared: Sequence[Any]):
-        """The encoder's half of ``run`` (None when no photo of the batch could be read)."""
+        """One row per photo: its captions, or the reason it could not be read (``prepare``'s str)."""
         good = [p for p in prepared if not isinstance(p, str)]
-        if not good:
-            return None
-        batch = np.stack([p[0] for p in good])  # (G, S, S, 3) uint8
-        return self.captioner.encode_for_caption(batch, [p[1] for p in good], self.strategy, None, **self.options)
-
-    def decode(self, ids: Sequence[str], prepared: Sequence[Any], encoded) -> list[dict]:
-        """The decoder's half: one row per photo, error rows for those that could not be read."""
-        results = iter(self.captioner.caption_encoded(encoded, maps=False) if encoded is not None else [])
+        results = iter(self.captioner.caption_arrays(np.stack([p[0] for p in good]), [p[1] for p in good],
+                                                     self.strategy, None, maps=False, **self.options) if good else [])
         return [error_row(image_id, self.captioner.name, p) if isinstance(p, str)
                 else caption_row(image_id, self.captioner.name, self.strategy_name, next(results))
                 for image_id, p in zip(ids, prepared)]
@@ -237,17 +227,24 @@ class EncodeWorker:
 
     def __init__(self, encoder: str, config: dict, threads: int | None = None, column: str = "bytes"):
         from .encoders import build_encoder
-        from .images import load_image
 
         self.column = column
         set_threads(threads)
         self.encoder = build_encoder(encoder, config)
         set_threads(threads)
-        self._load = load_image
+
+    @classmethod
+    def of(cls, encoder) -> "EncodeWorker":
+        """A worker around an encoder already built (the local engine: no second copy of the network)."""
+        worker = cls.__new__(cls)
+        worker.encoder, worker.column = encoder, "bytes"
+        return worker
 
     def prepare(self, payload: Any):
+        from .images import load_image
+
         try:
-            return self.encoder.preprocess([self._load(payload)])[0]  # (S, S, 3)
+            return self.encoder.preprocess([load_image(payload)])[0]  # (S, S, 3)
         except ImageError as exc:
             return str(exc)
 
@@ -341,7 +338,8 @@ def output_format(output: str, fmt: str | None = None) -> str:
     return fmt
 
 
-def _row_files(output: str) -> list[str]:
+def row_files(output: str) -> list[str]:
+    """The files of rows an output holds: itself (a JSON-lines file), or the row files in its folder."""
     if os.path.isfile(output):
         return [output]
     if not os.path.isdir(output):
@@ -354,7 +352,7 @@ def read_rows(output: str, columns: Sequence[str] | None = None) -> Iterator[dic
     """Every row an output holds (a JSON-lines file, or a folder of JSON-lines / Parquet files from either engine).
     A last line cut by a kill is skipped; an unreadable Parquet file is renamed ``*.incomplete`` (its photos are
     then captioned again by a rerun)."""
-    for path in _row_files(output):
+    for path in row_files(output):
         if path.endswith(".parquet"):
             import pyarrow.parquet as pq
 
@@ -516,9 +514,8 @@ def run_batch(cfg: BatchConfig, photos: list[Photo], output: str, fmt: str | Non
     fmt = output_format(output, fmt)
     done = done_ids(output)
     todo = [p for p in photos if p.image_id not in done]
-    if stop_after is not None:
-        todo = todo[:stop_after]
-    skipped = len(photos) - len(todo) if stop_after is None else len(done)
+    skipped = len(photos) - len(todo)
+    todo = todo[:stop_after]
     bundle = cfg.bundle or default_bundle_path()
     if cfg.engine == "ray":
         from .ray_engine import ray_caption

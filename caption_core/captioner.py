@@ -44,18 +44,6 @@ class CaptionResult:
     # non-spatial tokens (DINOv2's CLS)}; maps + outside sum to 1 per word
 
 
-@dataclasses.dataclass
-class Encoded:
-    """A batch between the encoder and the decoder (``Captioner.encode_for_caption``)."""
-    features: np.ndarray  # (N, D)
-    strategy: Any  # the decoding strategy, checked
-    options: Any  # its options, checked
-    probs: np.ndarray | None  # (N, 1000) ImageNet class probabilities where guidance computed them
-    guidance: list | None  # per image, what guides its caption (guided strategies)
-    t0: float  # perf_counter at the start of the call (the photos' reading included where the caller says)
-    t1: float  # ... once encoded
-
-
 class Captioner:
     """An encoder, a decoder and their vocabulary."""
 
@@ -167,12 +155,6 @@ class Captioner:
                        **overrides) -> list[CaptionResult]:
         """``caption`` of photos already prepared: ``batch`` (N, S, S, 3) uint8 as ``encoder.preprocess`` gives it;
         ``pil`` the PIL images (only read by guided decoding with an encoder that has no ImageNet head)."""
-        return self.caption_encoded(self.encode_for_caption(batch, pil, strategy, options, t0=t0, **overrides), maps)
-
-    def encode_for_caption(self, batch: np.ndarray, pil: Sequence[Any] | None = None, strategy: str | None = None,
-                           options: dict | None = None, t0: float | None = None, **overrides) -> "Encoded":
-        """The first half of ``caption_arrays``: the encoder's pass and what guides the decoding (a batch job decodes
-        one batch while the next is encoded)."""
         t0 = time.perf_counter() if t0 is None else t0
         feats = self.encoder.encode_arrays(batch)  # (N, D)
         s, opts = self.decoding(strategy, options, **overrides)
@@ -180,22 +162,19 @@ class Captioner:
         if s.guided:  # the classifier's reading (the tagger's forward pass where the encoder has no head)
             probs = self.class_probabilities(feats, pil)
             guidance = self.guide(probs, opts)
-        return Encoded(feats, s, opts, probs, guidance, t0, time.perf_counter())
-
-    def caption_encoded(self, e: "Encoded", maps: bool = True) -> list[CaptionResult]:
-        """The second half of ``caption_arrays``: decoding, the labels, the guidance met, the attention maps."""
-        per_image = self._decode(np.asarray(e.features, np.float32), e.strategy, e.options, e.guidance)
+        t1 = time.perf_counter()
+        per_image = self._decode(np.asarray(feats, np.float32), s, opts, guidance)
         t2 = time.perf_counter()
         # the classes guidance already computed (the head, or the tagger), else the head alone where there is one
-        labels = (top_probabilities(e.probs, 5) if e.probs is not None else self.encoder.imagenet_labels(e.features)) \
+        labels = (top_probabilities(probs, 5) if probs is not None else self.encoder.imagenet_labels(feats)) \
             or [None] * len(per_image)
-        described = [None] * len(per_image) if e.guidance is None else [
+        described = [None] * len(per_image) if guidance is None else [
             None if g is None else {**g.describe(), "met": g.satisfied_by(c[0].tokens) if c else False}
-            for g, c in zip(e.guidance, per_image)]
-        maps = self.attention_maps(e.features, [c[0].tokens if c else [] for c in per_image]) \
-            if maps and self.attends else [None] * len(per_image)
+            for g, c in zip(guidance, per_image)]
+        maps = self.attention_maps(feats, [c[0].tokens if c else [] for c in per_image]) if maps and self.attends \
+            else [None] * len(per_image)
         n = len(per_image)
-        return [CaptionResult(c, (e.t1 - e.t0) * 1000 / n, (t2 - e.t1) * 1000 / n, lab, gd, m)
+        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m)
                 for c, lab, gd, m in zip(per_image, labels, described, maps)]
 
     @property

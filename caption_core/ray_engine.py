@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .batch import BatchConfig, CaptionWorker, EncodeWorker, HubImages, Photo, read_rows
+from .batch import BatchConfig, CaptionWorker, EncodeWorker, HubImages, Photo, row_files, read_rows
 
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 READ_CPUS = 0.1  # the reading and writing tasks: a fraction of a core, so that they run beside actors holding the rest
@@ -87,10 +87,11 @@ def ray_caption(cfg: BatchConfig, bundle: str, photos: list[Photo], output: str,
         return {"photos": 0, "errors": 0, "seconds": 0.0, "photos_per_s": 0.0}
     bundle = os.path.abspath(bundle) if os.path.isdir(bundle) else bundle
     cpus = worker_cpus(cfg.workers)
+    threads = max(1, round(cpus))
     # at least four batches an actor: with 128-photo batches, 300 photos made 3 blocks, two of them on one of two actors
     bs = max(1, min(cfg.batch_size, -(-len(photos) // (4 * cfg.workers))))
     kwargs = {"bundle": bundle, "strategy": cfg.strategy, "options": cfg.options,
-              "encoder_options": cfg.encoder_options, "threads": max(1, round(cpus))}
+              "encoder_options": cfg.encoder_options, "threads": threads}
     parts = []
     files = [p for p in photos if p.index is None]
     if files:
@@ -107,11 +108,11 @@ def ray_caption(cfg: BatchConfig, bundle: str, photos: list[Photo], output: str,
         parts.append(ds.map_batches(CaptionWorker, fn_constructor_kwargs={**kwargs, "column": hub.image_column},
                                     batch_size=bs, concurrency=cfg.workers, num_cpus=cpus))
     ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    earlier = set(row_files(output))  # an earlier run's files: not read again to count this run's rows
     write = ds.write_parquet if fmt == "parquet" else ds.write_json
     write(output, ray_remote_args={"num_cpus": READ_CPUS})
     seconds = time.perf_counter() - t0
-    wanted = {p.image_id for p in photos}
-    written = [r for r in read_rows(output, ["image_id", "error"]) if r["image_id"] in wanted]
+    written = [r for path in row_files(output) if path not in earlier for r in read_rows(path, ["image_id", "error"])]
     return {"photos": len(written), "errors": sum(r["error"] is not None for r in written),
             "seconds": round(seconds, 2), "photos_per_s": round(len(written) / max(seconds, 1e-9), 2),
             "workers": cfg.workers, "cpus_per_worker": round(cpus, 2)}

@@ -20,8 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from caption_core.batch import local_batches
-from caption_core.images import ImageError, load_image
+from caption_core.batch import EncodeWorker, local_batches
 
 from .common import read_json, write_json
 from .datasets import CaptionExample
@@ -145,18 +144,12 @@ def encoded_batches(encoder, examples: list[CaptionExample], start: int, engine:
     if engine != "local":
         raise ValueError(f"unknown engine {engine!r}; valid: ['local', 'ray']")
 
-    def load(i: int):
-        try:
-            return encoder.preprocess([load_image(examples[i].image)])[0]  # (S, S, 3)
-        except ImageError as exc:
-            return str(exc)
-
+    worker = EncodeWorker.of(encoder)  # what each Ray actor runs, here around this process's encoder
     begin = start
-    for prepared in local_batches(load, range(start, n), n - start, bs, threads=2):  # read ahead while encoding
+    for prepared in local_batches(lambda i: worker.prepare(examples[i].image), range(start, n), n - start, bs,
+                                  threads=2):  # read ahead while encoding
         rows = list(range(begin, begin + len(prepared)))
-        errors = {r: p for r, p in zip(rows, prepared) if isinstance(p, str)}
-        good = [p for p in prepared if not isinstance(p, str)]
-        yield rows, (encoder.encode_arrays(np.stack(good)) if good else np.zeros((0, encoder.output_dim))), errors
+        yield rows, worker.run(prepared), {r: p for r, p in zip(rows, prepared) if isinstance(p, str)}
         begin += len(prepared)
 
 
