@@ -24,15 +24,68 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr
-
 from caption_core.config import parse_option
-from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy
-from caption_core.serving import (PRELOAD, CaptionService, Examples, ServiceConfig, ServingError, describe_decoding,
-                                  test_scores)
+from caption_core.serving import PRELOAD
 
 log = logging.getLogger("app")
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def default_data_dir() -> str | None:
+    env = os.environ.get("CAPTION_DATA_DIR")
+    if env:
+        return env
+    sibling = os.path.join(os.path.dirname(HERE), "shared", "data", "flickr8k")
+    return sibling if os.path.isdir(sibling) else None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Image captioning demo (Gradio).")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--data-dir", default=default_data_dir(), help="Flickr8k-layout folder for examples and references "
+                   "(default: $CAPTION_DATA_DIR, else ../shared/data/flickr8k when present)")
+    p.add_argument("--weights", default=os.path.join(HERE, "weights"), help="folder of bundles")
+    p.add_argument("--hub", nargs="*", default=[b for b in os.environ.get("CAPTION_HUB_BUNDLES", "").split(",") if b],
+                   help="extra bundles as hf://owner/repo")
+    p.add_argument("--preload", choices=PRELOAD, default="default",
+                   help="bundles loaded at start: the default one (others when first picked; measured the quickest "
+                        "first minute), all (the others once a first caption was served), none (default: %(default)s)")
+    p.add_argument("--head-start", action=argparse.BooleanOptionalAction, default=True,
+                   help="load the default bundle in a second process started before gradio's import, which answers "
+                        "the first captions until this process has loaded it (caption_core/head_start.py; "
+                        "default: %(default)s; off with --preload none)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests processed at once (default: %(default)s)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond that (default: %(default)s)")
+    p.add_argument("--encoder-option", dest="encoder_options", type=parse_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="encoder config field for every bundle, repeatable: precision=float32 "
+                                             "forces float32 on CPUs with native bfloat16")
+    return p
+
+
+def start_head_start(args):
+    """``caption_core.head_start.HeadStart`` loading the default bundle in a second process, or None
+    (``--no-head-start``, ``--preload none``)."""
+    if not args.head_start or args.preload == "none":
+        return None
+    from caption_core.head_start import HeadStart
+
+    return HeadStart.start(args.weights, tuple(args.hub), dict(args.encoder_options))
+
+
+# `python app.py`: the default bundle starts loading in a second process now, before gradio's import, so the two
+# overlap on two cores (seconds each, and neither overlaps a thread: caption_core/head_start.py). `import app`
+# (tests, `gradio app.py`, embedding) starts nothing.
+HEAD_START = None
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    HEAD_START = start_head_start(parser().parse_args())
+
+import gradio as gr  # noqa: E402  (after the head start, on purpose)
+
+from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy  # noqa: E402
+from caption_core.serving import (CaptionService, Examples, ServiceConfig, ServingError, describe_decoding,  # noqa: E402
+                                  test_scores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +96,6 @@ class AppConfig(ServiceConfig):
     max_upload_mb: int = 20  # the server refuses larger uploads
     concurrency: int = 2  # requests processed at once (2 cores)
     queue_size: int = 16  # requests waiting beyond that get a "busy" error
-
-
-def default_data_dir() -> str | None:
-    env = os.environ.get("CAPTION_DATA_DIR")
-    if env:
-        return env
-    sibling = os.path.join(os.path.dirname(HERE), "shared", "data", "flickr8k")
-    return sibling if os.path.isdir(sibling) else None
 
 
 def shown(fn):
@@ -149,8 +194,9 @@ def encoder_table(service: CaptionService) -> str:
     lines = ["| encoder | bundle | test BLEU-4 | test CIDEr | state | load s | memory MiB |", "|---|---|---|---|---|---|---|"]
     for r in service.bundles.status():
         s = test_scores(service.bundles.manifests[r["bundle"]])
+        state = r["state"] + ("; a second process answers meanwhile" if r["head_start"] else "")
         lines.append(f"| {r['encoder']} | `{r['bundle']}` | {s.get('BLEU-4', float('nan')):.3f} | "
-                     f"{s.get('CIDEr', float('nan')):.3f} | {r['state']} | {r['load_s'] or ''} | {r['memory_mib'] or ''} |")
+                     f"{s.get('CIDEr', float('nan')):.3f} | {state} | {r['load_s'] or ''} | {r['memory_mib'] or ''} |")
     lines += [f"| {enc} | *not built*: `{cmd}` | | | | | |" for enc, cmd in service.bundles.missing_encoders()]
     lines += [f"| ? | `{name}`: {err} | | | | | |" for name, err in service.bundles.errors.items()]
     return "\n".join(lines)
@@ -238,7 +284,8 @@ class Handlers:
 
     def loading_note(self, bundle: str) -> None:
         """A toast when the picked bundle is not loaded yet, instead of spinning silently."""
-        if bundle in self.service.bundles.paths and not self.service.bundles.is_ready(bundle):
+        pool = self.service.bundles
+        if bundle in pool.paths and not pool.is_ready(bundle) and pool.stand_in(bundle) is None:
             gr.Info(f"{bundle} is loading (first use): this caption takes a few seconds more.")
 
     @shown
@@ -287,11 +334,14 @@ class Handlers:
         return {"bundles": self.service.bundles.status(), "references_ready": self.service.refs.ready.is_set()}
 
 
-def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Blocks:
+def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start=None) -> gr.Blocks:
     """The page. Loading runs in the background: started here, or with ``background=False`` by
-    ``demo.start_background()`` once the server answers (``main`` does that: the page comes first)."""
+    ``demo.start_background()`` once the server answers (``main`` does that: the page comes first).
+    ``head_start``: a ``caption_core.head_start.HeadStart`` serving the default bundle meanwhile."""
     cfg = cfg or AppConfig(data_dir=default_data_dir())
     service = CaptionService(cfg)
+    if head_start is not None:
+        service.bundles.attach(head_start)
     handlers = Handlers(service)
     pool, examples = service.bundles, service.examples
     d_strategy, d_opts = service.default_decoding()
@@ -399,26 +449,6 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True) -> gr.Bloc
     return demo
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Image captioning demo (Gradio).")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    p.add_argument("--data-dir", default=default_data_dir(), help="Flickr8k-layout folder for examples and references "
-                   "(default: $CAPTION_DATA_DIR, else ../shared/data/flickr8k when present)")
-    p.add_argument("--weights", default=os.path.join(HERE, "weights"), help="folder of bundles")
-    p.add_argument("--hub", nargs="*", default=[b for b in os.environ.get("CAPTION_HUB_BUNDLES", "").split(",") if b],
-                   help="extra bundles as hf://owner/repo")
-    p.add_argument("--preload", choices=PRELOAD, default="default",
-                   help="bundles loaded at start: the default one (others when first picked; measured the quickest "
-                        "first minute), all (the others once a first caption was served), none (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, default=2, help="requests processed at once (default: %(default)s)")
-    p.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond that (default: %(default)s)")
-    p.add_argument("--encoder-option", dest="encoder_options", type=parse_option, action="append", default=[],
-                   metavar="KEY=VALUE", help="encoder config field for every bundle, repeatable: precision=float32 "
-                                             "forces float32 on CPUs with native bfloat16")
-    return p
-
-
 def config_from_args(args) -> AppConfig:
     return AppConfig(weights_dir=args.weights, hub_bundles=tuple(args.hub), data_dir=args.data_dir or None,
                      preload=args.preload, concurrency=args.concurrency, queue_size=args.queue_size,
@@ -439,13 +469,16 @@ def launch(demo: gr.Blocks, args) -> None:
     demo.block_thread()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, head_start=None) -> None:
+    """``head_start``: one already started (``python app.py`` starts it before gradio's import); else one is
+    started here unless the flags say not to."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    launch(build_demo(config_from_args(args), background=False), args)
+    head_start = head_start or start_head_start(args)
+    launch(build_demo(config_from_args(args), background=False, head_start=head_start), args)
 
 
 if __name__ == "__main__":
-    main()
+    main(head_start=HEAD_START)
 elif os.environ.get("CAPTION_APP_NO_DEMO") != "1":
     demo = build_demo()  # `gradio app.py` and Spaces' reloader import this; nothing is launched

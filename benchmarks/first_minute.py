@@ -2,7 +2,7 @@
 captions of the next 15 s are slowed by loading the visitor did not ask for.
 
     .venv/bin/python benchmarks/first_minute.py [--starts 2] [--compare OTHER_CHECKOUT] [--preload default all]
-                                                [--window 15] [--precision float32] [--json OUT]
+                                                [--head-start on off] [--window 15] [--precision float32] [--json OUT]
 
 Per start (a cold ``app.py`` process, with the Flickr8k folder when ../shared has one):
 
@@ -13,8 +13,8 @@ Per start (a cold ``app.py`` process, with the Flickr8k folder when ../shared ha
 3. the captions answered in the ``--window`` seconds after the first: their p50 / p95 (``first_window``);
 4. then one ``/compare`` (every bundle loaded and used), 3 s of rest, and another ``--window`` seconds of the
    same requests: the p50 once everything is loaded (``loaded``); ``ratio`` = first-window p50 / loaded p50;
-5. resident memory after the first caption and once every bundle is loaded, and what the app's own status
-   says per bundle (its memory figure) when it has one.
+5. resident memory after the first caption (the app and its head-start process together, and the latter's
+   part) and once every bundle is loaded, and the app's own peak.
 
 ``--preload`` runs this checkout's app with each ``--preload`` policy (an app without that flag runs once);
 ``--compare`` runs another checkout's ``app.py`` in the same run, starts interleaved.
@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from cold_start import DATA, ROOT, cold_app, photo, rss_mib
+from cold_start import DATA, ROOT, cold_app, photo, rss_mib, tree_rss_mib
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,27 +59,30 @@ def one_start(app_dir: str, extra: list[str], window: float, precision: str) -> 
         client = Client(url, verbose=False)
         details = client.predict(handle_file(image), api_name="/caption")[2]
         first = time.perf_counter() - t_page
-        rss_first, _ = rss_mib(proc.pid)
+        rss_first, rss_children = tree_rss_mib(proc.pid)  # the app and its head-start process, if it has one
         early = requests_for(client, image, window)
         client.predict(handle_file(image), api_name="/compare")
         time.sleep(3)
         loaded = requests_for(client, image, window)
-        rss, peak = rss_mib(proc.pid)
+        _, peak = rss_mib(proc.pid)
         p50_early, p50_loaded = statistics.median(early), statistics.median(loaded)
         return {"page_s": round(page_s, 2), "first_caption_s": round(first, 2),
+                "launch_to_first_caption_s": round(page_s + first, 2),
                 "first_has_cider": "CIDEr" in details["captions"][0],
                 "first_window_p50_ms": round(1000 * p50_early, 1),
                 "first_window_p95_ms": round(1000 * percentile(early, 0.95), 1),
                 "first_window_max_ms": round(1000 * max(early), 1), "first_window_n": len(early),
                 "loaded_p50_ms": round(1000 * p50_loaded, 1), "loaded_p95_ms": round(1000 * percentile(loaded, 0.95), 1),
                 "loaded_n": len(loaded), "ratio": round(p50_early / p50_loaded, 2),
-                "rss_after_first_caption_mib": round(rss_first, 1), "rss_all_loaded_mib": round(rss, 1),
+                "rss_after_first_caption_mib": round(rss_first, 1),
+                "head_start_rss_after_first_caption_mib": round(rss_children, 1),
+                "rss_all_loaded_mib": round(tree_rss_mib(proc.pid)[0], 1),
                 "peak_rss_mib": round(peak, 1)}
 
 
-def supports_preload(folder: str) -> bool:
+def supports(folder: str, flag: str) -> bool:
     with open(os.path.join(folder, "app.py"), encoding="utf-8") as f:
-        return "--preload" in f.read()
+        return flag in f.read()
 
 
 def main(argv=None) -> int:
@@ -87,16 +90,20 @@ def main(argv=None) -> int:
     p.add_argument("--starts", type=int, default=2, help="cold starts per setting (default: %(default)s)")
     p.add_argument("--window", type=float, default=15.0, help="seconds of requests per window (default: %(default)s)")
     p.add_argument("--preload", nargs="*", default=["default", "all"], help="this checkout's policies to run")
+    p.add_argument("--head-start", nargs="*", default=["on"], choices=("on", "off"),
+                   help="this checkout's app with its head-start process, without, or both (default: on)")
     p.add_argument("--compare", help="another checkout whose app.py runs in the same run (e.g. an older main)")
     p.add_argument("--precision", default="float32", choices=("float32", "auto"),
                    help="the encoders' arithmetic in every app (default: %(default)s, the path every machine has)")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args(argv)
     settings: dict[str, tuple[str, list[str]]] = {}
-    if supports_preload(ROOT):
-        settings.update({f"this, --preload {pol}": (ROOT, ["--preload", pol]) for pol in args.preload})
-    else:
-        settings["this"] = (ROOT, [])
+    policies = args.preload if supports(ROOT, "--preload") else [None]
+    heads = args.head_start if supports(ROOT, "--head-start") else [None]
+    for pol in policies:
+        for head in heads:
+            extra = [*(["--preload", pol] if pol else []), *([f"--{'' if head == 'on' else 'no-'}head-start"] if head else [])]
+            settings[" ".join(["this", *extra])] = (ROOT, extra)
     if args.compare:
         settings["compare"] = (os.path.abspath(args.compare), [])
     runs: dict[str, list] = {k: [] for k in settings}

@@ -54,6 +54,8 @@ class ServiceConfig(Config):
     cache_dir: str | None = None  # a reference index built from data_dir, and Hub example photos, are kept here
     preload: str = "default"  # which bundles load at start: default (the best on dev; others when first asked for), all, none
     quiet_s: float = 5.0  # preload=all: the others load once a first caption was served, or after this many seconds
+    head_start_idle_s: float = 3.0  # with a head start (app.py): this process loads the default bundle once the head
+    # start has answered nothing for this many seconds (until then, it answers)
     reference_wait_s: float = 3.0  # a caption waits at most this long for the reference index (a first build)
     max_pixels: int = 40_000_000  # larger photos are refused with a message
     n_examples: int = 12  # example photos offered
@@ -94,6 +96,8 @@ class BundlePool:
     for a loaded bundle never waits behind another one's load, and loads run one at a time (two on 2 cores
     are no faster, and each bundle's memory figure is then its own)."""
 
+    HEAD_START_WAIT_S = 120.0  # preload waits at most this long for the head start to be ready (or fail)
+
     def __init__(self, weights_dir: str, hub_bundles: tuple[str, ...] = (), encoder_options: dict | None = None):
         self.encoder_options_all = dict(encoder_options or {})
         self.paths: dict[str, str] = {}
@@ -119,6 +123,7 @@ class BundlePool:
         self.load_seconds: dict[str, float] = {}
         self.memory_mib: dict[str, float] = {}  # resident memory that loading (and warming) the bundle added
         self._encoders: dict = {}  # encoders by name and config, shared by the bundles that use the same network
+        self.head_start = None  # a second process serving the default bundle while this one loads it (attach)
 
     @property
     def default(self) -> str | None:
@@ -133,6 +138,18 @@ class BundlePool:
     def encoder_options(self, name: str) -> dict | None:
         """The pool's encoder options that this bundle's encoder has (precision: not every encoder)."""
         return supported_options(self.manifests[name]["encoder"]["name"], self.encoder_options_all)
+
+    def attach(self, head_start) -> None:
+        """``head_start`` (``caption_core.head_start.HeadStart``) answers captions with the default bundle until
+        this pool has loaded it; then it is closed."""
+        self.head_start = head_start
+
+    def stand_in(self, name: str):
+        """The head start, when it serves (or is about to serve) ``name`` and this pool has not loaded it."""
+        h = self.head_start
+        if h is None or self._state.get(name) == "ready" or not h.may_serve(name, self.default):
+            return None
+        return h
 
     def get(self, name: str) -> Captioner:
         """The bundle's captioner, loaded (and warmed up) on first use; ServingError if it cannot be."""
@@ -166,11 +183,21 @@ class BundlePool:
             self._loaded[name] = captioner
             self._state[name] = "ready"
             log.info("bundle %s loaded in %.1f s (+%s MiB)", name, self.load_seconds[name], self.memory_mib.get(name))
+        if self.head_start is not None and name == self.default:  # this process serves it now
+            self.head_start.close()
 
-    def preload(self, policy: str, first_served: threading.Event, quiet_s: float) -> None:
+    def preload(self, policy: str, first_served: threading.Event, quiet_s: float, head_start_idle_s: float = 3.0) -> None:
         """Load what ``policy`` says (blocking: run it in a thread). A broken bundle is logged here and
-        reported to whoever picks it."""
+        reported to whoever picks it. With a head start attached, the default bundle loads once the head start
+        has answered nothing for ``head_start_idle_s``."""
         names = {"default": self.names[:1], "all": self.names, "none": []}[policy]
+        if names and self.head_start is not None:
+            # the head start loads the same bundle: two loads at once on two cores would slow its first caption;
+            # and while it answers a visitor, this process's load would slow each of those captions
+            self.head_start.wait(self.HEAD_START_WAIT_S)
+            self.head_start.wait_idle(head_start_idle_s)
+            if not threading.main_thread().is_alive():  # the interpreter is exiting: no load to wait for
+                return
         for i, name in enumerate(names):
             if i == 1:
                 first_served.wait(quiet_s)
@@ -181,15 +208,18 @@ class BundlePool:
 
     def status_line(self) -> str:
         """One line while bundles are loading; empty when none is."""
-        loading = [n for n in self.names if self._state[n] == "loading"]
+        loading = [n for n in self.names if self._state[n] == "loading" and self.stand_in(n) is None]
         if not loading:
             return ""
         return "Loading " + ", ".join(f"`{n}`" for n in loading) + ": a caption with it starts once it is loaded."
 
     def status(self) -> list[dict]:
-        """Per bundle: its encoder, state, load time (s) and the memory its load added (MiB)."""
+        """Per bundle: its encoder, state, load time (s), the memory its load added (MiB), and whether the head
+        start's process answers its captions meanwhile."""
         return [{"bundle": n, "encoder": encoder_label(self.manifests[n]["encoder"]), "state": self._state[n],
-                 "load_s": self.load_seconds.get(n), "memory_mib": self.memory_mib.get(n)} for n in self.names]
+                 "load_s": self.load_seconds.get(n), "memory_mib": self.memory_mib.get(n),
+                 "head_start": bool(self.head_start and self.head_start.serving and self.stand_in(n))}
+                for n in self.names]
 
     def missing_encoders(self) -> list[tuple[str, str]]:
         """(encoder, the command that builds a bundle with it) for each registered encoder with no bundle."""
@@ -306,7 +336,8 @@ class CaptionService:
             threading.Thread(target=self.examples.fetch, args=(self.cfg.hub_examples, self.hub_folder,
                                                                 self.cfg.n_examples), daemon=True,
                              name="hub-examples").start()
-        threading.Thread(target=self.bundles.preload, args=(self.cfg.preload, self.first_served, self.cfg.quiet_s),
+        threading.Thread(target=self.bundles.preload, args=(self.cfg.preload, self.first_served, self.cfg.quiet_s,
+                                                             self.cfg.head_start_idle_s),
                          daemon=False, name="preload").start()
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -337,9 +368,7 @@ class CaptionService:
         """One bundle's captions of a photo, best first, scored against its references when it is a
         dataset photo; the encoder's ImageNet classes where it has them; timings."""
         img = self.image(image)
-        captioner = self.bundles.get(bundle)
-        strategy, opts = self.decoding(captioner, strategy, options)
-        result = captioner.caption(img, strategy=strategy, options=opts)[0]
+        strategy, opts, result = self._caption(img, bundle, strategy, options)
         match = self.lookup(img)
         rows = []
         for c in result.captions:
@@ -355,6 +384,17 @@ class CaptionService:
                 # attention bundles: the weights over the grid for each word of the best caption (no extra pass)
                 "attention": result.attention,
                 "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}
+
+    def _caption(self, img: Image.Image, bundle: str, strategy: str | None, options: dict | None):
+        """-> (strategy, options, CaptionResult): from the head start's process while it serves the bundle and
+        this one loads it, else from this process (loading the bundle if it must)."""
+        stand_in = self.bundles.stand_in(bundle)
+        answered = stand_in.caption(img, strategy, options) if stand_in is not None else None
+        if answered is not None:
+            return answered
+        captioner = self.bundles.get(bundle)
+        strategy, opts = self.decoding(captioner, strategy, options)
+        return strategy, opts, captioner.caption(img, strategy=strategy, options=opts)[0]
 
     def compare(self, image: Any, strategy: str | None = None, options: dict | None = None) -> dict:
         """Every bundle's best caption of the same photo (each loaded if it was not), each with its own default

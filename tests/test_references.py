@@ -181,6 +181,8 @@ def test_app_from_the_committed_tree_alone_shows_references(shared_data, tmp_pat
     finally:
         proc.terminate()
         proc.wait(30)
+    log = proc.stdout.read()  # python app.py loaded the default bundle in its head-start process too
+    assert "ready in a second process" in log and "head start: stopped" not in log, log
 
 
 def test_hub_examples_from_a_parquet_file_and_offline(tmp_path, monkeypatch):
