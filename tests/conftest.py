@@ -4,6 +4,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+if "CAPTION_CACHE" not in os.environ:  # tensors kept for fast loads go to a folder of this run, not ~/.cache
+    import tempfile
+
+    os.environ["CAPTION_CACHE"] = tempfile.mkdtemp(prefix="caption-cache-")
 
 import numpy as np
 import pytest

