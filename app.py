@@ -70,7 +70,11 @@ def start_head_start(args):
         return None
     from caption_core.head_start import HeadStart
 
-    return HeadStart.start(args.weights, tuple(args.hub), dict(args.encoder_options))
+    try:
+        return HeadStart.start(args.weights, tuple(args.hub), dict(args.encoder_options))
+    except (OSError, ValueError) as exc:  # no second process here (pass_fds is POSIX): the page loads it itself
+        log.warning("no head start (%s): the default bundle loads after the page", exc)
+        return None
 
 
 # `python app.py`: the default bundle starts loading in a second process now, before gradio's import, so the two
