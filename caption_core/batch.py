@@ -196,8 +196,7 @@ class CaptionWorker:
         self.captioner = Captioner.from_bundle(bundle, encoder_options or None)
         set_threads(threads)  # an encoder that sets its own threads at load (0 = every core) is held to ours
         self.strategy, self.options = strategy, dict(options or {})
-        s, opts = self.captioner.decoding(strategy, None, **self.options)  # checked once, before any photo
-        self.strategy_name = s.name
+        self.strategy_name = self.captioner.decoding(strategy, None, **self.options)[0].name  # checked before any photo
 
     def prepare(self, payload: Any, name: str | None = None):
         """-> (array, PIL image or None) for ``run``, or the reason it cannot be read (a str, naming it ``name``)."""

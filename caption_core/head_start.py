@@ -36,6 +36,8 @@ import threading
 import time
 from typing import Any
 
+from .serving import BundlePool, CaptionService, ServingError
+
 log = logging.getLogger("caption_core.head_start")
 _FRAME = struct.Struct("!II")  # header bytes, payload bytes
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding caption_core
@@ -71,10 +73,6 @@ def recv(sock: socket.socket) -> tuple[dict, bytes]:
     n_head, n_payload = _FRAME.unpack(_exactly(sock, _FRAME.size))
     header = json.loads(_exactly(sock, n_head))
     return header, (_exactly(sock, n_payload) if n_payload else b"")
-
-
-def result_to_dict(result) -> dict:
-    return dataclasses.asdict(result)
 
 
 def result_from_dict(d: dict):
@@ -170,19 +168,17 @@ class HeadStart:
             return False
         return name == self.bundle if self.bundle is not None else name == default
 
-    def caption(self, img, strategy: str | None, options: dict | None, maps: bool = True):
-        """(strategy, options, CaptionResult) of the RGB PIL image ``img``, from the child; None if it cannot
-        answer (failed, closed, or gone meanwhile): the caller then serves the caption itself. Waits for the
-        child to be ready. A ServingError (bad decoding options) is raised as the page's own would be."""
-        from .serving import ServingError
-
+    def caption(self, img, strategy: str | None, options: dict | None):
+        """``CaptionService.caption_with`` of the RGB PIL image ``img``, in the child; None if it cannot answer
+        (failed, closed, or gone meanwhile): the caller then serves the caption itself. Waits for the child to be
+        ready. A ServingError (bad decoding options) is raised as the page's own would be."""
         self._settled.wait()
         with self._lock:
             if not self.serving:
                 return None
             try:
-                send(self._sock, {"op": "caption", "strategy": strategy, "options": options, "maps": maps,
-                                  "mode": img.mode, "size": list(img.size)}, img.tobytes())
+                send(self._sock, {"op": "caption", "strategy": strategy, "options": options, "mode": img.mode,
+                                  "size": list(img.size)}, img.tobytes())
                 answer, _ = recv(self._sock)
             except (OSError, EOFError, ValueError) as exc:
                 self._gone(f"lost the connection: {exc}")
@@ -240,8 +236,6 @@ def serve(sock: socket.socket, weights_dir: str, hub_bundles: tuple[str, ...] = 
     connection closes."""
     from PIL import Image
 
-    from .serving import BundlePool, CaptionService, ServingError
-
     pool = BundlePool(weights_dir, tuple(hub_bundles), encoder_options)
     name = pool.default
     if name is None:
@@ -252,7 +246,7 @@ def serve(sock: socket.socket, weights_dir: str, hub_bundles: tuple[str, ...] = 
     except ServingError as exc:
         send(sock, {"failed": str(exc)})
         return
-    send(sock, {"ready": name, "load_s": pool.load_seconds.get(name), "memory_mib": pool.memory_mib.get(name)})
+    send(sock, {"ready": name})
     while True:
         try:
             header, payload = recv(sock)
@@ -262,9 +256,8 @@ def serve(sock: socket.socket, weights_dir: str, hub_bundles: tuple[str, ...] = 
             return
         try:
             img = Image.frombytes(header["mode"], tuple(header["size"]), payload)
-            strategy, opts = CaptionService.decoding(captioner, header["strategy"], header["options"])
-            result = captioner.caption(img, strategy=strategy, options=opts, maps=header["maps"])[0]
-            answer = {"strategy": strategy, "options": opts, "result": result_to_dict(result)}
+            strategy, opts, result = CaptionService.caption_with(captioner, img, header["strategy"], header["options"])
+            answer = {"strategy": strategy, "options": opts, "result": dataclasses.asdict(result)}
         except ServingError as exc:
             answer = {"error": str(exc)}
         except Exception as exc:  # reported to the page, which then serves the bundle itself

@@ -186,7 +186,7 @@ class BundlePool:
         if self.head_start is not None and name == self.default:  # this process serves it now
             self.head_start.close()
 
-    def preload(self, policy: str, first_served: threading.Event, quiet_s: float, head_start_idle_s: float = 3.0) -> None:
+    def preload(self, policy: str, first_served: threading.Event, quiet_s: float, head_start_idle_s: float) -> None:
         """Load what ``policy`` says (blocking: run it in a thread). A broken bundle is logged here and
         reported to whoever picks it. With a head start attached, the default bundle loads once the head start
         has answered nothing for ``head_start_idle_s``."""
@@ -218,7 +218,7 @@ class BundlePool:
         start's process answers its captions meanwhile."""
         return [{"bundle": n, "encoder": encoder_label(self.manifests[n]["encoder"]), "state": self._state[n],
                  "load_s": self.load_seconds.get(n), "memory_mib": self.memory_mib.get(n),
-                 "head_start": bool(self.head_start and self.head_start.serving and self.stand_in(n))}
+                 "head_start": bool(self.stand_in(n) and self.head_start.serving)}
                 for n in self.names]
 
     def missing_encoders(self) -> list[tuple[str, str]]:
@@ -390,10 +390,13 @@ class CaptionService:
         this one loads it, else from this process (loading the bundle if it must)."""
         stand_in = self.bundles.stand_in(bundle)
         answered = stand_in.caption(img, strategy, options) if stand_in is not None else None
-        if answered is not None:
-            return answered
-        captioner = self.bundles.get(bundle)
-        strategy, opts = self.decoding(captioner, strategy, options)
+        return answered or self.caption_with(self.bundles.get(bundle), img, strategy, options)
+
+    @classmethod
+    def caption_with(cls, captioner: Captioner, img: Image.Image, strategy: str | None, options: dict | None):
+        """-> (strategy, its checked options, CaptionResult) of one photo: what ``caption`` answers from, in this
+        process or in the head start's (``caption_core.head_start``)."""
+        strategy, opts = cls.decoding(captioner, strategy, options)
         return strategy, opts, captioner.caption(img, strategy=strategy, options=opts)[0]
 
     def compare(self, image: Any, strategy: str | None = None, options: dict | None = None) -> dict:
