@@ -33,6 +33,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from training.common import write_json  # noqa: E402
+
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "flickr8k")
 
 
@@ -141,8 +143,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json(args.json, results)
     return 0
 
 

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 from batch_caption import test_photos  # noqa: E402
+from training.common import write_json  # noqa: E402
 
 
 def make_folder(folder: str, n: int) -> list[str]:
@@ -109,8 +110,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     return 0 if result["every_photo_once"] and result["error_rows_are_the_corrupt_files"] else 1
 
 

@@ -28,6 +28,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+from training.common import write_json  # noqa: E402
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "flickr8k")
 MODULES = ["numpy", "PIL", "h5py", "gradio", "torch", "transformers", "tensorflow", "keras"]
 
@@ -162,9 +164,14 @@ def one_start(app_dir: str, data_dir: str | None, extra: list[str]) -> dict:
                 "peak_rss_mib": round(peak, 1)}
 
 
-def median_of(runs: list[dict]) -> dict:
+def medians(runs: list[dict], digits: int = 2) -> dict:
+    """The median of each numeric field over ``runs`` (flags and texts left out)."""
     keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return {k: round(statistics.median(r[k] for r in runs), 2) for k in keys} | {"runs": runs}
+    return {k: round(statistics.median(r[k] for r in runs), digits) for k in keys}
+
+
+def median_of(runs: list[dict]) -> dict:
+    return medians(runs) | {"runs": runs}
 
 
 def main(argv=None) -> int:
@@ -198,8 +205,7 @@ def main(argv=None) -> int:
         print(setting, json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "runs"}
                                    for k, v in result["app"][setting].items()}), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     return 0
 
 

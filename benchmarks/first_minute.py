@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from cold_start import DATA, ROOT, cold_app, photo, rss_mib, tree_rss_mib
+from cold_start import DATA, ROOT, cold_app, medians, photo, rss_mib, tree_rss_mib, write_json
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,13 +116,10 @@ def main(argv=None) -> int:
               "precision": args.precision,
               "photo": os.path.basename(photo()), "data": os.path.isdir(DATA), "settings": {}}
     for name, rs in runs.items():
-        keys = [k for k, v in rs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        result["settings"][name] = {"median": {k: round(statistics.median(r[k] for r in rs), 2) for k in keys},
-                                    "runs": rs}
+        result["settings"][name] = {"median": medians(rs), "runs": rs}
         print(name, "median", json.dumps(result["settings"][name]["median"]), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     return 0
 
 

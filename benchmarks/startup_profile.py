@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from cold_start import photo  # noqa: E402
+from cold_start import medians, photo, write_json  # noqa: E402
 
 CODE = r"""
 import json, sys, threading, time
@@ -91,12 +90,10 @@ def main(argv=None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bundle": args.bundle,
               "photo": os.path.basename(image), "settings": {}}
     for name, rs in runs.items():
-        result["settings"][name] = {"median": {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]},
-                                    "runs": rs}
+        result["settings"][name] = {"median": medians(rs, 3), "runs": rs}
         print(name, "median", json.dumps(result["settings"][name]["median"]), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     return 0
 
 
