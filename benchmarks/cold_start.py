@@ -170,6 +170,15 @@ def medians(runs: list[dict], digits: int = 2) -> dict:
     return {k: round(statistics.median(r[k] for r in runs), digits) for k in keys}
 
 
+def settings_summary(runs: dict[str, list[dict]], digits: int = 2) -> dict:
+    """{setting: {"median": its medians, "runs": its runs}}, each setting's medians printed."""
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {"median": medians(rs, digits), "runs": rs}
+        print(name, "median", json.dumps(out[name]["median"]), flush=True)
+    return out
+
+
 def median_of(runs: list[dict]) -> dict:
     return medians(runs) | {"runs": runs}
 

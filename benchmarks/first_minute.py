@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from cold_start import DATA, ROOT, cold_app, medians, photo, rss_mib, tree_rss_mib, write_json
+from cold_start import DATA, ROOT, cold_app, photo, rss_mib, settings_summary, tree_rss_mib, write_json
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -114,10 +114,7 @@ def main(argv=None) -> int:
             print(name, json.dumps(r), flush=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "window_s": args.window,
               "precision": args.precision,
-              "photo": os.path.basename(photo()), "data": os.path.isdir(DATA), "settings": {}}
-    for name, rs in runs.items():
-        result["settings"][name] = {"median": medians(rs), "runs": rs}
-        print(name, "median", json.dumps(result["settings"][name]["median"]), flush=True)
+              "photo": os.path.basename(photo()), "data": os.path.isdir(DATA), "settings": settings_summary(runs)}
     if args.json:
         write_json(args.json, result)
     return 0

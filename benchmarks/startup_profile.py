@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from cold_start import medians, photo, write_json  # noqa: E402
+from cold_start import photo, settings_summary, write_json  # noqa: E402
 
 CODE = r"""
 import json, sys, threading, time
@@ -88,10 +88,7 @@ def main(argv=None) -> int:
                 runs[f"{tree} {mode}"].append(r)
                 print(tree, mode, json.dumps(r), flush=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bundle": args.bundle,
-              "photo": os.path.basename(image), "settings": {}}
-    for name, rs in runs.items():
-        result["settings"][name] = {"median": medians(rs, 3), "runs": rs}
-        print(name, "median", json.dumps(result["settings"][name]["median"]), flush=True)
+              "photo": os.path.basename(image), "settings": settings_summary(runs, 3)}
     if args.json:
         write_json(args.json, result)
     return 0
