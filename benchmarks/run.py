@@ -291,7 +291,7 @@ def bench_latency(st: Settings, cap, data, feats, n: int, repeats: int) -> dict:
     import classic
 
     from caption_core.captioner import Captioner
-    from caption_core.decoder import MergeDecoder
+    from caption_core.decoders import MergeDecoder
 
     vocab, dcfg, _, _ = setting_parts(st, cap, data, feats)
     if st.name == "project":

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=os.path.join(ROOT, "cache"))
     args = ap.parse_args(argv)
 
-    from caption_core.decoder import DecoderConfig
+    from caption_core.decoders import DecoderConfig
     from training.build import BuildConfig, build
     from training.train_decoder import DecoderTrainConfig
 

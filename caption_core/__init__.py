@@ -1,4 +1,4 @@
-"""caption_core: image -> caption. Encoders, the merge decoder, decoding strategies, bundles.
+"""caption_core: image -> caption. Encoders, decoders, decoding strategies, bundles.
 
 Importing this package imports nothing heavy and does nothing: Keras, TensorFlow and torch load
 only when an encoder or decoder is built. No gradio, no training code here.
@@ -14,12 +14,12 @@ _LAZY = {
     "Captioner": "captioner", "Caption": "captioner", "CaptionResult": "captioner",
     "Vocabulary": "text", "clean_caption": "text",
     "DecodeOptions": "decoding", "STRATEGIES": "decoding", "decode": "decoding",
-    "DecoderConfig": "decoder", "MergeDecoder": "decoder",
+    "DecoderConfig": "decoders", "MergeDecoder": "decoders", "EnsembleDecoder": "decoders",
     "ENCODERS": "encoders", "build_encoder": "encoders",
     "load_image": "images", "ImageError": "images", "ImageLimits": "images",
     "save_bundle": "bundle", "load_bundle": "bundle", "list_bundles": "bundle", "BundleError": "bundle",
     "OfflineError": "hub",
-    "BatchConfig": "batch", "run_batch": "batch", "list_photos": "batch", "read_rows": "batch",
+    "BatchConfig": "batch_workers", "run_batch": "batch", "list_photos": "batch_io", "read_rows": "batch_io",
 }
 
 

@@ -12,18 +12,6 @@ import json
 import os
 import sys
 
-DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-
-
-def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
-    """The bundle in ``folder`` that scores best on the dev split (the app's default too)."""
-    from .bundle import best_first, list_bundles
-
-    found = {b["name"]: b for b in list_bundles(folder) if "manifest" in b}
-    ranked = best_first({name: b["manifest"] for name, b in found.items()})
-    return found[ranked[0]]["path"] if ranked else None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:
@@ -41,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .bundle import BundleError
+    from .bundle import DEFAULT_WEIGHTS, BundleError, default_bundle
     from .captioner import Captioner
     from .hub import OfflineError
     from .images import ImageError

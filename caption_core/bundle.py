@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 
-from .decoder import DecoderConfig, load_inference
+from .decoders import DecoderConfig, load_inference
 from .files import sha256_file, write_json_atomic
 from .text import Vocabulary
 
@@ -30,6 +30,7 @@ BASELINE_FORMAT = "caption_core.baseline/1"  # a baseline's scores (no model to 
 DECODER_FILE = "decoder.keras"
 VOCAB_FILE = "vocab.json"
 HF_PREFIX = "hf://"
+DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")  # the repo's
 
 
 class BundleError(ValueError):
@@ -204,7 +205,7 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
         raise BundleError(f"bundle '{folder}': decoder expects {config.vocab_size} words, vocabulary has {len(vocab)}")
     try:  # NumPy inference on the saved weights: Keras (TensorFlow) is imported only if the encoder needs it
         if "members" in manifest["decoder"]:
-            from .decoder import EnsembleDecoder
+            from .decoders import EnsembleDecoder
 
             members = manifest["decoder"]["members"]
             decoder = EnsembleDecoder([load_inference(_safe_member(folder, m["file"]), DecoderConfig.from_dict(m["config"]))
@@ -349,3 +350,10 @@ def list_bundles(folder: str = "weights") -> list[dict]:
         except BundleError as exc:
             out.append({"name": name, "path": path, "error": str(exc)})
     return out
+
+
+def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
+    """The bundle in ``folder`` that scores best on the dev split (the app's default too), or None."""
+    found = {b["name"]: b for b in list_bundles(folder) if "manifest" in b}
+    ranked = best_first({name: b["manifest"] for name, b in found.items()})
+    return found[ranked[0]]["path"] if ranked else None

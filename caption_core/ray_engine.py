@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .batch import BatchConfig, CaptionWorker, EncodeWorker, HubImages, Photo, row_files, read_rows
+from .batch_io import HubImages, Photo, read_rows, row_files
+from .batch_workers import BatchConfig, CaptionWorker, EncodeWorker
 
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 READ_CPUS = 0.1  # the reading and writing tasks: a fraction of a core, so that they run beside actors holding the rest

@@ -26,7 +26,7 @@ def shared_data():
 @pytest.fixture(scope="session")
 def tiny_parts():
     """A tiny random vit_custom encoder, merge decoder and vocabulary."""
-    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.decoders import DecoderConfig, MergeDecoder
     from caption_core.encoders import build_encoder
     from caption_core.text import Vocabulary, clean_caption
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from caption_core.captioner import Captioner
-from caption_core.decoder import DecoderConfig, decoder_class, load_inference, make_decoder
+from caption_core.decoders import DecoderConfig, decoder_class, load_inference, make_decoder
 from caption_core.decoding import STRATEGIES
 from caption_core.encoders import build_encoder
 from caption_core.text import END_ID, START_ID, Vocabulary, clean_caption
@@ -62,7 +62,7 @@ def test_padding_counts_in_neither_the_loss_nor_the_penalty(rng):
     """Padded steps change no gradient: a caption padded with zeros trains exactly like the same caption alone."""
     import tensorflow as tf
 
-    from caption_core.decoder import masked_loss
+    from caption_core.decoders import masked_loss
 
     dec = make_decoder(tiny_config(feature_dropout=0.0, embed_dropout=0.0))
     m = dec.training_model
@@ -132,7 +132,7 @@ def test_an_attention_bundle_round_trips_and_serves_without_keras(grid_parts, tm
 
 def test_an_ensemble_may_mix_decoder_kinds(grid_parts, tiny_parts, rng):
     """A merge member and an attention member over one vocabulary: each reads its slice of the features."""
-    from caption_core.decoder import EnsembleDecoder
+    from caption_core.decoders import EnsembleDecoder
     from caption_core.decoding import decode
 
     _, att, vocab = grid_parts
@@ -148,7 +148,7 @@ def test_an_ensemble_may_mix_decoder_kinds(grid_parts, tiny_parts, rng):
 
 
 def test_unknown_kind_and_missing_grid_are_loud():
-    with pytest.raises(ValueError, match="valid: \\['merge', 'attention'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['attention', 'merge'\\]"):
         DecoderConfig(kind="transformer")
     with pytest.raises(ValueError, match="valid"):
         decoder_class("gru")

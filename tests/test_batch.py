@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caption_core.batch import (BatchConfig, HubImages, ParquetWriter, done_ids, list_photos, main, read_rows,
-                                run_batch)
+from caption_core.batch import BatchConfig, HubImages, done_ids, list_photos, main, read_rows, run_batch
+from caption_core.batch_io import ParquetWriter
 
 
 @pytest.fixture(scope="module")
 def lite_bundle(tmp_path_factory, tiny_parts):
     """EfficientNet-Lite0 (real weights, torch) with a tiny random merge decoder: loads without TensorFlow."""
     from caption_core.bundle import save_bundle
-    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.decoders import DecoderConfig, MergeDecoder
     from caption_core.encoders import build_encoder
 
     _, _, vocab = tiny_parts
@@ -233,10 +233,17 @@ def test_training_features_on_ray_match_the_local_engine(tmp_path, local_ray):
 
 
 def test_a_cut_last_line_is_found_from_the_end(tmp_path):
-    from caption_core.batch import _truncate_partial_line
+    from caption_core.batch_io import _truncate_partial_line
 
     for content in (b"", b"no newline", b'{"a": 1}\n', b'{"a": 1}\n{"b": 2}\n{"c"', b"x" * 50 + b"\n" + b"y" * 70):
         path = tmp_path / "f.jsonl"
         path.write_bytes(content)
         _truncate_partial_line(str(path), chunk=8)  # several chunks back to the newline
         assert path.read_bytes() == content[: content.rfind(b"\n") + 1]
+
+
+def test_the_batch_help_prints_its_whole_description(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-> JSON lines or Parquet, one row per photo" in out and "Resumable" in out

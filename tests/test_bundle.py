@@ -134,7 +134,7 @@ def test_a_torch_encoder_bundle_is_served_without_tensorflow(tmp_path, tiny_part
     import subprocess
     import sys
 
-    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.decoders import DecoderConfig, MergeDecoder
     from caption_core.encoders import build_encoder
 
     _, _, vocab = tiny_parts

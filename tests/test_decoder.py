@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from caption_core.decoder import DecoderConfig, MergeDecoder, masked_loss, pad_captions, teacher_forcing_pairs
+from caption_core.decoders import DecoderConfig, MergeDecoder, masked_loss, pad_captions, teacher_forcing_pairs
 from caption_core.text import END_ID, START_ID
 
 
@@ -62,15 +62,15 @@ def test_numpy_inference_matches_the_keras_model(tiny_parts):
 
 
 def test_saved_keras_file_is_read_without_keras(tiny_parts, tmp_path):
-    """InferenceDecoder.load reads the .keras file with h5py: the same weights, the same steps."""
+    """MergeInference.load reads the .keras file with h5py: the same weights, the same steps."""
     import dataclasses
 
-    from caption_core.decoder import InferenceDecoder
+    from caption_core.decoders import MergeInference
 
     _, dec, _ = tiny_parts
     path = str(tmp_path / "decoder.keras")
     dec.save(path)
-    loaded = InferenceDecoder.load(path, dec.config)
+    loaded = MergeInference.load(path, dec.config)
     for name, arrays in dec.layer_weights().items():
         for a, b in zip(arrays, loaded.layer_weights()[name]):
             np.testing.assert_array_equal(a, b)
@@ -80,10 +80,10 @@ def test_saved_keras_file_is_read_without_keras(tiny_parts, tmp_path):
     b, _ = loaded.step(tokens, loaded.initial_state(feats))
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="do not match the decoder config: .*units|lstm"):
-        InferenceDecoder.load(path, dataclasses.replace(dec.config, units=8))
+        MergeInference.load(path, dataclasses.replace(dec.config, units=8))
     (tmp_path / "bad.keras").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a Keras 3 .keras file"):
-        InferenceDecoder.load(str(tmp_path / "bad.keras"), dec.config)
+        MergeInference.load(str(tmp_path / "bad.keras"), dec.config)
 
 
 def test_tiny_decoder_learns_and_loss_falls():

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from caption_core.decoder import DecoderConfig, EnsembleDecoder, MergeDecoder
+from caption_core.decoders import DecoderConfig, EnsembleDecoder, MergeDecoder
 from caption_core.decoding import decode
 
 

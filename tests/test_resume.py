@@ -20,7 +20,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from training.datasets import load_captions
     from training.features import extract_features
     from training.train_decoder import DecoderTrainConfig, train_decoder
-    from caption_core.decoder import DecoderConfig
+    from caption_core.decoders import DecoderConfig
     enc = build_encoder("vit_custom", {{"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear", "batch_size": 1}})
     enc.model.set_weights([w * 0 + 0.01 * (i + 1) for i, w in enumerate(enc.model.get_weights())])  # same weights every run
     data, cache, out = sys.argv[1], sys.argv[2], sys.argv[3]

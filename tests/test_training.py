@@ -71,7 +71,7 @@ def test_features_are_cached_resumed_and_keyed_by_config(flickr, tmp_path):
 def test_decoder_training_resumes_to_the_same_result(flickr, tmp_path):
     from training.datasets import load_captions
     from training.features import extract_features
-    from caption_core.decoder import DecoderConfig
+    from caption_core.decoders import DecoderConfig
     from training.train_decoder import DecoderTrainConfig, train_decoder
 
     enc = tiny_encoder()
@@ -104,7 +104,7 @@ def test_training_ignores_padding(flickr, tmp_path):
     """The same captions padded to different lengths give the same loss and gradients."""
     import tensorflow as tf
 
-    from caption_core.decoder import DecoderConfig, MergeDecoder, masked_loss
+    from caption_core.decoders import DecoderConfig, MergeDecoder, masked_loss
 
     dec = MergeDecoder(DecoderConfig(vocab_size=10, feature_dim=4, embed_dim=8, units=8, feature_dropout=0.0, embed_dropout=0.0))
     feats = np.ones((2, 4), np.float32)
@@ -137,7 +137,7 @@ def test_evaluation_scores_a_perfect_caption_as_perfect():
 
 
 def test_build_writes_a_bundle_that_the_captioner_loads(flickr, tmp_path):
-    from caption_core.decoder import DecoderConfig
+    from caption_core.decoders import DecoderConfig
     from training.build import BuildConfig, build
     from training.train_decoder import DecoderTrainConfig
 
@@ -404,7 +404,7 @@ def test_prefetch_keeps_order_and_bounds_the_work_ahead():
 def test_evaluate_records_the_precision_of_the_features(flickr, tmp_path, tiny_parts):
     """The same bundle scored with float32 and bfloat16 features: two records, neither overwritten."""
     from caption_core.bundle import save_bundle
-    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.decoders import DecoderConfig, MergeDecoder
     from training.__main__ import main
 
     _, _, vocab = tiny_parts
@@ -445,7 +445,7 @@ def test_scst_rewards_and_baselines():
 def test_scst_raises_the_reward_and_resumes(flickr, tmp_path, monkeypatch):
     """SCST on a tiny bundle: the sampled captions' reward rises, the run resumes after a stop to the same
     curve, and the bundle records both stages (or is left alone when no epoch beats the start on dev)."""
-    from caption_core.decoder import DecoderConfig
+    from caption_core.decoders import DecoderConfig
     from training.build import BuildConfig, build
     from training.scst import SCSTConfig, scst_bundle
     from training.train_decoder import DecoderTrainConfig

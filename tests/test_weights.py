@@ -207,7 +207,7 @@ def test_a_bundle_takes_the_source_whose_tensors_it_was_trained_on(offline_xcept
     from keras.src.legacy.saving import legacy_h5_format
 
     from caption_core.bundle import load_bundle, save_bundle
-    from caption_core.decoder import DecoderConfig, MergeDecoder
+    from caption_core.decoders import DecoderConfig, MergeDecoder
     from caption_core.text import Vocabulary
 
     x = offline_xception

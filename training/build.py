@@ -11,7 +11,7 @@ import time
 from caption_core.bundle import BASELINE_FORMAT, save_bundle, test_metrics, update_manifest, verify_bundle
 from caption_core.captioner import Captioner
 from caption_core.config import Config
-from caption_core.decoder import load_decoder
+from caption_core.decoders import load_decoder
 from caption_core.decoding import get_strategy
 from caption_core.encoders import get_encoder_class
 from caption_core.text import Vocabulary

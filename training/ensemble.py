@@ -14,7 +14,7 @@ import time
 
 from caption_core.bundle import load_bundle, read_manifest, resolve_bundle, save_bundle, test_metrics
 from caption_core.captioner import Captioner
-from caption_core.decoder import EnsembleDecoder, load_decoder
+from caption_core.decoders import EnsembleDecoder, load_decoder
 from caption_core.encoders import supported_options
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 

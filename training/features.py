@@ -20,7 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
-from caption_core.batch import EncodeWorker, local_batches
+from caption_core.batch import local_batches
+from caption_core.batch_workers import EncodeWorker
 
 from .common import read_json, write_json
 from .datasets import CaptionExample

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from caption_core.config import Config
-from caption_core.decoder import KerasDecoder, load_decoder, make_decoder, masked_loss, pad_captions
+from caption_core.decoders import KerasDecoder, load_decoder, make_decoder, masked_loss, pad_captions
 from caption_core.decoding import decode
 from caption_core.metrics import CiderD
 from caption_core.text import END, END_ID, START_ID, clean_caption

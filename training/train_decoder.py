@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from caption_core.config import Config
-from caption_core.decoder import DecoderConfig, make_decoder, masked_loss, pad_captions
+from caption_core.decoders import DecoderConfig, make_decoder, masked_loss, pad_captions
 from caption_core.text import Vocabulary, clean_caption
 
 from .common import check_resume, read_json, save_keras_atomic, set_seeds, write_json

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .text import END_ID
-from .decoder import DecoderConfig, KerasDecoder, NumpyDecoder, _sigmoid, teacher_forcing_pairs
+from ..text import END_ID
+from .base import DecoderConfig, KerasDecoder, NumpyDecoder, register_decoder, sigmoid, teacher_forcing_pairs
 
 
 def build_attention_decoder(config: DecoderConfig):
@@ -102,7 +102,7 @@ class AttentionInference(NumpyDecoder):
         alpha = np.exp(scores)
         alpha /= alpha.sum(axis=1, keepdims=True)  # (B, N)
         ctx = np.matmul(alpha[:, None, :], values)[:, 0]  # (B, E)
-        ctx *= _sigmoid(h @ self._gate_w + self._gate_b)
+        ctx *= sigmoid(h @ self._gate_w + self._gate_b)
         return alpha, ctx
 
     def _step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -111,7 +111,7 @@ class AttentionInference(NumpyDecoder):
         alpha, ctx = self.attend(values, keys, h)
         z = self._word_gates[tokens] + ctx @ self._ctx_kernel  # (B, 4U)
         z += h @ self._recurrent
-        gates = _sigmoid(z)
+        gates = sigmoid(z)
         c = gates[:, U:2 * U] * c + gates[:, :U] * np.tanh(z[:, 2 * U:3 * U])  # (B, U)
         h = gates[:, 3 * U:] * np.tanh(c)  # (B, U)
         merged = h @ self._merge_h + ctx @ self._merge_ctx  # (B, U)
@@ -140,6 +140,7 @@ class AttentionInference(NumpyDecoder):
         return out
 
 
+@register_decoder
 class AttentionDecoder(KerasDecoder):
     """The Keras attention model (trained and saved) and its ``AttentionInference`` (what decodes)."""
 

@@ -1,16 +1,14 @@
-"""The decoders, by kind (``DecoderConfig.kind``): the merge model here, the attention model in
-``caption_core.attention``. The merge decoder: image features and words meet after the LSTM.
+"""What every decoder kind shares: its config, the registry by kind, the Keras and NumPy base classes, the
+teacher-forcing helpers and the masked loss, and the ``.keras`` reader (h5py, no Keras import).
 
-    features (B, D) -> Dropout -> Dense(units, relu)                       -> img  (B, U)
-    tokens   (B, T) -> Embedding(mask_zero) -> Dropout -> LSTM(U, seq)     -> seq  (B, T, U)
-    img[:, None] + seq -> Dense(units, relu) -> Dense(vocab)               -> logits (B, T, V)
+A decoder kind is two classes: a ``KerasDecoder`` (the Keras training model, what is trained and saved) and a
+``NumpyDecoder`` (the same graph in NumPy, what decodes: ``initial_state(features)`` and ``step(tokens, state)
+-> (log_probs, state)``, which every decoding strategy drives). ``register_decoder`` files the Keras class
+under its ``kind``; ``DecoderConfig.kind`` names it in every manifest. The kinds: ``merge`` (``merge.py``),
+``attention`` (``attention.py``); ``ensemble.py`` decodes several members as one.
 
-The Keras ``training_model`` reads whole captions with teacher forcing (what is trained and saved).
-``InferenceDecoder`` runs the same graph in NumPy one word at a time with the LSTM state carried
-(what decodes): one small step per word, never re-reading the prefix.
-
-Padding is handled by the loss (``masked_loss`` with explicit sample weights), because Keras
-``Add`` drops the Embedding mask.
+Padding is handled by the loss (``masked_loss`` with explicit sample weights), because Keras ``Add`` drops the
+Embedding mask.
 """
 
 from __future__ import annotations
@@ -25,7 +23,17 @@ import zipfile
 
 import numpy as np
 
-from .config import Config
+from ..config import Config
+
+DECODERS: dict[str, type] = {}  # kind -> its KerasDecoder class (register_decoder); filled by the package's modules
+
+
+def register_decoder(cls: type) -> type:
+    """Class decorator: file a ``KerasDecoder`` subclass under its ``kind``."""
+    if cls.kind in DECODERS and DECODERS[cls.kind] is not cls:
+        raise ValueError(f"decoder kind {cls.kind!r} is registered twice")
+    DECODERS[cls.kind] = cls
+    return cls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,22 +55,15 @@ class DecoderConfig(Config):
     attention_penalty: float = 1.0  # weight of the doubly stochastic penalty (each cell attended ~once a caption)
 
     def __post_init__(self):
-        if self.kind not in DECODER_KINDS:
-            raise ValueError(f"unknown decoder kind {self.kind!r}; valid: {list(DECODER_KINDS)}")
+        decoder_class(self.kind)  # raises on an unknown kind
 
 
-DECODER_KINDS = ("merge", "attention")
-
-
-def decoder_class(kind: str):
-    """The Keras-side class of decoder ``kind`` (``build``, ``load``, ``inference``)."""
-    if kind == "merge":
-        return MergeDecoder
-    if kind == "attention":
-        from .attention import AttentionDecoder
-
-        return AttentionDecoder
-    raise ValueError(f"unknown decoder kind {kind!r}; valid: {list(DECODER_KINDS)}")
+def decoder_class(kind: str) -> type:
+    """The Keras-side class of decoder ``kind`` (``build``, ``load``, ``inference_class``)."""
+    try:
+        return DECODERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown decoder kind {kind!r}; valid: {sorted(DECODERS)}") from None
 
 
 def make_decoder(config: DecoderConfig, training_model=None):
@@ -78,31 +79,6 @@ def load_decoder(path: str, config: DecoderConfig):
 def load_inference(path: str, config: DecoderConfig):
     """What decodes: the NumPy step of ``config.kind`` read from a ``.keras`` file with h5py (no Keras import)."""
     return decoder_class(config.kind).inference_class.load(path, config)
-
-
-def build_decoder(config: DecoderConfig):
-    """The Keras training model: inputs ``features`` (B, D) float32, ``tokens`` (B, T) int32 -> logits
-    (B, T, V), teacher forcing over whole captions. Decoding runs ``InferenceDecoder`` on its weights."""
-    import keras
-    from keras import layers
-
-    c = config
-    feat_dropout = layers.Dropout(c.feature_dropout, name="feature_dropout")
-    feat_dense = layers.Dense(c.units, activation="relu", name="feature_projection")
-    embedding = layers.Embedding(c.vocab_size, c.embed_dim, mask_zero=True, name="embedding")
-    emb_dropout = layers.Dropout(c.embed_dropout, name="embedding_dropout")
-    lstm = layers.LSTM(c.units, return_sequences=True, return_state=True, name="lstm")
-    merge_dense = layers.Dense(c.units, activation="relu", name="merge_dense")
-    head = layers.Dense(c.vocab_size, name="logits")
-
-    # -- training model: whole captions ---------------------------------------------------
-    features = keras.Input((c.feature_dim,), name="features")  # (B, D)
-    tokens = keras.Input((None,), dtype="int32", name="tokens")  # (B, T)
-    img = feat_dense(feat_dropout(features))  # (B, U)
-    seq, _, _ = lstm(emb_dropout(embedding(tokens)))  # (B, T, U)
-    merged = layers.Add(name="merge")([layers.Reshape((1, c.units), name="img_time")(img), seq])  # (B, T, U)
-    logits = head(merge_dense(merged))  # (B, T, V)
-    return keras.Model({"features": features, "tokens": tokens}, logits, name="merge_decoder")
 
 
 def masked_loss(targets, logits, sample_weight=None):
@@ -135,7 +111,7 @@ def pad_captions(captions: list[list[int]], max_length: int) -> np.ndarray:
 
 
 class NumpyDecoder:
-    """What every NumPy inference class shares (the merge model's ``InferenceDecoder``, the attention model's
+    """What every NumPy inference class shares (the merge model's ``MergeInference``, the attention model's
     ``AttentionInference``): read from a ``.keras`` file with h5py, its weights by layer, the BLAS threads for a
     batch, teacher-forced log-probabilities through its own ``initial_state`` and ``step``."""
 
@@ -177,67 +153,6 @@ class NumpyDecoder:
         return teacher_forced_log_probs(self, features, token_ids)
 
 
-class InferenceDecoder(NumpyDecoder):
-    """The decoder's inference graph in NumPy: what decodes, in the app and everywhere else.
-
-    Decoding calls ``step`` once per word. Through Keras each call paid a fixed overhead (a
-    ``tf.function`` call and numpy round trips) far above its arithmetic, so inference runs on the
-    trained weights in NumPy: an embedding lookup whose input projection is precomputed for every word,
-    one (B, U) x (U, 4U) matmul, the merge and the (B, U) x (U, V) head. The arithmetic is the Keras
-    graph's, in float32, in the same order. ``load`` reads a saved ``.keras`` file with h5py alone, so
-    serving a bundle whose encoder is not a Keras model never imports TensorFlow.
-    """
-
-    LAYERS = ("embedding", "lstm", "feature_projection", "merge_dense", "logits")  # the layers it reads, by name
-
-    def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
-        """``layer_weights``: layer name -> its weight arrays, as Keras orders them (``get_weights``)."""
-        self._keep(config, layer_weights)
-        c = config
-        f32 = lambda v: np.ascontiguousarray(np.asarray(v, np.float32))  # noqa: E731
-        (emb,) = layer_weights["embedding"]
-        kernel, recurrent, bias = layer_weights["lstm"]
-        self._proj_w, self._proj_b = map(f32, layer_weights["feature_projection"])  # (D, U), (U,)
-        self._merge_w, self._merge_b = map(f32, layer_weights["merge_dense"])  # (U, U), (U,)
-        self._head_w, self._head_b = map(f32, layer_weights["logits"])  # (U, V), (V,)
-        expected = {"embedding": (c.vocab_size, c.embed_dim), "lstm kernel": (c.embed_dim, 4 * c.units),
-                    "lstm recurrent kernel": (c.units, 4 * c.units), "feature_projection": (c.feature_dim, c.units),
-                    "merge_dense": (c.units, c.units), "logits": (c.units, c.vocab_size)}
-        got = {"embedding": emb.shape, "lstm kernel": kernel.shape, "lstm recurrent kernel": recurrent.shape,
-               "feature_projection": self._proj_w.shape, "merge_dense": self._merge_w.shape, "logits": self._head_w.shape}
-        self._check_shapes(expected, got)
-        self._word_gates = f32(f32(emb) @ f32(kernel))  # (V, 4U): each word's input projection, computed once
-        self._recurrent = f32(recurrent)  # (U, 4U), gates i, f, c, o
-        self._lstm_bias = f32(bias)  # (4U,)
-
-    state_arrays = 3  # img, h, c
-
-    def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """features (N, D) -> decoding state (img (N, U), h (N, U), c (N, U))."""
-        x = np.asarray(features, dtype=np.float32)
-        img = np.maximum(x @ self._proj_w + self._proj_b, 0.0)  # (N, U)
-        zeros = np.zeros_like(img)
-        return img, zeros, zeros.copy()
-
-    def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
-        """tokens (B,) int, state (img, h, c) -> log_probs (B, V) float32, new state. Decoding's step."""
-        img, h, c = state
-        U = self.config.units
-        z = self._word_gates[tokens] + h @ self._recurrent  # (B, 4U)
-        z += self._lstm_bias
-        gates = _sigmoid(z)  # (B, 4U): i, f, (c: unused), o
-        c = gates[:, U:2 * U] * c + gates[:, :U] * np.tanh(z[:, 2 * U:3 * U])  # (B, U)
-        h = gates[:, 3 * U:] * np.tanh(c)  # (B, U)
-        merged = (img + h) @ self._merge_w  # (B, U)
-        merged += self._merge_b
-        np.maximum(merged, 0.0, out=merged)
-        logits = merged @ self._head_w  # (B, V)
-        logits += self._head_b
-        logits -= logits.max(axis=1, keepdims=True)
-        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
-        return logits, (img, h, c)
-
-
 def teacher_forced_log_probs(decoder, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
     """Teacher-forced log-probability of each next token under ``decoder`` (its initial_state and step).
 
@@ -251,48 +166,6 @@ def teacher_forced_log_probs(decoder, features: np.ndarray, token_ids: np.ndarra
         log_probs, state = decoder.step(inputs[:, t], state)  # (N, V)
         out[:, t] = log_probs[rows, targets[:, t]]
     return out
-
-
-class EnsembleDecoder:
-    """Several merge decoders over one vocabulary, decoded as one: member ``i`` reads its slice of the
-    features (the ``concat`` encoder's members, in order), and each step returns the log of the members' mean
-    next-word probability. The state is the members' states side by side in one flat tuple, so every
-    decoding strategy reorders it like a single decoder's."""
-
-    def __init__(self, members: list, slices: list[tuple[int, int]]):
-        if not members or len(members) != len(slices):
-            raise ValueError(f"an ensemble needs one feature slice per member decoder ({len(members)} decoders, "
-                             f"{len(slices)} slices)")
-        first = members[0].config
-        for m, (a, b) in zip(members, slices):
-            if m.config.vocab_size != first.vocab_size or m.config.max_length != first.max_length:
-                raise ValueError("ensemble members must share the vocabulary and the caption length: "
-                                 f"{m.config.vocab_size}/{m.config.max_length} vs {first.vocab_size}/{first.max_length}")
-            if b - a != m.config.feature_dim:
-                raise ValueError(f"feature slice {a}:{b} does not fit a member that reads {m.config.feature_dim} features")
-        self.members, self.slices = members, slices
-        self.config = dataclasses.replace(first, feature_dim=max(b for _, b in slices))
-        self._sizes = [m.state_arrays for m in members]  # each member's share of the flat state
-
-    blas_threads = staticmethod(NumpyDecoder.blas_threads)
-
-    def initial_state(self, features: np.ndarray) -> tuple:
-        x = np.asarray(features, dtype=np.float32)  # (N, D)
-        states = [m.initial_state(x[:, a:b]) for m, (a, b) in zip(self.members, self.slices)]
-        return tuple(arr for s in states for arr in s)
-
-    def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
-        outs, at = [], 0
-        for member, size in zip(self.members, self._sizes):
-            outs.append(member.step(tokens, state[at:at + size]))
-            at += size
-        stacked = np.stack([lp for lp, _ in outs])  # (M, B, V)
-        top = stacked.max(axis=0)  # (B, V)
-        log_mean = top + np.log(np.exp(stacked - top).mean(axis=0))  # (B, V): log of the mean probability
-        return log_mean.astype(np.float32, copy=False), tuple(arr for _, s in outs for arr in s)
-
-    def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
-        return teacher_forced_log_probs(self, features, token_ids)
 
 
 class KerasDecoder:
@@ -352,14 +225,6 @@ class KerasDecoder:
 
     def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         return self.inference.token_log_probs(features, token_ids)
-
-
-class MergeDecoder(KerasDecoder):
-    """The merge model built by ``build_decoder`` and its ``InferenceDecoder``."""
-
-    kind = "merge"
-    inference_class = InferenceDecoder
-    build = staticmethod(build_decoder)
 
 
 def _snake_case(name: str) -> str:
@@ -425,6 +290,6 @@ def _one_blas_thread():
             lib.set_num_threads(n)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function (what Keras' LSTM uses for its gates), without overflow warnings."""
     return 0.5 * (np.tanh(0.5 * x) + 1.0)

@@ -1,6 +1,6 @@
 """Keras layers of the attention decoder, registered serializable so its ``.keras`` files load in safe mode.
-Importing this module imports Keras; ``caption_core.attention`` imports it only to build or train a model
-(decoding runs on the NumPy copy in ``caption_core.attention``)."""
+Importing this module imports Keras; ``caption_core.decoders.attention`` imports it only to build, train or load a
+Keras model (decoding runs on the NumPy copy in ``caption_core.decoders.attention``)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class AttentionLSTM(layers.Layer):
         (_, _, w), (_, _, e), _ = input_shapes
         u, a = self.units, self.attention_dim
         glorot, zeros = "glorot_uniform", "zeros"
-        # creation order = saved order = what caption_core.attention.AttentionInference reads
+        # creation order = saved order = what caption_core.decoders.attention.AttentionInference reads
         self.key_kernel = self.add_weight(shape=(e, a), initializer=glorot, name="key_kernel")
         self.key_bias = self.add_weight(shape=(a,), initializer=zeros, name="key_bias")
         self.query_kernel = self.add_weight(shape=(u, a), initializer=glorot, name="query_kernel")
