@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import html
-import json
 import logging
 import os
 from typing import Any
@@ -88,8 +86,9 @@ if __name__ == "__main__":
 import gradio as gr  # noqa: E402  (after the head start, on purpose)
 
 from caption_core.decoding import ALL_OPTIONS, STRATEGIES, Option, get_strategy  # noqa: E402
-from caption_core.serving import (CaptionService, Examples, ServiceConfig, ServingError, describe_decoding,  # noqa: E402
-                                  test_scores)
+from caption_core.formatting import (COMPARE_CSS, caption_md, compare_html, describe_objects,  # noqa: E402
+                                     detector_table, encoder_table, probe_table, references_md)
+from caption_core.serving import CaptionService, Examples, ServiceConfig, ServingError  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,129 +110,6 @@ def shown(fn):
         except ServingError as exc:
             raise gr.Error(str(exc)) from None
     return wrapper
-
-
-# -- formatting --------------------------------------------------------------------------------------
-def references_md(service: CaptionService, answer: dict) -> str:
-    if answer["reference_image"] is None:
-        return ("*Not a Flickr8k photo (or too flat to identify): no reference captions.*" if service.refs.available
-                else "*No reference index (`references/`) and no dataset (`--data-dir`): no reference captions.*")
-    return (f"**Reference captions** (dataset photo `{answer['reference_image']}`):\n\n"
-            + "\n".join(f"- {c}" for c in answer["references"]))
-
-
-def caption_md(a: dict) -> str:
-    rows = a["captions"]
-    lines = [f"### {rows[0]['caption']}", ""]
-    if len(rows) > 1:
-        lines += [f"{i}. {r['caption']}  (score {r['score']})" for i, r in enumerate(rows, 1)] + [""]
-    if a["reference_image"]:
-        lines.append("Against the references: " + ", ".join(f"{k} {rows[0][k]}" for k in ("BLEU-4", "CIDEr")
-                                                             if k in rows[0]))
-    if a["imagenet_top5"]:  # what the encoder (or the tagger) recognised: the limit may be the captions' vocabulary
-        lines += ["", "What the classifier sees (ImageNet classes): "
-                  + ", ".join(f"{c['label']} {c['probability']:.2f}" for c in a["imagenet_top5"])]
-    if a["strategy"] == "guided":
-        lines += ["", guidance_md(a["guidance"], a["options"])]
-    if a.get("attention"):  # an attention bundle: its maps are drawn in the explanation tab
-        att = a["attention"]
-        lines += ["", f"*Where it looked: one map per word over the photo's {att['grid'][0]}x{att['grid'][1]} grid, in "
-                  "the tab 'Which part of the photo each word depends on' (no extra pass over the photo).*"]
-    return "\n".join(lines + ["", f"*{a['bundle']} · {describe_decoding(a['strategy'], a['options'])} · "
-                                  f"encode {a['encode_ms']:.0f} ms · decode {a['decode_ms']:.0f} ms*"])
-
-
-def guidance_md(g: dict | None, options: dict) -> str:
-    if g is None:
-        return (f"*Guidance did not fire: no word of an object the classifier knows (animals, vehicles, food, "
-                f"furniture, devices, ...) reached {options.get('guide_threshold')}, and it ruled out nothing the "
-                "caption could name (plain beam search). Pick the beam strategy to turn it off.*")
-    more = len(g["banned_words"]) - 8
-    banned = (f"ruled out: {', '.join(g['banned_words'][:8])}" + (f" and {more} more" if more > 0 else "")
-              if g["banned_words"] else "")
-    if not g["word"]:  # the veto alone: nothing confident enough to require, but animals it is sure are absent
-        return (f"*Guided by the classifier: no word required (its best class, {g['top_class']}, "
-                f"{g['class_probability']:.2f}); {banned}. Pick the beam strategy to turn guidance off.*")
-    return (f"*Guided by the classifier: **{g['word']}** required (its classes {g['probability']:.2f}, most of all "
-            f"{g['top_class']} {g['class_probability']:.2f}){'; ' + banned if banned else ''}"
-            f"{'' if g['met'] else '; no caption with it was found, so this one is unconstrained'}. "
-            "Pick the beam strategy to turn guidance off.*")
-
-
-# A table on wide screens; on a phone each bundle is a card (name, caption, scores and time on one line).
-COMPARE_CSS = """
-table.compare { width: 100%; border-collapse: collapse; }
-table.compare th, table.compare td { text-align: left; padding: 6px 8px; vertical-align: top;
-  border-bottom: 1px solid var(--border-color-primary); }
-table.compare td.num, table.compare th.num { white-space: nowrap; }
-@media (max-width: 640px) {
-  table.compare thead { display: none; }
-  table.compare tr { display: block; padding: 8px 0; border-bottom: 1px solid var(--border-color-primary); }
-  table.compare td { display: block; border: none; padding: 2px 4px; }
-  table.compare td.bundle { font-weight: 600; }
-  table.compare td.num { display: inline-block; padding-right: 12px; }
-  table.compare td.num::before { content: attr(data-label) " "; color: var(--body-text-color-subdued); }
-}
-"""
-
-
-def compare_html(rows: list[dict]) -> str:
-    """One row per bundle: its caption, the decoding it used, the scores against the references (columns only
-    for a dataset photo: another photo has none to show) and the time."""
-    def td(cls: str, label: str, value: Any) -> str:
-        return f'<td class="{cls}" data-label="{label}">{html.escape("" if value is None else str(value))}</td>'
-
-    metrics = [k for k in ("BLEU-4", "CIDEr") if any(k in r for r in rows)]
-    head = "".join(f'<th class="num">{k}</th>' for k in metrics)
-    body = "".join("<tr>" + td("bundle", "bundle", r["bundle"]) + td("caption", "caption", r["caption"])
-                   + td("decoding", "decoding", r.get("decoding", r.get("strategy")))
-                   + "".join(td("num", k, r.get(k)) for k in metrics)
-                   + td("num", "ms", f"{r['encode_ms']:.0f} + {r['decode_ms']:.0f}") + "</tr>" for r in rows)
-    return ('<table class="compare"><thead><tr><th>bundle</th><th>caption</th><th>decoding</th>'
-            f'{head}<th class="num">ms (encode + decode)</th></tr></thead><tbody>{body}</tbody></table>')
-
-
-def encoder_table(service: CaptionService) -> str:
-    """Each bundle's encoder, test scores and state (loaded when first picked); encoders not built yet."""
-    lines = ["| encoder | bundle | test BLEU-4 | test CIDEr | state | load s | memory MiB |", "|---|---|---|---|---|---|---|"]
-    for r in service.bundles.status():
-        s = test_scores(service.bundles.manifests[r["bundle"]])
-        state = r["state"] + ("; a second process answers meanwhile" if r["head_start"] else "")
-        lines.append(f"| {r['encoder']} | `{r['bundle']}` | {s.get('BLEU-4', float('nan')):.3f} | "
-                     f"{s.get('CIDEr', float('nan')):.3f} | {state} | {r['load_s'] or ''} | {r['memory_mib'] or ''} |")
-    lines += [f"| {enc} | *not built*: `{cmd}` | | | | | |" for enc, cmd in service.bundles.missing_encoders()]
-    lines += [f"| ? | `{name}`: {err} | | | | | |" for name, err in service.bundles.errors.items()]
-    return "\n".join(lines)
-
-
-def probe_table(folder: str = os.path.join(HERE, "benchmarks")) -> str:
-    """The linear probes (``python -m training probe``: CIFAR-10 accuracy of each encoder's features, pretrained
-    and randomly initialised) beside each encoder's float32 extraction speed (``benchmarks/encoder_speed.py``);
-    '' when the probes were not run."""
-    def read(name: str) -> dict:
-        try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
-
-    report, speeds = read("probes.json"), {r["encoder"]: r for r in read("encoder_speed.json").get("rows", [])}
-    if not report.get("rows"):
-        return ""
-    by = {}
-    for r in report["rows"]:
-        by.setdefault(r["encoder"], {})[r["weights"]] = r
-    sub = report.get("subset", {})
-    lines = [f"**Are the features pretrained?** A logistic regression on each encoder's features, fit on "
-             f"{sub.get('train_images')} CIFAR-10 train photos and scored on {sub.get('test_images')} test photos "
-             f"({sub.get('train', '')}); the control is the same network randomly initialised.", "",
-             "| encoder | pretrained | random init | images/s (float32, 2 cores) |", "|---|---|---|---|"]
-    for enc, kinds in by.items():
-        cells = [f"{kinds[k]['accuracy']:.1%}" if "accuracy" in kinds.get(k, {}) else
-                 ("not available here" if k in kinds else "-") for k in ("pretrained", "random init")]
-        speed = speeds.get(enc, {}).get("images_per_second")
-        lines.append(f"| {enc} | {cells[0]} | {cells[1]} | {speed if speed else '-'} |")
-    return "\n".join(lines)
 
 
 def score_plots(rows: list[dict]) -> None:
@@ -324,6 +200,14 @@ class Handlers:
         drawn = self.service.attention_overlays(image, attention)
         return [(d["overlay"], d["word"]) for d in drawn], (details["captions"] or [{}])[0].get("caption", "")
 
+    def boxes(self, image, details):
+        """After a caption or a comparison: what the detector saw, as labelled boxes over the photo."""
+        objects = (details or {}).get("objects")
+        if objects is None or image is None:
+            return gr.skip()
+        return gr.AnnotatedImage(self.service.object_boxes(image, objects), visible=True,
+                                 label=f"What the detector sees: {describe_objects(objects)}")
+
     @shown
     def card(self, bundle):
         return self.service.card(bundle)
@@ -380,6 +264,7 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
                                            info="Untick to compare them all with the strategy and options above.")
                 captions_md = gr.Markdown(label="Caption")
                 refs_md = gr.Markdown()
+                objects_img = gr.AnnotatedImage(label="What the detector sees", visible=False, height=300)
         with gr.Tabs():
             with gr.Tab("Compare"):
                 table = gr.HTML(css_template=COMPARE_CSS)
@@ -402,6 +287,7 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
                     score_plots(rows)
                 bundle_status = gr.Markdown(encoder_table(service))
                 gr.Markdown(probe_table())
+                gr.Markdown(detector_table())
             with gr.Tab("Details (JSON)"):
                 details = gr.JSON()
         options = gr.JSON(value={}, visible=False)  # the API takes the options as one JSON object
@@ -436,13 +322,15 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
         gathered = dict(fn=gather, inputs=[strategy, *controls.values()], outputs=options, api_name=False, queue=False)
         caption_btn.click(**gathered).then(handlers.caption, [image, bundle, strategy, options],
                                            [captions_md, refs_md, details], api_name="caption").success(
-            handlers.maps, [image, details], [gallery, explained], api_name=False)
+            handlers.maps, [image, details], [gallery, explained], api_name=False).then(
+            handlers.boxes, [image, details], objects_img, api_name=False)
         # Compare: each bundle's own default, unless the box is unticked (then the strategy and options above)
         compare_strategy, compare_options = gr.Textbox(visible=False), gr.JSON(value={}, visible=False)
         compare_btn.click(**gathered).then(
             lambda own, s, o: ("", {}) if own else (s, o), [own_defaults, strategy, options],
             [compare_strategy, compare_options], api_name=False, queue=False).then(
-            handlers.compare, [image, compare_strategy, compare_options], [table, refs_md, details], api_name="compare")
+            handlers.compare, [image, compare_strategy, compare_options], [table, refs_md, details], api_name="compare").success(
+            handlers.boxes, [image, details], objects_img, api_name=False)
         explain_btn.click(handlers.explain, [image, bundle], [gallery, explained], api_name="explain")
         bundle.change(handlers.card, bundle, card_md, api_name="card")
         bundle.change(lambda b: gr.Image(value=service.curve(b), visible=service.curve(b) is not None), bundle,

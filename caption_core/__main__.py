@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "encode_ms": round(res.encode_ms, 1), "decode_ms": round(res.decode_ms, 1),
                                   **({"imagenet_top5": [[label, round(p, 4)] for label, p in res.labels]}
                                      if res.labels else {}),
-                                  **({"guidance": res.guidance} if res.guidance else {})}))
+                                  **({"guidance": res.guidance} if res.guidance else {}),
+                                  **({"objects": res.objects} if res.objects is not None else {})}))
             else:
                 print(f"{path}\t{res.captions[0].text}")
         for path, err in bad:

@@ -104,7 +104,7 @@ def run_batch(cfg: BatchConfig, photos: list[Photo], output: str, fmt: str | Non
 
         summary = ray_caption(cfg, bundle, todo, output, fmt, dataset=dataset, hub=hub, progress=progress)
         return {**summary, "skipped": skipped, "output": output}
-    worker = CaptionWorker(bundle, cfg.strategy, cfg.options, cfg.encoder_options)
+    worker = CaptionWorker(bundle, cfg.strategy, cfg.options, cfg.encoder_options, detect=cfg.detect)
 
     def payload(p: Photo):
         return p.path if p.index is None else image_payload(dataset[p.index][hub.image_column])
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--read-threads", type=int, default=BatchConfig.read_threads, help="default: %(default)s")
     p.add_argument("--encoder-option", dest="encoder_options", type=parse_option, action="append", default=[],
                    metavar="KEY=VALUE", help="encoder config field, repeatable: precision=float32")
+    p.add_argument("--no-detect", action="store_true", help="no COCO detector: rows without objects, guidance by the "
+                                                         "classifier alone (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_decoding_arguments(p)
     args = p.parse_args(argv)
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = BatchConfig(bundle=args.bundle, strategy=strategy, options=overrides,
                           encoder_options=dict(args.encoder_options), batch_size=args.batch_size,
-                          read_threads=args.read_threads, engine=args.engine, workers=args.workers)
+                          read_threads=args.read_threads, engine=args.engine, workers=args.workers,
+                          detect=not args.no_detect)
         photos, dataset, hub = list_photos(args.inputs), None, None
         if args.hf_dataset:
             hub = HubImages(args.hf_dataset, args.split, args.image_column, args.id_column, args.data_dir)

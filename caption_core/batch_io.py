@@ -4,8 +4,10 @@ the outputs that hold them (JSON lines or Parquet, resumable). Both engines (``c
 ``caption_core.ray_engine``) write through these.
 
 Output rows (``ROW_FIELDS``): image_id, bundle, strategy, caption (the best), captions [{text, score, log_prob}]
-best first, guidance (the word required, its class and probability, the words banned; null when unguided),
-imagenet_top5 [{label, probability}] where the encoder has a classifier, error (null, or why there is no caption).
+best first, guidance (the word required, its class and probability, the words banned, who put it in: classifier,
+detector or both; null when unguided), imagenet_top5 [{label, probability}] where the encoder has a classifier,
+objects (what the COCO detector saw: detections [{category, score, box (x0, y0, x1, y1) as fractions}], counts
+[{category, count}], main; null without the detector), error (null, or why there is no caption).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Iterator, Sequence
 log = logging.getLogger("caption_core.batch")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FORMATS = ("jsonl", "parquet")
-ROW_FIELDS = ("image_id", "bundle", "strategy", "caption", "captions", "guidance", "imagenet_top5", "error")
+ROW_FIELDS = ("image_id", "bundle", "strategy", "caption", "captions", "guidance", "imagenet_top5", "objects", "error")
 
 
 # -- what to read ----------------------------------------------------------------------------------------------
@@ -144,7 +146,16 @@ def caption_row(image_id: str, bundle: str, strategy: str, r) -> dict:
                          for c in r.captions],
             "guidance": guidance_cell(r.guidance),
             "imagenet_top5": [{"label": label, "probability": round(float(p), 4)} for label, p in r.labels or []],
-            "error": None}
+            "objects": objects_cell(r.objects), "error": None}
+
+
+def objects_cell(o: dict | None) -> dict | None:
+    """``CaptionResult.objects`` as a row holds it (counts as a list: one Arrow schema for every row)."""
+    if o is None:
+        return None
+    return {"detections": [{"category": d["category"], "score": float(d["score"]), "box": [float(v) for v in d["box"]]}
+                           for d in o["detections"]],
+            "counts": [{"category": c, "count": int(n)} for c, n in o["counts"].items()], "main": o.get("main")}
 
 
 def guidance_cell(g: dict | None) -> dict | None:
@@ -152,12 +163,13 @@ def guidance_cell(g: dict | None) -> dict | None:
         return None
     return {"word": g.get("word"), "probability": g.get("probability"), "top_class": g.get("top_class"),
             "class_probability": g.get("class_probability"), "required_words": list(g.get("required_words", [])),
-            "banned_words": list(g.get("banned_words", [])), "met": bool(g.get("met", False))}
+            "banned_words": list(g.get("banned_words", [])), "met": bool(g.get("met", False)),
+            "source": g.get("source"), "category": g.get("category") or None, "count": int(g.get("count") or 0)}
 
 
 def error_row(image_id: str, bundle: str, reason: str) -> dict:
     return {"image_id": image_id, "bundle": bundle, "strategy": None, "caption": None, "captions": [],
-            "guidance": None, "imagenet_top5": [], "error": reason}
+            "guidance": None, "imagenet_top5": [], "objects": None, "error": reason}
 
 
 def row_schema():
@@ -169,8 +181,13 @@ def row_schema():
         ("captions", pa.list_(pa.struct([("text", pa.string()), ("score", pa.float64()), ("log_prob", pa.float64())]))),
         ("guidance", pa.struct([("word", pa.string()), ("probability", pa.float64()), ("top_class", pa.string()),
                                 ("class_probability", pa.float64()), ("required_words", pa.list_(pa.string())),
-                                ("banned_words", pa.list_(pa.string())), ("met", pa.bool_())])),
+                                ("banned_words", pa.list_(pa.string())), ("met", pa.bool_()), ("source", pa.string()),
+                                ("category", pa.string()), ("count", pa.int64())])),
         ("imagenet_top5", pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float64())]))),
+        ("objects", pa.struct([("detections", pa.list_(pa.struct([("category", pa.string()), ("score", pa.float64()),
+                                                                  ("box", pa.list_(pa.float64()))]))),
+                               ("counts", pa.list_(pa.struct([("category", pa.string()), ("count", pa.int64())]))),
+                               ("main", pa.string())])),
         ("error", pa.string())])
 
 

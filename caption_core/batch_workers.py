@@ -30,6 +30,7 @@ class BatchConfig(Config):
     engine: str = "local"  # 'local' (this process) or 'ray' (Ray Data: caption_core/ray_engine.py)
     workers: int = 1  # ray: worker actors, each with its own bundle load and cores // workers threads
     rows_per_file: int = 1000  # parquet, local engine: rows per part file (each file is written whole)
+    detect: bool = True  # run the COCO detector: its findings in every row, and guidance by them where the decoding asks
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -45,29 +46,35 @@ class CaptionWorker:
     (``image_id``, and ``column``: see ``batch_payloads``)."""
 
     def __init__(self, bundle: str, strategy: str | None = None, options: dict | None = None,
-                 encoder_options: dict | None = None, threads: int | None = None, column: str = "bytes"):
+                 encoder_options: dict | None = None, threads: int | None = None, column: str = "bytes",
+                 detect: bool = True):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.column = column
+        self.column, self.detect = column, detect
         from .captioner import Captioner
 
         set_threads(threads)
         self.captioner = Captioner.from_bundle(bundle, encoder_options or None)
+        if detect:
+            self.captioner.detector  # noqa: B018  (built now, under the thread limit, not inside the first batch)
         set_threads(threads)  # an encoder that sets its own threads at load (0 = every core) is held to ours
         self.strategy, self.options = strategy, dict(options or {})
         self.strategy_name = self.captioner.decoding(strategy, None, **self.options)[0].name  # checked before any photo
 
     def prepare(self, payload: Any, name: str | None = None):
-        """-> (array, PIL image or None) for ``run``, or the reason it cannot be read (a str, naming it ``name``)."""
+        """-> (array, PIL image or None, detector input or None) for ``run``, or the reason it cannot be read (a
+        str, naming it ``name``)."""
         try:
-            return self.captioner.prepare(payload, name=name)
+            return self.captioner.prepare(payload, name=name, detect=self.detect)
         except ImageError as exc:
             return str(exc)
 
     def run(self, ids: Sequence[str], prepared: Sequence[Any]) -> list[dict]:
         """One row per photo: its captions, or the reason it could not be read (``prepare``'s str)."""
         good = [p for p in prepared if not isinstance(p, str)]
+        detections = [p[2] for p in good] if self.detect and good and good[0][2] is not None else None
         results = iter(self.captioner.caption_arrays(np.stack([p[0] for p in good]), [p[1] for p in good],
-                                                     self.strategy, None, maps=False, **self.options) if good else [])
+                                                     self.strategy, None, maps=False, detections=detections,
+                                                     **self.options) if good else [])
         return [error_row(image_id, self.captioner.name, p) if isinstance(p, str)
                 else caption_row(image_id, self.captioner.name, self.strategy_name, next(results))
                 for image_id, p in zip(ids, prepared)]

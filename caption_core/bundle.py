@@ -2,14 +2,18 @@
 
     manifest.json   format, encoder name + config, decoder config, vocabulary file, max length,
                     default decoding, training facts, metrics, sha256 of every other file
-    decoder.keras   the merge decoder (Keras 3 format, loaded in safe mode)
+    decoder.keras   the decoder (Keras 3 format, its weights stored as float16; loaded in safe mode)
     vocab.json      the vocabulary
     encoder.keras   only for encoders whose weights we train (vit_custom)
     README.md       model card; other files (generated captions) may be listed too
 
+An ensemble's manifest refers to its members by bundle name and their decoder file's sha256 instead of
+copying them: the member bundles sit beside it (``weights/<member>``; loaded from ``hf://owner/repo/<ensemble>``,
+they come along from the same repository, as ``push`` uploads them together).
+
 ``save_bundle`` writes into a temporary folder beside the target and renames it into place, so a
 crash never leaves half a bundle. ``load_bundle`` refuses a manifest that names a file outside
-its folder, a missing file, or a file whose checksum differs. Nothing is unpickled.
+its folder, a missing file, or a file whose checksum differs (a member's too). Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -50,26 +55,37 @@ def _safe_member(folder: str, name: str) -> str:
 
 def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: dict | None = None,
                 metrics: dict | None = None, default_decoding: dict | None = None, card: str | None = None,
-                extra_files: dict[str, str] | None = None) -> str:
+                extra_files: dict[str, str] | None = None, member_bundles: list[str] | None = None,
+                storage: str = "float16") -> str:
     """Write a complete bundle to ``folder`` atomically (temporary folder + rename).
 
-    ``extra_files`` maps a name inside the bundle to a file to copy there.
+    ``extra_files`` maps a name inside the bundle to a file to copy there. ``storage``: how the decoder's weights
+    are stored ('float16', what ships: half the bytes; decoding computes in float32 either way). An ensemble with
+    ``member_bundles`` (its members' bundle folders, beside ``folder``) refers to them instead of copying their
+    decoders.
     """
     folder = os.path.abspath(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
     try:
-        decoder_entry = {"file": DECODER_FILE, "config": decoder.config.to_dict()}
-        if hasattr(decoder, "members"):  # an ensemble: one file per member decoder, each with its feature slice
-            decoder_entry = {"members": [{"file": f"decoder_{i}.keras", "config": m.config.to_dict(), "features": list(sl)}
+        decoder_entry = {"file": DECODER_FILE, "config": decoder.config.to_dict(), "storage": storage}
+        if hasattr(decoder, "members") and member_bundles:  # an ensemble of bundles: each member referred to
+            if len(member_bundles) != len(decoder.members):
+                raise BundleError(f"{len(decoder.members)} member decoders but {len(member_bundles)} member bundles")
+            decoder_entry = {"members": [member_reference(folder, b, m, sl) for b, m, sl in
+                                         zip(member_bundles, decoder.members, decoder.slices)],
+                             "config": decoder.config.to_dict()}
+        elif hasattr(decoder, "members"):  # members that are no bundles: one file each, with its feature slice
+            decoder_entry = {"members": [{"file": f"decoder_{i}.keras", "config": m.config.to_dict(), "features": list(sl),
+                                          "storage": storage}
                                          for i, (m, sl) in enumerate(zip(decoder.members, decoder.slices))],
                              "config": decoder.config.to_dict()}
             for m, entry in zip(decoder.members, decoder_entry["members"]):
-                m.save(os.path.join(tmp, entry["file"]))
+                m.save(os.path.join(tmp, entry["file"]), storage)
         else:
-            decoder.save(os.path.join(tmp, DECODER_FILE))
-        files = [e["file"] for e in decoder_entry.get("members", [decoder_entry])] + [VOCAB_FILE]
+            decoder.save(os.path.join(tmp, DECODER_FILE), storage)
+        files = [e["file"] for e in decoder_entry.get("members", [decoder_entry]) if "bundle" not in e] + [VOCAB_FILE]
         vocab.save(os.path.join(tmp, VOCAB_FILE))
         files += encoder.save_files(tmp)
         for name, src in (extra_files or {}).items():
@@ -107,6 +123,45 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
     return folder
 
 
+def member_reference(folder: str, member: str, decoder, features: tuple[int, int]) -> dict:
+    """An ensemble's entry for a member bundle: its name, its decoder file and that file's sha256, the decoder config
+    and the feature slice it reads. The member must be a bundle beside the ensemble (the same parent folder) whose
+    decoder is ``decoder`` (the same config)."""
+    member = os.path.abspath(member)
+    if os.path.dirname(member) != os.path.dirname(os.path.abspath(folder)):
+        raise BundleError(f"ensemble '{os.path.basename(folder)}': its member bundle '{member}' must sit beside it, in "
+                          f"'{os.path.dirname(os.path.abspath(folder))}' (an ensemble refers to its members by name)")
+    m = verify_bundle(member)
+    entry = m["decoder"]
+    if "members" in entry:
+        raise BundleError(f"'{member}' is an ensemble itself: an ensemble's members are single bundles")
+    if entry["config"] != decoder.config.to_dict():
+        raise BundleError(f"member bundle '{os.path.basename(member)}' has another decoder config than the member given")
+    return {"bundle": os.path.basename(member), "file": entry["file"], "sha256": m["files"][entry["file"]],
+            "config": entry["config"], "features": list(features)}
+
+
+def member_path(folder: str, entry: dict, check: bool = True) -> str:
+    """The decoder file an ensemble's member entry refers to: ``<parent>/<bundle>/<file>`` (BundleError when the
+    member bundle is not there, or, with ``check``, when the file is not the one recorded)."""
+    name = entry.get("bundle")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise BundleError(f"bundle '{folder}': a member is named {name!r}, which is not a bundle folder's name")
+    home = os.path.join(os.path.dirname(os.path.abspath(folder)), name)
+    if not os.path.isdir(home):
+        raise BundleError(f"bundle '{os.path.basename(os.path.normpath(folder))}' is an ensemble of bundles: its member "
+                          f"'{name}' must sit beside it ({home} is missing); put that bundle in the same folder (weights/"
+                          f"{name}), or load both from the Hub repository they were pushed to")
+    path = _safe_member(home, entry.get("file", DECODER_FILE))
+    if not os.path.isfile(path):
+        raise BundleError(f"member bundle '{name}' has no decoder file '{entry.get('file')}'; rebuild or re-download it")
+    if check and sha256_file(path) != entry.get("sha256"):
+        raise BundleError(f"member bundle '{name}': its decoder is not the one ensemble "
+                          f"'{os.path.basename(os.path.normpath(folder))}' was made of (sha256 differs); rebuild the "
+                          "ensemble (python -m training ensemble) or restore that bundle")
+    return path
+
+
 def read_manifest(folder: str) -> dict:
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
@@ -129,6 +184,9 @@ def verify_bundle(folder: str, skip: tuple[str, ...] = ()) -> dict:
     ``skip``: files being re-recorded right now (their paths are still checked)."""
     manifest = read_manifest(folder)
     files = manifest["files"]
+    for entry in manifest["decoder"].get("members", []):
+        if "bundle" in entry:  # referred to: beside this bundle, its sha256 recorded here
+            member_path(folder, entry)
     for needed in (*decoder_files(manifest), manifest["vocabulary"].get("file")):
         if needed not in files:
             raise BundleError(f"bundle '{folder}': {needed!r} has no checksum in the manifest")
@@ -143,9 +201,15 @@ def verify_bundle(folder: str, skip: tuple[str, ...] = ()) -> dict:
 
 
 def decoder_files(manifest: dict) -> list:
-    """The decoder's file, or each member's file of an ensemble."""
+    """The decoder's file, or each member's file of an ensemble, that the bundle itself holds (not its members' own)."""
     entry = manifest["decoder"]
-    return [m.get("file") for m in entry["members"]] if "members" in entry else [entry.get("file")]
+    return [m.get("file") for m in entry["members"] if "bundle" not in m] if "members" in entry else [entry.get("file")]
+
+
+def decoder_path(folder: str, entry: dict) -> str:
+    """Where a decoder entry's file is: inside the bundle, or, for an ensemble's referred member, in that member
+    bundle (checked by ``verify_bundle``)."""
+    return member_path(folder, entry, check=False) if "bundle" in entry else _safe_member(folder, entry["file"])
 
 
 def update_manifest(folder: str, changes: dict | None = None, add_files: list[str] | None = None) -> dict:
@@ -208,7 +272,7 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
             from .decoders import EnsembleDecoder
 
             members = manifest["decoder"]["members"]
-            decoder = EnsembleDecoder([load_inference(_safe_member(folder, m["file"]), DecoderConfig.from_dict(m["config"]))
+            decoder = EnsembleDecoder([load_inference(decoder_path(folder, m), DecoderConfig.from_dict(m["config"]))
                                        for m in members], [tuple(m["features"]) for m in members])
         else:
             decoder = load_inference(_safe_member(folder, manifest["decoder"]["file"]), config)

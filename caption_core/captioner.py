@@ -38,17 +38,34 @@ class CaptionResult:
     encode_ms: float  # encoder time for this call, per image
     decode_ms: float  # decoding time for this call, per image
     labels: list[tuple[str, float]] | None = None  # the encoder's own top-5 ImageNet classes, where it has a head
-    guidance: dict | None = None  # guided decoding: the word required, its class and probability, the words banned
+    guidance: dict | None = None  # guided decoding: the word required, its class and probability, the words banned,
+    # who put it in (classifier, detector or both), the detector's main object and its count
     attention: dict | None = None  # attention decoders: where it looked for each word of the best caption:
     # {"words": [w1..wT], "grid": [rows, cols], "maps": (T, rows, cols) nested lists, "outside": (T,) the weight on
-    # non-spatial tokens (DINOv2's CLS)}; maps + outside sum to 1 per word
+    # non-spatial tokens (DINOv2's CLS)}; maps + outside sum to 1 per word; an ensemble's are its attention member's
+    # ("member": its name)
+    objects: dict | None = None  # what the COCO detector saw: {"detections": [{category, score, box (x0, y0, x1, y1)
+    # as fractions)}], "counts": {category: n}, "main": the largest one's category}; None without a detector
+    detect_ms: float = 0.0  # detector time for this call, per image
+
+
+def default_detector():
+    """The process's shared COCO detector (``caption_core.detectors.shared_detector``), or None where it cannot be had."""
+    from .detectors import shared_detector
+
+    return shared_detector()
 
 
 class Captioner:
-    """An encoder, a decoder and their vocabulary."""
+    """An encoder, a decoder and their vocabulary; and the object detector whose findings come with each caption
+    and may guide it (``detector``: a ``caption_core.detectors.Detector``, None for none, or a function returning
+    one or None, called on first use: by default the process's shared COCO detector)."""
 
-    def __init__(self, encoder, decoder, vocab: Vocabulary, manifest: dict | None = None, name: str | None = None):
+    def __init__(self, encoder, decoder, vocab: Vocabulary, manifest: dict | None = None, name: str | None = None,
+                 detector=default_detector):
         self.encoder, self.decoder, self.vocab = encoder, decoder, vocab
+        self._detector = detector
+        self._detector_words = None
         self.manifest = manifest or {}
         self.name = name or self.manifest.get("name") or encoder.name
         default = self.manifest.get("default_decoding") or {}
@@ -58,6 +75,31 @@ class Captioner:
         # a language-only baseline was trained on zeroed features: it must be run on zeros too
         self.blind = bool(self.manifest.get("training", {}).get("blind", False))
         self._word_map = None
+
+    @property
+    def detector(self):
+        """The object detector, or None (resolved on first use)."""
+        if callable(self._detector) and not hasattr(self._detector, "detect_arrays"):
+            self._detector = self._detector()
+        return self._detector
+
+    @property
+    def detector_words(self):
+        """COCO categories -> this vocabulary's words (guided decoding with the detector), read on first use."""
+        if self._detector_words is None:
+            from .guidance import DetectorWords
+
+            self._detector_words = DetectorWords(self.vocab)
+        return self._detector_words
+
+    def detect(self, inputs: Sequence[Any]) -> list:
+        """The detector's ``Objects`` for each photo (``inputs``: PIL images, or the detector's prepared arrays);
+        None per photo without a detector."""
+        det = self.detector
+        if det is None or not len(inputs):
+            return [None] * len(inputs)
+        arrays = [x if isinstance(x, np.ndarray) else det.prepare(x) for x in inputs]
+        return det.detect_arrays(np.stack(arrays))
 
     @property
     def word_map(self):
@@ -84,28 +126,29 @@ class Captioner:
         return class_probabilities(logits)  # (N, 1000)
 
     @classmethod
-    def from_bundle(cls, ref: str, encoder_options: dict | None = None, shared_encoders: dict | None = None) -> "Captioner":
+    def from_bundle(cls, ref: str, encoder_options: dict | None = None, shared_encoders: dict | None = None,
+                    detector=default_detector) -> "Captioner":
         """``encoder_options``: run-time encoder config overrides, e.g. ``{"precision": "float32"}``;
-        ``shared_encoders``: see ``load_bundle``."""
+        ``shared_encoders``: see ``load_bundle``; ``detector``: see the class."""
         from .bundle import load_bundle
 
         manifest, encoder, decoder, vocab, _ = load_bundle(ref, encoder_options, shared_encoders)
-        return cls(encoder, decoder, vocab, manifest)
+        return cls(encoder, decoder, vocab, manifest, detector=detector)
 
     # -- the parts --------------------------------------------------------------------------
     def encode(self, images: Sequence[Any], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
         return self.encoder.encode(images, limits)  # (N, D)
 
     def decode(self, features: np.ndarray, strategy: str | None = None, options: dict | None = None,
-               guidance: list | None = None, **overrides) -> list[list[Caption]]:
+               guidance: list | None = None, objects: list | None = None, **overrides) -> list[list[Caption]]:
         """features (N, D) -> for each image, its captions best first. ``options`` replace the bundle's
         defaults, ``overrides`` set single ones (``beam_width=5``); see ``caption_core.decoding``. A guided
         strategy takes each image's ``Guidance`` (``guide``), computed here from the encoder's classifier
-        when not given."""
+        (and the detector's ``objects`` of each image, where given) when not given."""
         s, opts = self.decoding(strategy, options, **overrides)
         features = np.asarray(features, dtype=np.float32)
         if s.guided and guidance is None:
-            guidance = self.guide(self.class_probabilities(features), opts)
+            guidance = self.guide(self.class_probabilities(features), opts, objects)
         return self._decode(features, s, opts, guidance)
 
     def _decode(self, features: np.ndarray, s, opts, guidance: list | None) -> list[list[Caption]]:
@@ -121,9 +164,15 @@ class Captioner:
             hyps = s.run(self.decoder.step, state, len(features), opts, **extra)
         return [[Caption(self.vocab.decode(h.tokens), h.score, h.log_prob, h.tokens) for h in per] for per in hyps]
 
-    def guide(self, class_probs: np.ndarray, opts) -> list:
-        """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None."""
-        return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto, veto_alone=opts.guide_veto_alone)
+    def guide(self, class_probs: np.ndarray, opts, objects: list | None = None) -> list:
+        """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None: the classifier's
+        reading, and the detector's ``objects`` (per image, or None) where the options use the detector."""
+        with_detector = objects is not None and opts.guide_detector < 1.0
+        return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto, veto_alone=opts.guide_veto_alone,
+                                      objects=objects if with_detector else None,
+                                      detector_words=self.detector_words if with_detector else None,
+                                      detector_threshold=opts.guide_detector, detector_first=opts.guide_detector_first,
+                                      count=opts.guide_count)
 
     def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
         """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with
@@ -132,36 +181,52 @@ class Captioner:
         return s, s.make_options({**(self.default_options if options is None else options), **overrides})
 
     def caption(self, images: Sequence[Any] | Any, strategy: str | None = None, options: dict | None = None,
-                limits: ImageLimits = DEFAULT_LIMITS, maps: bool = True, **overrides) -> list[CaptionResult]:
+                limits: ImageLimits = DEFAULT_LIMITS, maps: bool = True, objects: list | None = None,
+                detect: bool = True, **overrides) -> list[CaptionResult]:
         """Caption one image or a list; every input goes through ``load_image`` (clear errors). ``maps``: an
-        attention decoder's maps of the best caption (``CaptionResult.attention``; False: skip them)."""
+        attention decoder's maps of the best caption (``CaptionResult.attention``; False: skip them). ``objects``:
+        the detector's ``Objects`` of each image, already found (Compare finds them once for every bundle);
+        ``detect=False``: no detector pass (then no objects, and guidance by the classifier alone)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         if not images:
             return []
         t0 = time.perf_counter()
         pil = [load_image(im, limits) for im in images]
-        return self.caption_arrays(self.encoder.preprocess(pil), pil, strategy, options, maps, t0=t0, **overrides)
+        return self.caption_arrays(self.encoder.preprocess(pil), pil, strategy, options, maps, t0=t0,
+                                   detections=pil if detect and objects is None else None, objects=objects,
+                                   **overrides)
 
-    def prepare(self, image: Any, limits: ImageLimits = DEFAULT_LIMITS, name: str | None = None) -> tuple[np.ndarray, Any]:
+    def prepare(self, image: Any, limits: ImageLimits = DEFAULT_LIMITS, name: str | None = None,
+                detect: bool = True) -> tuple[np.ndarray, Any, Any]:
         """One photo as ``caption_arrays`` takes it: (its (S, S, 3) uint8 array, the PIL image where guided decoding
-        may need the tagger (an encoder without an ImageNet head), else None). ImageError for a bad photo. Batch
-        jobs run this in reader threads while the encoder works. ``name``: what an error calls the photo."""
+        may need the tagger (an encoder without an ImageNet head) else None, the detector's input array where there
+        is a detector and ``detect`` else None). ImageError for a bad photo. Batch jobs run this in reader threads
+        while the encoder works. ``name``: what an error calls the photo."""
         img = load_image(image, limits, name=name)
-        return self.encoder.preprocess([img])[0], (None if self.encoder.has_imagenet_head else img)
+        det = self.detector if detect else None
+        return (self.encoder.preprocess([img])[0], (None if self.encoder.has_imagenet_head else img),
+                det.prepare(img) if det is not None else None)
 
     def caption_arrays(self, batch: np.ndarray, pil: Sequence[Any] | None = None, strategy: str | None = None,
                        options: dict | None = None, maps: bool = True, t0: float | None = None,
+                       detections: Sequence[Any] | None = None, objects: list | None = None,
                        **overrides) -> list[CaptionResult]:
         """``caption`` of photos already prepared: ``batch`` (N, S, S, 3) uint8 as ``encoder.preprocess`` gives it;
-        ``pil`` the PIL images (only read by guided decoding with an encoder that has no ImageNet head)."""
+        ``pil`` the PIL images (only read by guided decoding with an encoder that has no ImageNet head);
+        ``detections``: per photo what the detector reads (its prepared array, or the PIL image), None for no
+        detector pass; ``objects``: its findings, where already known."""
         t0 = time.perf_counter() if t0 is None else t0
-        feats = self.encoder.encode_arrays(batch)  # (N, D)
         s, opts = self.decoding(strategy, options, **overrides)
+        t_detect = time.perf_counter()
+        if objects is None and detections is not None:
+            objects = self.detect(list(detections))
+        t_detect = time.perf_counter() - t_detect  # the detector's share of the time
+        feats = self.encoder.encode_arrays(batch)  # (N, D)
         guidance, probs = None, None
         if s.guided:  # the classifier's reading (the tagger's forward pass where the encoder has no head)
             probs = self.class_probabilities(feats, pil)
-            guidance = self.guide(probs, opts)
+            guidance = self.guide(probs, opts, objects)
         t1 = time.perf_counter()
         per_image = self._decode(np.asarray(feats, np.float32), s, opts, guidance)
         t2 = time.perf_counter()
@@ -174,8 +239,10 @@ class Captioner:
         maps = self.attention_maps(feats, [c[0].tokens if c else [] for c in per_image]) if maps and self.attends \
             else [None] * len(per_image)
         n = len(per_image)
-        return [CaptionResult(c, (t1 - t0) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m)
-                for c, lab, gd, m in zip(per_image, labels, described, maps)]
+        found = objects if objects is not None else [None] * n
+        return [CaptionResult(c, (t1 - t0 - t_detect) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m,
+                              None if o is None else o.to_dict(), t_detect * 1000 / n)
+                for c, lab, gd, m, o in zip(per_image, labels, described, maps, found)]
 
     @property
     def attends(self) -> bool:

@@ -502,6 +502,13 @@ GUIDE_VETO = Option("guide_veto", bool, True, "when guiding, ban the words of th
                     label="Veto what the classifier rules out")
 GUIDE_VETO_ALONE = Option("guide_veto_alone", bool, False, "ban the animals the classifier rules out even where no "
                           "word reaches the threshold (a photo of a sink gets no dog)", label="Veto without a required word")
+GUIDE_DETECTOR = Option("guide_detector", float, 1.0, "guide by the COCO detector too: the photo's main object (its "
+                        "largest box at least this confident) must be named (1 = off: the classifier alone)", 0.4, 1.0,
+                        0.05, label="Detector threshold (1 = off)")
+GUIDE_DETECTOR_FIRST = Option("guide_detector_first", bool, True, "where the detector and the classifier would require "
+                              "different words, the detector's win", label="Detector first")
+GUIDE_COUNT = Option("guide_count", bool, False, "the detector's count: two or more of the main object require its plural "
+                     "('dogs'), one its singular", label="Name the number")
 GUIDE_WITHIN = Option("guide_within", int, 0, "the required word must come within the first N words, as the caption's "
                       "subject rather than an accessory (0 = anywhere)", 0, 12, 1, label="Required word within (0 = anywhere)")
 
@@ -530,9 +537,10 @@ def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, 
 
 
 @register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
-                   GUIDE_VETO_ALONE, GUIDE_WITHIN,
-                   help="beam search guided by the encoder's ImageNet classifier: when it is confident, the caption "
-                        "must name what it sees (constrained beam search, Anderson et al. 2017)",
+                   GUIDE_VETO_ALONE, GUIDE_WITHIN, GUIDE_DETECTOR, GUIDE_DETECTOR_FIRST, GUIDE_COUNT,
+                   help="beam search guided by what the photo shows: the encoder's ImageNet classifier and the COCO "
+                        "object detector; when they are confident, the caption must name what they see (constrained "
+                        "beam search, Anderson et al. 2017)",
                    guided=True)
 def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
                        constraints: Sequence[Constraint | None] | None = None) -> list[list[Hypothesis]]:

@@ -22,6 +22,16 @@ A word's probability is the sum of its classes' probabilities (120 dog breeds ma
 Guidance fires when the best word of a guided group reaches the threshold; with the veto, the words of the
 same group whose probability is below ``veto_below`` are banned (a photo the tagger reads as a cat gets no
 "dog").
+
+The COCO detector (``caption_core.detectors``) is a second signal: it sees people, which ImageNet has no class
+for, and the everyday objects of a kitchen or a street. ``DetectorWords`` reads
+``caption_core/data/coco_words.json`` (each COCO category's words for one of it and for several) for a vocabulary;
+the photo's **main object** (its largest detection at least ``guide_detector`` confident, of a category the
+vocabulary has words for) then requires one of its words: the plural ones where two or more of it were detected
+(``guide_count``: "two dogs" rather than "a dog"). Where the classifier fires too, they agree when their words
+overlap (a tabby and a cat: both sets count, so "tabby" still makes "cat"); where they disagree, the detector's
+wins with ``guide_detector_first``, else the classifier's. Which signal wins is chosen on the two dev sets
+(``python -m training choose``). ``Guidance.source`` says which one put the words in.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ from .text import Vocabulary
 
 WORD_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_words.json")
 WORD_MAP_FORMAT = "caption_core.imagenet_words/1"
+COCO_WORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "coco_words.json")
+COCO_WORDS_FORMAT = "caption_core.coco_words/1"
 # The groups whose classes may require a word: of the word map's groups (its "groups", in order of precedence,
 # from training/wordmap.py), those where coco-mini (the out-of-domain dev set) showed a gain; the others named
 # nothing more there (README: "Everyday photos") and serve the word map and the veto.
@@ -52,13 +64,16 @@ class Guidance:
     """What guides one photo's caption."""
 
     word: str  # the word required (or one of ``required_words``); "" where only the veto fired
-    probability: float  # the tagger's probability of it: its classes' sum
-    top_class: str  # its most probable ImageNet class
+    probability: float  # the classifier's probability of it (its classes' sum), or the detector's score
+    top_class: str  # the classifier's most probable ImageNet class
     class_probability: float  # that class's probability
     required_words: tuple[str, ...]  # a caption containing any of these satisfies the constraint
     required_ids: tuple[int, ...]  # their vocabulary ids
     banned_words: tuple[str, ...] = ()  # the veto: words of the same group the tagger is sure are absent
     banned_ids: tuple[int, ...] = ()
+    source: str = "classifier"  # who put the required words in: 'classifier', 'detector' or 'both' (they agreed)
+    category: str = ""  # the detector's main object (a COCO category) where the detector guided
+    count: int = 0  # how many of it the detector saw (at the guidance threshold)
 
     def satisfied_by(self, tokens: Sequence[int]) -> bool:
         """The caption names the word required (or none was: a veto alone) and none of the words banned."""
@@ -68,7 +83,8 @@ class Guidance:
     def describe(self) -> dict:
         return {"word": self.word, "probability": round(self.probability, 4), "top_class": self.top_class,
                 "class_probability": round(self.class_probability, 4), "required_words": list(self.required_words),
-                "banned_words": list(self.banned_words)}
+                "banned_words": list(self.banned_words), "source": self.source, "category": self.category,
+                "count": self.count}
 
 
 def with_plurals(words: set[str], irregular: dict[str, list[str]], known) -> set[str]:
@@ -145,6 +161,7 @@ class WordMap:
             self.accepted.setdefault(word, set()).update(with_plurals(base, irregular, rank))
             self.word_group[word] = min((self.word_group.get(word), c["group"]), key=precedence)  # "dish": food
         self.words = sorted(self.accepted, key=rank.__getitem__)
+        self.known = {x for ws in self.accepted.values() for x in ws}  # every word some ImageNet class stands for
         index = {w: i for i, w in enumerate(self.words)}
         self.classes_of = [[k for k, w in enumerate(self.class_word) if w == word] for word in self.words]
         self._class_to_word = np.zeros((1000, len(self.words)), np.float32)  # (1000, W): the word each class counts for
@@ -168,40 +185,132 @@ class WordMap:
     def ids(self, words) -> tuple[int, ...]:
         return tuple(sorted(self.vocab.word_to_id[w] for w in words if w in self.vocab.word_to_id))
 
+    def classifier_pick(self, p: np.ndarray, j: int, pj: float, threshold: float) -> tuple[str, int, list[str]] | None:
+        """The classifier's word for one photo: (word, its most probable class, the words that count as it), or
+        None where it does not reach ``threshold``. ``p``: the photo's 1000 class probabilities; ``j``, ``pj``:
+        ``top_guidable``'s word index and probability for it."""
+        if j < 0 or pj < threshold:
+            return None
+        word = self.words[j]
+        top = max(self.classes_of[j], key=lambda k: p[k])
+        return word, top, sorted(self.accepted[word] | self.class_words[top])  # a tabby: cat, cats, tabby
+
     def guidance(self, probs: np.ndarray, threshold: float, veto: bool = True, veto_below: float = 0.02,
                  groups: Sequence[str] = GUIDED_GROUPS, veto_groups: Sequence[str] = SUBJECT_GROUPS,
-                 veto_alone: bool = False) -> list[Guidance | None]:
+                 veto_alone: bool = False, objects: Sequence | None = None, detector_words: "DetectorWords | None" = None,
+                 detector_threshold: float = 1.0, detector_first: bool = True, count: bool = True) -> list[Guidance | None]:
         """Per row of class probabilities (N, 1000): the guidance, or None.
 
         Guidance requires a word where the most probable word of ``groups`` reaches ``threshold``. With
         ``veto``, the words the classifier rules out (their classes under ``veto_below`` in all) are banned
         then: those of the required word's group and those of ``veto_groups`` (the animals a Flickr8k decoder
         puts in every photo). With ``veto_alone`` too, the ``veto_groups`` words it rules out are banned where
-        nothing reaches the threshold (a photo of a sink gets no "dog"): guidance without a required word."""
+        nothing reaches the threshold (a photo of a sink gets no "dog"): guidance without a required word.
+
+        With the detector (``objects``: each row's ``caption_core.detectors.Objects``, ``detector_words`` for this
+        vocabulary, ``detector_threshold`` < 1): the main object's words are required too (``DetectorWords.pick``);
+        where both fire and agree, both sets count; where they disagree, ``detector_first`` decides."""
         probs = np.asarray(probs, np.float32)
         wp = self.word_probabilities(probs)  # (N, W)
         tops, tps = self.top_guidable(probs, groups)
+        use_detector = objects is not None and detector_words is not None and detector_threshold < 1.0
         out: list[Guidance | None] = []
-        for p, row, j, pj in zip(probs, wp, tops, tps):
-            fired = j >= 0 and pj >= threshold
-            if not fired and not (veto and veto_alone and veto_groups):
+        for i, (p, row, j, pj) in enumerate(zip(probs, wp, tops, tps)):
+            c = self.classifier_pick(p, j, pj, threshold)
+            # with the veto, an animal the classifier rules out (a Flickr8k dog the detector reads as a bear: the bear
+            # classes under veto_below) does not guide; nor does any other animal group of ``veto_groups``; people and
+            # the things of a room or a street are the detector's to see (on coco-mini the classifier ruled out too
+            # many of them: named 62 -> 52 of 80)
+            ruled_out = {x for k, w in enumerate(self.words) if row[k] < veto_below and self.word_group[w] in veto_groups
+                         for x in self.accepted[w]} if veto else set()
+            d = detector_words.pick(objects[i], detector_threshold, count, ruled_out, self.known) \
+                if use_detector and objects[i] is not None else None
+            if c is None and d is None and not (veto and veto_alone and veto_groups):
                 out.append(None)
                 continue
-            word = self.words[j] if fired else ""
-            top = max(self.classes_of[j], key=lambda k: p[k]) if fired else int(np.argmax(p))
-            required = sorted(self.accepted[word] | self.class_words[top]) if fired else []  # a tabby: cat, tabby
+            top = c[1] if c else int(np.argmax(p))
+            word, required, source, prob, category, n = "", [], "classifier", 0.0, "", 0
+            if c is not None:
+                word, required, prob = c[0], c[2], float(pj)
+            if d is not None:
+                agree = c is not None and bool(set(c[2]) & detector_words.all_words(d.category))
+                if agree:  # the classifier's finer words (tabby) count beside the detector's (cat / cats)
+                    required = sorted(set(d.words) | (set(c[2]) - detector_words.all_words(d.category)))
+                    source = "both"
+                if agree or c is None or detector_first:
+                    word, category, n = d.word, d.category, d.count
+                    source = source if agree else "detector"
+                    required, prob = (required if agree else list(d.words)), (prob if agree else d.score)
             banned: list[str] = []
             if veto:
-                vetoed = {self.word_group[word], *veto_groups} if fired else set(veto_groups)
-                banned = sorted({x for i, w in enumerate(self.words) if w != word and self.word_group[w] in vetoed
-                                 and row[i] < veto_below for x in self.accepted[w]} - set(required),
+                vetoed = ({self.word_group.get(word), *veto_groups} if word else set(veto_groups)) - {None}
+                banned = sorted({x for k, w in enumerate(self.words) if w != word and self.word_group[w] in vetoed
+                                 and row[k] < veto_below for x in self.accepted[w]} - set(required),
                                 key=self.vocab.word_to_id.__getitem__)  # the most frequent first: dog, dogs, ...
-            if not fired and not banned:
+            if not word and not banned:
                 out.append(None)
                 continue
-            out.append(Guidance(word, float(pj) if fired else 0.0, self.class_names[top], float(p[top]),
-                                tuple(required), self.ids(required), tuple(banned), self.ids(banned)))
+            out.append(Guidance(word, prob, self.class_names[top], float(p[top]), tuple(required), self.ids(required),
+                                tuple(banned), self.ids(banned), source if word else "classifier", category, n))
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorPick:
+    """What the detector makes one photo's caption name."""
+
+    category: str  # the main object: the largest detection that is confident enough and has words here
+    score: float  # its score
+    count: int  # detections of that category at the threshold
+    word: str  # the most frequent of ``words``: what the page names
+    words: tuple[str, ...]  # the words that count as it (in this vocabulary): the plural ones for several
+
+
+@functools.lru_cache(maxsize=2)
+def read_coco_words(path: str = COCO_WORDS) -> dict[str, dict[str, tuple[str, ...]]]:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    if doc.get("format") != COCO_WORDS_FORMAT:
+        raise ValueError(f"{path}: not a {COCO_WORDS_FORMAT} file")
+    return {k: {n: tuple(v[n].split()) for n in ("one", "many")} for k, v in doc["categories"].items()}
+
+
+class DetectorWords:
+    """COCO categories -> this vocabulary's words (``caption_core/data/coco_words.json``), for guided decoding."""
+
+    def __init__(self, vocab: Vocabulary, path: str = COCO_WORDS):
+        known = vocab.word_to_id
+        self.vocab = vocab
+        self.words = {cat: {n: tuple(sorted((w for w in ws if w in known), key=known.__getitem__))
+                            for n, ws in forms.items()} for cat, forms in read_coco_words(path).items()}
+        self.missing = sorted(c for c, f in self.words.items() if not f["one"] and not f["many"])  # nothing to require
+
+    def all_words(self, category: str) -> set[str]:
+        f = self.words.get(category, {})
+        return set(f.get("one", ())) | set(f.get("many", ()))
+
+    def pick(self, objects, threshold: float, count: bool = True, ruled_out: set[str] = frozenset(),
+             known: set[str] = frozenset()) -> DetectorPick | None:
+        """The photo's main object among ``objects`` (a ``caption_core.detectors.Objects``): its largest detection
+        at least ``threshold`` confident whose category this vocabulary can name and whose words are not all in
+        ``ruled_out`` (the classifier's veto: every one of its words in ``known``, the words ImageNet classes stand for, ruled
+        out); its plural words where two or more of it reach the threshold and
+        ``count`` is on (else its singular ones, and the plural where it has no singular). None when nothing
+        qualifies."""
+        def vetoed(category: str) -> bool:  # every word of it the classifier knows, it rules out
+            mapped = self.all_words(category) & known
+            return bool(mapped) and mapped <= ruled_out
+
+        confident = [d for d in objects.detections if d.score >= threshold and self.all_words(d.category)
+                     and not vetoed(d.category)]
+        if not confident:
+            return None
+        main = max(confident, key=lambda d: d.area)
+        n = sum(d.category == main.category for d in confident)
+        forms = self.words[main.category]
+        words = (forms["many"] if count and n >= 2 and forms["many"] else forms["one"] or forms["many"]) if count \
+            else tuple(sorted(self.all_words(main.category), key=self.vocab.word_to_id.__getitem__))
+        return DetectorPick(main.category, float(main.score), n, words[0], tuple(words))
 
 
 @functools.lru_cache(maxsize=1)

@@ -79,8 +79,7 @@ def result_from_dict(d: dict):
     from .captioner import Caption, CaptionResult
 
     labels = None if d["labels"] is None else [tuple(x) for x in d["labels"]]
-    return CaptionResult([Caption(**c) for c in d["captions"]], d["encode_ms"], d["decode_ms"], labels,
-                         d["guidance"], d["attention"])
+    return CaptionResult(**{**d, "captions": [Caption(**c) for c in d["captions"]], "labels": labels})
 
 
 # -- the page's side -----------------------------------------------------------------------------------

@@ -25,10 +25,12 @@ def env_offline() -> bool:
 
 @functools.lru_cache(maxsize=16)
 def host_reachable(url_or_host: str, timeout: float = 3.0) -> bool:
-    """Can we open a TCP connection to this host (port 443) within ``timeout`` seconds?"""
-    host = urllib.parse.urlparse(url_or_host).hostname if "://" in url_or_host else url_or_host
+    """Can we open a TCP connection to this host (a URL's own port, else 443) within ``timeout`` seconds?"""
+    parsed = urllib.parse.urlparse(url_or_host) if "://" in url_or_host else None
+    host = parsed.hostname if parsed else url_or_host
+    port = (parsed.port or (80 if parsed.scheme == "http" else 443)) if parsed else 443
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False

@@ -92,7 +92,7 @@ def ray_caption(cfg: BatchConfig, bundle: str, photos: list[Photo], output: str,
     # at least four batches an actor: with 128-photo batches, 300 photos made 3 blocks, two of them on one of two actors
     bs = max(1, min(cfg.batch_size, -(-len(photos) // (4 * cfg.workers))))
     kwargs = {"bundle": bundle, "strategy": cfg.strategy, "options": cfg.options,
-              "encoder_options": cfg.encoder_options, "threads": threads}
+              "encoder_options": cfg.encoder_options, "threads": threads, "detect": cfg.detect}
     parts = []
     files = [p for p in photos if p.index is None]
     if files:

@@ -280,6 +280,9 @@ def describe_decoding(strategy: str, options: dict) -> str:
             extra.append("veto alone")
         if options.get("guide_within"):
             extra.append(f"within {options['guide_within']} words")
+        if options.get("guide_detector", 1.0) < 1.0:
+            extra.append(f"detector {options['guide_detector']}" + (" first" if options.get("guide_detector_first", True)
+                                                                    else ""))
         parts.append(f"guided ({', '.join(extra)})")
     else:
         parts.append(strategy)
@@ -379,6 +382,9 @@ class CaptionService:
         self.first_served.set()
         return {"bundle": bundle, "strategy": strategy, "options": opts, "captions": rows,
                 "encode_ms": round(result.encode_ms, 1), "decode_ms": round(result.decode_ms, 1),
+                "detect_ms": round(result.detect_ms, 1),
+                # what the COCO detector saw: its detections (category, score, box as fractions), counts, main object
+                "objects": result.objects,
                 "imagenet_top5": [{"label": label, "probability": round(p, 4)} for label, p in result.labels or []],
                 "guidance": result.guidance,  # guided strategy: the word required, its class, the words banned
                 # attention bundles: the weights over the grid for each word of the best caption (no extra pass)
@@ -407,21 +413,24 @@ class CaptionService:
             raise ServingError("No bundles found in weights/: build one with python -m training build.")
         img = self.image(image)
         match = self.lookup(img)
-        rows = []
+        rows, objects = [], None
         for name in self.bundles.names:
             captioner = self.bundles.get(name)
             used, opts = self.decoding(captioner, strategy, {**(options or {}), "num_return": 1})
-            r = captioner.caption(img, strategy=used, options=opts, maps=False)[0]  # Compare shows no maps
+            if objects is None:  # the detector looks once; every bundle reads what it found
+                objects = captioner.detect([img])
+            r = captioner.caption(img, strategy=used, options=opts, maps=False, objects=objects)[0]  # Compare shows no maps
             c = r.captions[0]
             rows.append({"bundle": name, "caption": c.text, "score": round(c.score, 3),
                          **(self.refs.scores(c.text, match[1]) if match else {}),
                          "encode_ms": round(r.encode_ms, 1), "decode_ms": round(r.decode_ms, 1),
                          "strategy": used, "decoding": describe_decoding(used, opts),
                          "guided_by": (r.guidance or {}).get("word") or None,
+                         "guided_from": (r.guidance or {}).get("source") if (r.guidance or {}).get("word") else None,
                          "ruled_out": list((r.guidance or {}).get("banned_words", []))})
         self.first_served.set()
-        return {"rows": rows, "reference_image": match[0] if match else None,
-                "references": list(match[1]) if match else []}
+        return {"rows": rows, "objects": objects[0].to_dict() if objects and objects[0] is not None else None,
+                "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}
 
     def explain(self, image: Any, bundle: str, caption: str | None = None, size: int = 320) -> dict:
         """Per-word maps: {caption, method, words: [{word, probability, overlay (a PIL image)}]}; method
@@ -452,6 +461,15 @@ class CaptionService:
             peak = heat.max()
             out.append({"word": word, "overlay": heat_overlay(display, heat / peak if peak > 0 else heat)})
         return out
+
+    def object_boxes(self, image: Any, objects: dict, size: int = 480) -> tuple[Image.Image, list]:
+        """What the detector saw, to draw: (the photo, at most ``size`` px on its long side, [((x0, y0, x1, y1) in its
+        pixels, 'category score')]), from a caption's ``objects``. Nothing is computed again."""
+        display = self.image(image).copy()
+        display.thumbnail((size, size))
+        w, h = display.size
+        return display, [((int(d["box"][0] * w), int(d["box"][1] * h), int(d["box"][2] * w), int(d["box"][3] * h)),
+                          f"{d['category']} {d['score']:.2f}") for d in objects.get("detections", [])]
 
     def card(self, bundle: str) -> str:
         """The bundle's model card (markdown) without the Hub's YAML header and the curve's image line."""

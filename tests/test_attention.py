@@ -120,7 +120,7 @@ def test_an_attention_bundle_round_trips_and_serves_without_keras(grid_parts, tm
     from caption_core.bundle import load_bundle, save_bundle
 
     enc, dec, vocab = grid_parts
-    folder = save_bundle(str(tmp_path / "att"), encoder=enc, decoder=dec, vocab=vocab)
+    folder = save_bundle(str(tmp_path / "att"), encoder=enc, decoder=dec, vocab=vocab, storage="float32")
     manifest, enc2, inference, vocab2, _ = load_bundle(folder)
     assert manifest["decoder"]["config"]["kind"] == "attention" and manifest["encoder"]["grid_shape"] == [4, 4, 16]
     assert type(inference).__name__ == "AttentionInference"

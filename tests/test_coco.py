@@ -103,9 +103,15 @@ def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
     assert rows[2] not in ok and rows[3] not in ok and rows[5] not in ok  # dev drop, dangling, distinct
     assert pick(rows, cfg) is rows[4]  # ties with rows[1] on out-of-domain CIDEr, names the object more often
     assert pick([row(0.55, 0.30, strategy="beam"), row(0.50, 0.50)], cfg)["strategy"] == "beam"
-    cands = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true", "false")))
+    cfg = ChooseConfig(thresholds=("0.3",), veto_alone=("true", "false"), detector_thresholds=("0.5",))
+    cands = candidates({"beam_width": 3}, cfg, detector=False)
     assert cands[0] == ("beam", {"beam_width": 3}) and len(cands) == 3
-    assert cands[1][1] == {"beam_width": 3, "guide_threshold": 0.3, "guide_veto": True, "guide_veto_alone": True}
+    assert cands[1][1] == {"beam_width": 3, "guide_threshold": 0.3, "guide_veto": True, "guide_veto_alone": True,
+                           "guide_detector": 1.0, "guide_detector_first": True, "guide_count": False}
+    with_detector = candidates({"beam_width": 3}, cfg)  # + the detector first or not, + the detector alone
+    assert len(with_detector) == 1 + 2 * (1 + 2) + 2
+    assert {(o["guide_threshold"], o["guide_detector"], o["guide_detector_first"]) for _, o in with_detector[1:]} == {
+        (0.3, 1.0, True), (0.3, 0.5, True), (0.3, 0.5, False), (1.0, 0.5, True)}
 
 
 def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):
@@ -123,11 +129,15 @@ def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, ti
     coco = make_coco(tmp_path / "coco")
     report = tmp_path / "choice.json"
     assert main(["choose", folder, "--dataset", flickr, "--coco", coco, "--cache", str(tmp_path / "cache"),
-                 "--thresholds", "0.3", "--veto-alone", "true", "--report", str(report), "--write"]) == 0
+                 "--thresholds", "0.3", "--veto-alone", "true", "--detector-thresholds", "0.5", "--detector-first",
+                 "true", "--report", str(report), "--write"]) == 0
     m = read_manifest(folder)
     rep = json.loads(report.read_text())["bundles"][0]
     chosen = rep["rows"][rep["chosen"]]
-    assert len(rep["rows"]) == 2 and m["default_decoding"] == {"strategy": chosen["strategy"], "options": chosen["options"]}
+    from caption_core.detectors import shared_detector
+
+    assert len(rep["rows"]) == (4 if shared_detector() is not None else 2)  # beam, guided, (guided + the detector, the detector alone)
+    assert m["default_decoding"] == {"strategy": chosen["strategy"], "options": chosen["options"]}
     assert m["ood_dev"]["rows"][0]["ood_dev"]["main_object_of"] == 4
     assert dev_score(m) == chosen["flickr_dev"]["CIDEr"] and best_first({"tiny": m}) == ["tiny"]
     test = m["metrics"]["flickr/test"][chosen["strategy"]]

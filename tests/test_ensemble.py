@@ -153,3 +153,88 @@ def test_the_ensemble_command_scores_and_writes_a_bundle(tmp_path, lite_pair):
     card = open(tmp_path / "weights" / "both" / "README.md").read()
     assert "An ensemble of 2 bundles" in card and "| m0 | efficientnet_lite0 |" in card
     Captioner.from_bundle(str(tmp_path / "weights" / "both"))  # loads, fingerprints checked
+
+
+def test_an_ensemble_refers_to_its_member_bundles_instead_of_copying_them(tmp_path, lite_pair, monkeypatch):
+    from caption_core.bundle import BundleError, load_bundle, read_manifest, resolve_bundle, save_bundle
+    from caption_core.captioner import Captioner
+    from caption_core.text import Vocabulary, clean_caption
+    from training.ensemble import assemble
+
+    vocab = Vocabulary.build([clean_caption(c) for c in ["a dog runs", "a cat sits on a mat", "two dogs play"]])
+    weights = tmp_path / "weights"
+    folders = []
+    for i, (enc, dec) in enumerate(zip(lite_pair, tiny_decoders(vocab_size=len(vocab), dims=(1280, 1280)))):
+        folders.append(str(weights / f"m{i}"))
+        save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab)
+    captioner, _ = assemble(folders)
+    photos = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(2)]
+    expected = [r.captions[0].text for r in captioner.caption(photos, detect=False)]
+    folder = save_bundle(str(weights / "both"), encoder=captioner.encoder, decoder=captioner.decoder, vocab=vocab,
+                         member_bundles=folders)
+    assert not [f for f in os.listdir(folder) if f.endswith(".keras")]  # nothing copied
+    members = read_manifest(folder)["decoder"]["members"]
+    assert [(m["bundle"], m["file"]) for m in members] == [("m0", "decoder.keras"), ("m1", "decoder.keras")]
+    assert members[0]["sha256"] == read_manifest(folders[0])["files"]["decoder.keras"]
+    assert [r.captions[0].text for r in Captioner.from_bundle(folder).caption(photos, detect=False)] == expected
+
+    # from the Hub: the repository holds the ensemble and its members side by side, and they come along
+    monkeypatch.setattr("caption_core.hub.snapshot", lambda repo_id, **kw: str(weights))
+    assert resolve_bundle("hf://someone/captions/both") == os.path.join(str(weights), "both")
+    assert [r.captions[0].text for r in Captioner.from_bundle("hf://someone/captions/both").caption(
+        photos, detect=False)] == expected
+
+    with pytest.raises(BundleError, match="must sit beside it"):
+        save_bundle(str(tmp_path / "elsewhere" / "both"), encoder=captioner.encoder, decoder=captioner.decoder,
+                    vocab=vocab, member_bundles=folders)
+    os.rename(folders[1], str(weights / "gone"))
+    with pytest.raises(BundleError, match="its member 'm1' must sit beside it"):
+        load_bundle(folder)
+    os.rename(str(weights / "gone"), folders[1])
+    save_bundle(folders[1], encoder=lite_pair[1], decoder=tiny_decoders(vocab_size=len(vocab), dims=(1280,))[0],
+                vocab=vocab)  # m1 retrained: not the decoder the ensemble was made of
+    with pytest.raises(BundleError, match="member bundle 'm1': its decoder is not the one ensemble 'both' was made of"):
+        load_bundle(folder)
+
+
+def test_compact_halves_old_bundles_and_turns_copied_members_into_references(tmp_path, lite_pair):
+    from caption_core.bundle import read_manifest, save_bundle, verify_bundle
+    from caption_core.captioner import Captioner
+    from caption_core.decoders import weights_storage
+    from caption_core.text import Vocabulary, clean_caption
+    from training.__main__ import main
+    from training.ensemble import assemble
+
+    vocab = Vocabulary.build([clean_caption(c) for c in ["a dog runs", "a cat sits on a mat", "two dogs play"]])
+    weights = tmp_path / "weights"
+    folders = []
+    for i, (enc, dec) in enumerate(zip(lite_pair, tiny_decoders(vocab_size=len(vocab), dims=(1280, 1280)))):
+        folders.append(str(weights / f"m{i}"))
+        save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab, storage="float32")  # as bundles were
+    captioner, _ = assemble(folders)
+    old = save_bundle(str(weights / "both"), encoder=captioner.encoder, decoder=captioner.decoder, vocab=vocab,
+                      storage="float32")  # members copied, as ensembles were
+    photos = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(2)]
+    before = [r.captions[0] for r in Captioner.from_bundle(old).caption(photos, detect=False)]
+    assert sorted(f for f in os.listdir(old) if f.endswith(".keras")) == ["decoder_0.keras", "decoder_1.keras"]
+
+    assert main(["compact", old, *folders]) == 0  # the ensemble first on the command line: members are done first
+    assert all(weights_storage(os.path.join(f, "decoder.keras")) == "float16" for f in folders)
+    assert not [f for f in os.listdir(old) if f.endswith(".keras")]
+    m = read_manifest(old)
+    assert [e["bundle"] for e in m["decoder"]["members"]] == ["m0", "m1"] and m["compacted"]["bytes_saved"] > 0
+    assert read_manifest(folders[0])["decoder"]["storage"] == "float16"
+    verify_bundle(old)
+    after = [r.captions[0] for r in Captioner.from_bundle(old).caption(photos, detect=False)]
+    assert [c.text for c in after] == [c.text for c in before]  # float16 storage: the same captions here
+    np.testing.assert_allclose([c.score for c in after], [c.score for c in before], atol=5e-3)
+    assert main(["compact", old, *folders]) == 0  # nothing more to do: unchanged
+    assert read_manifest(old) == m
+
+    lonely = tmp_path / "alone"
+    save_bundle(str(lonely / "both"), encoder=captioner.encoder, decoder=captioner.decoder, vocab=vocab)
+    from training.compact import compact
+
+    with pytest.raises(ValueError, match="no bundle beside it holds the weights of decoder_0.keras"):
+        compact([str(lonely / "both")])
+    assert main(["compact", str(lonely / "both")]) == 2  # the command says so and fails

@@ -18,7 +18,10 @@ Commands
   ensemble       several bundles served as one (their next-word probabilities averaged)
   probe          linear probes on CIFAR-10 for each encoder and its randomly initialised control
   fingerprint    record the tensor fingerprint of a bundle's encoder weights (bundles made before it)
-  push           upload a bundle to a Hugging Face Hub repository with a model card
+  compact        bundles written before float16 storage: their decoders stored as float16, ensembles' copied members
+                 replaced by references to the member bundles beside them
+  detector       the COCO detector measured: the main object found on a COCO-format dev set, its time per photo
+  push           upload a bundle to a Hugging Face Hub repository with a model card (an ensemble with its members)
 """
 
 from __future__ import annotations
@@ -212,6 +215,16 @@ def parser() -> argparse.ArgumentParser:
     fp = sub.add_parser("fingerprint", help="record the tensor fingerprint of each bundle's encoder weights in its "
                         "manifest (bundles made before fingerprints); refuses a bundle that has a different one")
     fp.add_argument("bundles", nargs="+", help="bundle folders")
+
+    cp = sub.add_parser("compact", help="store bundles' decoders as float16 and refer to ensembles' members by name")
+    cp.add_argument("bundles", nargs="+", help="bundle folders (members are compacted before their ensembles)")
+
+    dt = sub.add_parser("detector", help="the COCO detector on a COCO-format dev set: main object found, speed")
+    dt.add_argument("--coco", default=DEFAULT_COCO, help="COCO-format folder with instances.json (default: %(default)s)")
+    dt.add_argument("--bundle", help="time the detector beside this bundle's encoder (default: the best bundle)")
+    dt.add_argument("--repeats", type=int, default=3, help="timing rounds over the photos (default: %(default)s)")
+    dt.add_argument("--report", default=os.path.join("benchmarks", "detector.json"),
+                    help="JSON report, read by the page's Encoders tab (default: %(default)s)")
 
     u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     u.add_argument("bundle")
@@ -426,7 +439,8 @@ def cmd_coco(args) -> int:
     from caption_core.decoding import decoding_arguments
     from caption_core.encoders import supported_options
 
-    from .coco import coco_features, load_coco, score_coco
+    from .coco import coco_features, load_coco, score_coco, vocabulary_gaps
+    from .detections import coco_objects
     from .guide import decode_captions
 
     photos = load_coco(args.coco)
@@ -438,8 +452,10 @@ def cmd_coco(args) -> int:
         captioner = Captioner.from_bundle(folder, {**float32, **dict(args.encoder_options)})
         s, opts = captioner.decoding(strategy, None, **given)  # the bundle's default, flags on top
         feats, probs, ids = coco_features(captioner, photos, args.cache)
-        texts, _ = decode_captions(captioner, feats, probs, s.name, opts.to_dict())
+        objects = coco_objects(captioner.detector, photos, ids, args.cache) if captioner.detector else None
+        texts, _ = decode_captions(captioner, feats, probs, s.name, opts.to_dict(), objects=objects)
         scores = score_coco(photos, ids, texts, meteor=args.meteor)
+        scores["unnamed_main_objects"] = vocabulary_gaps(captioner, photos)
         print(json.dumps({"bundle": captioner.name, "strategy": s.name, "options": opts.to_dict(), **scores}))
         by_id = {p.image_id: p for p in photos}
         captions[captioner.name] = {i: {"caption": t, "main_object": by_id[i].main_object,
@@ -504,6 +520,20 @@ def cmd_fingerprint(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    from .compact import compact
+
+    compact(args.bundles)
+    return 0
+
+
+def cmd_detector(args) -> int:
+    from .detector_eval import measure_detector
+
+    measure_detector(args.coco, args.bundle, args.repeats, args.report)
+    return 0
+
+
 def cmd_push(args) -> int:
     from .push import push_bundle
 
@@ -516,7 +546,8 @@ COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train
             "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "scst": cmd_scst,
             "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "coco": cmd_coco,
             "choose": cmd_choose, "card": cmd_card,
-            "ensemble": cmd_ensemble, "probe": cmd_probe, "fingerprint": cmd_fingerprint, "push": cmd_push}
+            "ensemble": cmd_ensemble, "probe": cmd_probe, "fingerprint": cmd_fingerprint, "compact": cmd_compact,
+            "detector": cmd_detector, "push": cmd_push}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,10 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
 
 1. **Candidates**: the bundle's tuned beam search (``python -m training tune`` chose its width, length penalty
    and n-gram blocking on Flickr8k dev), and guided decoding on top of the same options at each threshold of
-   ``ChooseConfig.thresholds``, with and without the veto alone (``guide_veto_alone``).
+   ``ChooseConfig.thresholds``, with and without the veto alone (``guide_veto_alone``); each of those also with the
+   COCO detector at each of ``detector_thresholds``, its word winning a disagreement or not
+   (``guide_detector_first``), with and without its count (``guide_count``); and the detector alone (the
+   classifier's threshold at 1: it only vetoes).
 2. **Eligible**: Flickr8k dev CIDEr within ``max_dev_drop`` of the best candidate's, no dangling endings on
    either set, and at least ``min_distinct`` distinct dev captions (or as many as beam search gives, where it
    gives fewer).
@@ -33,19 +36,38 @@ class ChooseConfig(Config):
     max_dev_drop: float = 0.01  # a candidate may lose at most this much Flickr8k dev CIDEr against the best one
     min_distinct: float = 0.7  # and keep this share of distinct dev captions (or beam search's, if lower)
     tie: float = 0.002  # out-of-domain CIDEr differences below this are ties (then: main object named)
+    detector_thresholds: tuple[float, ...] = (0.5, 0.6)  # guide_detector values tried (the detector off: 1.0, always)
+    detector_first: tuple[bool, ...] = (True, False)  # guide_detector_first values tried with each of them
+    counts: tuple[bool, ...] = (False,)  # guide_count values tried with each of those (True lowered both dev sets in
+    # every pair measured on the default bundle: README)
 
     def __post_init__(self):  # command-line values arrive as strings
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        object.__setattr__(self, "detector_thresholds", tuple(float(t) for t in self.detector_thresholds))
+        for name in ("detector_first", "counts"):
+            object.__setattr__(self, name, tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+                                                 for v in getattr(self, name)))
         object.__setattr__(self, "veto_alone", tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
                                                      for v in self.veto_alone))
 
 
-def candidates(base: dict, cfg: ChooseConfig) -> list[tuple[str, dict]]:
-    """(strategy, options) pairs: beam search with the tuned options, then guided variants of it."""
+def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tuple[str, dict]]:
+    """(strategy, options) pairs: beam search with the tuned options, then guided variants of it (with the detector
+    where ``detector``: a bundle served without one is not chosen for it)."""
     out = [("beam", dict(base))]
+    detectors = [(1.0, True, False)] + ([(d, first, n) for d in cfg.detector_thresholds for first in cfg.detector_first
+                                         for n in cfg.counts] if detector else [])
     for t in cfg.thresholds:
         for alone in cfg.veto_alone:
-            out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone}))
+            for d, first, n in detectors:
+                out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone,
+                                       "guide_detector": d, "guide_detector_first": first, "guide_count": n}))
+    if detector:  # the detector alone requires; the classifier only vetoes
+        for alone in cfg.veto_alone:
+            for d in cfg.detector_thresholds:
+                for n in cfg.counts:
+                    out.append(("guided", {**base, "guide_threshold": 1.0, "guide_veto": True, "guide_veto_alone": alone,
+                                           "guide_detector": d, "guide_detector_first": True, "guide_count": n}))
     return out
 
 
@@ -75,6 +97,7 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
     from caption_core.encoders import supported_options
 
     from .coco import coco_features, load_coco, score_coco
+    from .detections import coco_objects, split_objects
     from .guide import decode_captions, flickr_split, score
 
     captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
@@ -85,14 +108,19 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
     photos = load_coco(coco)
     o_feats, o_probs, o_ids = coco_features(captioner, photos, cache)
     d_ids, d_feats, d_probs, d_refs = flickr_split(captioner, dataset, "dev", cache)
+    det = captioner.detector
+    o_objects = coco_objects(det, photos, o_ids, cache) if det else None
+    d_objects = split_objects(det, dataset, "dev", d_ids, cache) if det else None
     name = captioner.name
     rows = []
-    for strategy, options in candidates(base, cfg):
-        dev = score(d_refs, d_ids, decode_captions(captioner, d_feats, d_probs, strategy, options)[0], meteor=False)
-        ood = score_coco(photos, o_ids, decode_captions(captioner, o_feats, o_probs, strategy, options)[0])
+    for strategy, options in candidates(base, cfg, detector=det is not None):
+        dev = score(d_refs, d_ids, decode_captions(captioner, d_feats, d_probs, strategy, options, objects=d_objects)[0],
+                    meteor=False)
+        ood = score_coco(photos, o_ids, decode_captions(captioner, o_feats, o_probs, strategy, options,
+                                                        objects=o_objects)[0])
         ood.pop("named_per_category", None)
         rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood})
-        print(f"{name} {strategy} {({k: v for k, v in options.items() if k.startswith('guide_')})}: Flickr8k dev "
+        print(f"{name} {strategy} {({k[6:]: v for k, v in options.items() if k.startswith('guide_')})}: Flickr8k dev "
               f"CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr {ood['CIDEr']:.4f}, "
               f"main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}", flush=True)
     ok = eligible(rows, cfg)
@@ -115,6 +143,7 @@ def record(folder: str, captioner, report: dict, dataset: str, cache: str) -> di
 
     from .build import dataset_name, refresh_card
     from .evaluate import captions_file, metrics_key, score_captions, write_captions
+    from .detections import split_objects
     from .guide import decode_captions, flickr_split
 
     chosen = report["rows"][report["chosen"]]
@@ -132,7 +161,8 @@ def record(folder: str, captioner, report: dict, dataset: str, cache: str) -> di
     # the test split, scored with the new default (reported, never chosen on): the tagger's probabilities where
     # the encoder has no ImageNet head, as on the dev sets
     ids, feats, probs, refs = flickr_split(captioner, dataset, "test", cache)
-    texts, _ = decode_captions(captioner, feats, probs, chosen["strategy"], chosen["options"])
+    objects = split_objects(captioner.detector, dataset, "test", ids, cache) if captioner.detector else None
+    texts, _ = decode_captions(captioner, feats, probs, chosen["strategy"], chosen["options"], objects=objects)
     scores = score_captions(refs, dict(zip(ids, texts)))
     scores["caption_statistics"] = caption_statistics(texts)
     scores["precision"] = captioner.encoder.precision

@@ -162,3 +162,14 @@ def score_coco(photos: list[CocoPhoto], ids: list[str], texts: list[str], meteor
         n = naming_counts([by_id[i] for i in ids], captions)
         out.update(main_object_named=n["named"], main_object_of=n["of"], named_per_category=n["per_category"])
     return out
+
+
+def vocabulary_gaps(captioner, photos: list[CocoPhoto]) -> dict[str, int]:
+    """The main objects of ``photos`` that the bundle's vocabulary has no word for (guidance cannot require them: the
+    decoder never learned them), with how many photos each: what a decoder with a larger vocabulary would gain."""
+    gaps: dict[str, int] = {}
+    missing = set(captioner.detector_words.missing)
+    for p in photos:
+        if p.main_object in missing:
+            gaps[p.main_object] = gaps.get(p.main_object, 0) + 1
+    return dict(sorted(gaps.items(), key=lambda kv: (-kv[1], kv[0])))

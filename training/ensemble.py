@@ -1,7 +1,8 @@
 """``python -m training ensemble``: several trained bundles served as one.
 
 The members must share their vocabulary (bundles trained on the same captions with the same minimum count
-do). The ensemble bundle holds each member's decoder and a ``concat`` encoder of the members' encoders; each
+do). The ensemble bundle refers to each member bundle by name and its decoder's sha256 (the members stay in the same
+weights folder, beside it: nothing is copied) and holds a ``concat`` encoder of the members' encoders; each
 decoding step averages the members' next-word probabilities (``EnsembleDecoder``). Nothing is trained: the
 members' own training (cross-entropy, then SCST) is recorded, and the test split is scored with the
 strategies of ``build``. Its default decoding is then chosen on dev by ``python -m training tune``.
@@ -68,6 +69,10 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     from .build import dataset_name, load_splits, refresh_card
 
     t0 = time.perf_counter()
+    away = [b for b in bundles if os.path.dirname(os.path.abspath(b)) != os.path.abspath(out)]
+    if away:
+        raise ValueError(f"an ensemble refers to its member bundles by name, beside it in {out}: {away} are elsewhere; "
+                         f"copy them into {out} first")
     captioner, manifests = assemble(bundles)
     captioner.name = name
     test = load_splits(dataset, ["test"])["test"]
@@ -84,7 +89,7 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     folder = os.path.join(out, name)
     save_bundle(folder, encoder=captioner.encoder, decoder=captioner.decoder, vocab=captioner.vocab,
                 training=training, metrics=metrics, default_decoding=captioner.manifest["default_decoding"],
-                extra_files=files)
+                extra_files=files, member_bundles=[resolve_bundle(b) for b in bundles])
     refresh_card(folder)
     print(f"bundle written: {folder}", flush=True)
     return folder

@@ -135,13 +135,15 @@ def flickr_split(captioner, dataset: str, split: str, cache: str):
     return [examples[r].image_id for r in rows], feats, probs, refs
 
 
-def decode_captions(captioner, feats, probs, strategy: str, options: dict, batch: int = 250):
+def decode_captions(captioner, feats, probs, strategy: str, options: dict, batch: int = 250, objects=None):
     """Best caption per row of features (N, D), guided ones from the class probabilities (N, 1000) already
-    computed (no second classifier pass). -> (captions, each row's guidance or None)."""
+    computed (no second classifier pass) and, where given, the detector's ``objects`` of each row (N,).
+    -> (captions, each row's guidance or None)."""
     s, checked = captioner.decoding(strategy, options)
     texts, fired = [], []
     for b in range(0, len(feats), batch):
-        guidance = captioner.guide(probs[b:b + batch], checked) if s.guided else None
+        found = objects[b:b + batch] if objects is not None else None
+        guidance = captioner.guide(probs[b:b + batch], checked, found) if s.guided else None
         per = captioner.decode(feats[b:b + batch], strategy, options, guidance=guidance)
         texts += [p[0].text for p in per]
         fired += guidance or [None] * len(per)

@@ -11,8 +11,8 @@ decoding strategy drives every kind through the same ``step(tokens, state) -> (l
 """
 
 from .base import (DECODERS, DecoderConfig, KerasDecoder, NumpyDecoder, decoder_class, load_decoder, load_inference,
-                   make_decoder, masked_loss, pad_captions, read_keras_weights, register_decoder,
-                   teacher_forced_log_probs, teacher_forcing_pairs)
+                   make_decoder, masked_loss, pad_captions, read_keras_weights, register_decoder, store_half,
+                   teacher_forced_log_probs, teacher_forcing_pairs, weights_storage)
 from .merge import MergeDecoder, MergeInference, build_merge_decoder
 from .attention import AttentionDecoder, AttentionInference, build_attention_decoder
 from .ensemble import EnsembleDecoder
@@ -20,4 +20,5 @@ from .ensemble import EnsembleDecoder
 __all__ = ["DECODERS", "AttentionDecoder", "AttentionInference", "DecoderConfig", "EnsembleDecoder", "KerasDecoder",
            "MergeDecoder", "MergeInference", "NumpyDecoder", "build_attention_decoder", "build_merge_decoder",
            "decoder_class", "load_decoder", "load_inference", "make_decoder", "masked_loss", "pad_captions",
-           "read_keras_weights", "register_decoder", "teacher_forced_log_probs", "teacher_forcing_pairs"]
+           "read_keras_weights", "register_decoder", "store_half", "teacher_forced_log_probs", "teacher_forcing_pairs",
+           "weights_storage"]

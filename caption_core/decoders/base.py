@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import io
 import json
+import os
 import re
 import zipfile
 
@@ -199,8 +200,14 @@ class KerasDecoder:
             self._inference = self.inference_class(self.config, self.layer_weights())
         return self._inference
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, storage: str = "float32") -> None:
+        """The Keras model as ``.keras``; ``storage='float16'``: its float32 weights stored at half precision
+        (``store_half``: what bundles ship; decoding casts them back to float32)."""
         self.training_model.save(path)
+        if storage == "float16":
+            store_half(path)
+        elif storage != "float32":
+            raise ValueError(f"unknown weight storage {storage!r}; valid: ['float16', 'float32']")
 
     @classmethod
     def load(cls, path: str, config: DecoderConfig):
@@ -262,6 +269,52 @@ def read_keras_weights(path: str) -> dict[str, list[np.ndarray]]:
                              if isinstance(obj, h5py.Dataset) else None)
             out[layer["config"]["name"]] = [a for _, a in sorted(arrays, key=lambda x: x[0])]
     return out
+
+
+def store_half(path: str, out: str | None = None) -> str:
+    """Rewrite a ``.keras`` file (``out``: elsewhere) with every float32 weight stored as float16: half the bytes; the
+    NumPy decoders and Keras' loader cast them back to float32, so only storage changes (what that costs in caption
+    quality is measured per bundle: docs/weights.md)."""
+    import h5py
+
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    if "model.weights.h5" not in members:
+        raise ValueError(f"'{path}' is not a Keras 3 .keras file (no model.weights.h5)")
+    buf = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(buf, "w", track_order=True) as dst:
+        dst.attrs.update(dict(src.attrs))
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                dst.require_group(name).attrs.update(dict(obj.attrs))
+                return
+            data = obj[()]
+            if data.dtype == np.float32:
+                data = data.astype(np.float16)
+            dst.create_dataset(name, data=data, track_times=False).attrs.update(dict(obj.attrs))
+
+        src.visititems(copy)
+    members["model.weights.h5"] = buf.getvalue()
+    target = out or path
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+    os.replace(tmp, target)
+    return target
+
+
+def weights_storage(path: str) -> str:
+    """'float16' or 'float32': how a ``.keras`` file stores its floating-point weights."""
+    import h5py
+
+    with zipfile.ZipFile(path) as z:
+        data = z.read("model.weights.h5")
+    kinds: set = set()
+    with h5py.File(io.BytesIO(data), "r") as h5:
+        h5.visititems(lambda n, o: kinds.add(o.dtype) if isinstance(o, h5py.Dataset) and o.dtype.kind == "f" else None)
+    return "float16" if kinds == {np.dtype(np.float16)} else "float32"
 
 
 def _var_key(name: str) -> tuple:
