@@ -225,7 +225,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     M) then a sort of the k: a full argsort of (N, W*V) rows was most of a guided step's selection time."""
     if k >= scores.shape[1]:
         return np.argsort(-scores, axis=1)[:, :k]
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (N, k), unordered
+    top = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]  # (N, k), unordered (no negated copy)
     return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
 
 
@@ -246,14 +246,18 @@ def _constrain(log_probs: np.ndarray, seqs: np.ndarray, t: int, opts) -> np.ndar
         if n == 1:
             rows, cols = np.repeat(np.arange(len(seqs)), t), seqs[:, :t].ravel()
         else:
-            # every earlier window of n-1 words equal to the last n-1 words bans the word that followed it
-            windows = np.lib.stride_tricks.sliding_window_view(seqs[:, :t], n - 1, axis=1)[:, : t - n + 1]  # (B, t-n+1, n-1)
-            match = (windows == seqs[:, None, t - n + 1:t]).all(axis=2)  # (B, t-n+1)
+            # every earlier window of n-1 words equal to the last n-1 words bans the word that followed it: window j
+            # (words j .. j+n-2) matches where each of its words equals the last n-1 words' (one slice compare each:
+            # a sliding-window view cost more to make than the compares)
+            match = seqs[:, 0:t - n + 1] == seqs[:, t - n + 1:t - n + 2]  # (B, t-n+1)
+            for k in range(1, n - 1):
+                match &= seqs[:, k:k + t - n + 1] == seqs[:, t - n + 1 + k:t - n + 2 + k]
             rows, at = np.nonzero(match)
             cols = seqs[rows, at + n - 1]
         log_probs[rows, cols] = NEG_INF
-    dead = log_probs.max(axis=1) == NEG_INF  # a row with nothing left may only end
-    if dead.any():
+    maybe = log_probs[:, END_ID] == NEG_INF  # a row with nothing left may only end (a row that may end is not dead:
+    if maybe.any():  # only those rows are searched in full)
+        dead = np.flatnonzero(maybe)[log_probs[maybe].max(axis=1) == NEG_INF]
         log_probs[dead, END_ID] = 0.0
     return log_probs
 
@@ -426,7 +430,7 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
             sel = lp - diversity * chosen_count[:, None, :] if g and diversity else lp
             cand = (beam_sel[:, g, :, None] + sel).reshape(n, W * V)  # (n, W*V)
             k = min(2 * W, W * V)
-            top = np.argpartition(-cand, k - 1, axis=1)[:, :k]  # (n, 2W)
+            top = np.argpartition(cand, cand.shape[1] - k, axis=1)[:, -k:]  # (n, 2W): the k best, unordered
             top = top[at, np.argsort(-cand[at, top], axis=1)]  # best first
             score = cand[at, top]  # (n, 2W)
             w, v = np.divmod(top, V)

@@ -127,7 +127,7 @@ def test_an_attention_bundle_round_trips_and_serves_without_keras(grid_parts, tm
     feats = enc.encode([np.zeros((16, 16, 3), np.uint8)])
     tokens = np.array([[START_ID, 5, 6, END_ID]])
     np.testing.assert_allclose(inference.token_log_probs(feats, tokens), dec.token_log_probs(feats, tokens), atol=1e-6)
-    assert inference.state_arrays == 4 == dec.state_arrays
+    assert inference.state_arrays == 5 == dec.state_arrays
 
 
 def test_an_ensemble_may_mix_decoder_kinds(grid_parts, tiny_parts, rng):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..text import END_ID
-from .base import DecoderConfig, KerasDecoder, NumpyDecoder, register_decoder, sigmoid, teacher_forcing_pairs
+from .base import Dense, DecoderConfig, KerasDecoder, NumpyDecoder, register_decoder, sigmoid, teacher_forcing_pairs
 
 
 def build_attention_decoder(config: DecoderConfig):
@@ -51,14 +51,19 @@ def build_attention_decoder(config: DecoderConfig):
 class AttentionInference(NumpyDecoder):
     """The attention decoder's inference graph in NumPy, read from the saved weights (h5py; no Keras import).
 
-    State: (values (B, N, E), keys (B, N, A), h (B, U), c (B, U)); the grid's projection and keys are computed
-    once per photo in ``initial_state`` and travel with the state, so beam search reorders them like h and c.
-    A step costs the merge decoder's step plus the attention: (B, N, A) tanh and two (B, N) x (N, E) sums.
+    State: (values (B, N, E), keys (B, N, A), h (B, U), c (B, U), hq (B, A + E + 4U)); the grid's projection and
+    keys are computed once per photo in ``initial_state`` and travel with the state, so beam search reorders them
+    like h and c; ``hq`` is h's products with the next step's query, gate and recurrent weights, computed with this
+    step's merge (one matmul of the new h). A step costs the merge decoder's step plus the attention: (B, N, A)
+    tanh and two (B, N) x (N, E) sums. Matmuls that read the same input are one each (the new h: the merge and the
+    next step's query, gate and recurrent; the context: the LSTM's input and the merge), and a photo's few beam rows
+    go through ``Dense``'s per-row products: what brought the attention decoder's decoding to its encoder's time
+    (benchmarks/attention_speed.json).
     """
 
     LAYERS = ("grid_projection", "embedding", "attention_lstm", "merge_dense", "logits")
     WHAT = "attention decoder"
-    state_arrays = 4
+    state_arrays = 5
 
     def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
         self._keep(config, layer_weights)
@@ -68,7 +73,6 @@ class AttentionInference(NumpyDecoder):
         (emb,) = layer_weights["embedding"]
         (self._key_w, self._key_b, self._query_w, score, self._gate_w, self._gate_b, self._init_h_w, self._init_h_b,
          self._init_c_w, self._init_c_b, kernel, self._recurrent, self._bias) = map(f32, layer_weights["attention_lstm"])
-        self._score = f32(score[:, None])  # (A, 1)
         self._merge_w, self._merge_b = map(f32, layer_weights["merge_dense"])  # (U + E, U), (U,)
         self._head_w, self._head_b = map(f32, layer_weights["logits"])  # (U, V), (V,)
         cell = c.feature_dim // max(c.grid_cells, 1)
@@ -83,9 +87,15 @@ class AttentionInference(NumpyDecoder):
         self._word_gates += self._bias
         self._ctx_kernel = f32(kernel[w:])  # (E, 4U)
         self._merge_h, self._merge_ctx = f32(self._merge_w[:c.units]), f32(self._merge_w[c.units:])  # (U, U), (E, U)
+        # what decodes: the matmuls that share their input fused, each in both layouts (Dense)
+        self._from_h = Dense(np.concatenate([self._query_w, self._gate_w, self._recurrent], axis=1))  # (U, A + E + 4U)
+        self._from_new_h = Dense(np.concatenate([self._merge_h, self._from_h.w], axis=1))  # (U, U + A + E + 4U)
+        self._from_ctx = Dense(np.concatenate([self._ctx_kernel, self._merge_ctx], axis=1))  # (E, 4U + U)
+        self._head = Dense(self._head_w)  # (U, V)
+        self._score_v = f32(score)  # (A,)
 
     def initial_state(self, features: np.ndarray) -> tuple:
-        """features (N, cells * C) -> (values (N, cells, E), keys (N, cells, A), h (N, U), c (N, U))."""
+        """features (N, cells * C) -> (values (N, cells, E), keys (N, cells, A), h (N, U), c (N, U), hq (N, A + E + 4U))."""
         c = self.config
         x = np.asarray(features, np.float32).reshape(len(features), c.grid_cells, -1)  # (N, cells, C)
         values = np.maximum(x @ self._grid_w + self._grid_b, 0.0)  # (N, cells, E)
@@ -93,35 +103,45 @@ class AttentionInference(NumpyDecoder):
         mean = values.mean(axis=1)  # (N, E)
         h = np.tanh(mean @ self._init_h_w + self._init_h_b)  # (N, U)
         cell = np.tanh(mean @ self._init_c_w + self._init_c_b)  # (N, U)
-        return values, keys, h, cell
+        return values, keys, h, cell, self._from_h(h)
 
     def attend(self, values: np.ndarray, keys: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> alpha (B, N): the weights over the cells, and ctx (B, E): the gated context."""
-        scores = (np.tanh(keys + (h @ self._query_w)[:, None, :]) @ self._score)[..., 0]  # (B, N)
+        return self._attend(values, keys, self._from_h(h))[:2]
+
+    def _attend(self, values: np.ndarray, keys: np.ndarray, hq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``hq`` = h @ [query | gate | recurrent] (B, A + E + 4U) -> alpha (B, N), the gated ctx (B, E), and the
+        recurrent part of the gates (B, 4U)."""
+        a, e = self.config.attention_dim, self.config.context_dim
+        hidden = np.add(keys, hq[:, None, :a])  # (B, N, A)
+        scores = np.tanh(hidden, out=hidden) @ self._score_v  # (B, N)
         scores -= scores.max(axis=1, keepdims=True)
         alpha = np.exp(scores)
         alpha /= alpha.sum(axis=1, keepdims=True)  # (B, N)
         ctx = np.matmul(alpha[:, None, :], values)[:, 0]  # (B, E)
-        ctx *= sigmoid(h @ self._gate_w + self._gate_b)
-        return alpha, ctx
+        ctx *= sigmoid(hq[:, a:a + e] + self._gate_b)
+        return alpha, ctx, hq[:, a + e:]
 
     def _step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple, np.ndarray]:
-        values, keys, h, c = state
+        values, keys, h, c, hq = state
         U = self.config.units
-        alpha, ctx = self.attend(values, keys, h)
-        z = self._word_gates[tokens] + ctx @ self._ctx_kernel  # (B, 4U)
-        z += h @ self._recurrent
+        alpha, ctx, recurrent = self._attend(values, keys, hq)
+        from_ctx = self._from_ctx(ctx)  # (B, 4U + U): the LSTM's input from the context, the merge's
+        z = self._word_gates[tokens] + from_ctx[:, :4 * U]  # (B, 4U)
+        z += recurrent
         gates = sigmoid(z)
         c = gates[:, U:2 * U] * c + gates[:, :U] * np.tanh(z[:, 2 * U:3 * U])  # (B, U)
         h = gates[:, 3 * U:] * np.tanh(c)  # (B, U)
-        merged = h @ self._merge_h + ctx @ self._merge_ctx  # (B, U)
+        from_h = self._from_new_h(h)  # (B, U + A + E + 4U): this step's merge, the next step's query, gate, recurrent
+        merged = from_h[:, :U]
+        merged += from_ctx[:, 4 * U:]
         merged += self._merge_b
         np.maximum(merged, 0.0, out=merged)
-        logits = merged @ self._head_w  # (B, V)
+        logits = self._head(merged)  # (B, V)
         logits += self._head_b
         logits -= logits.max(axis=1, keepdims=True)
         logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
-        return logits, (values, keys, h, c), alpha
+        return logits, (values, keys, h, c, from_h[:, U:]), alpha
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         """tokens (B,) int, state -> log_probs (B, V) float32, new state. Decoding's step."""

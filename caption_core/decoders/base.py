@@ -343,6 +343,37 @@ def _one_blas_thread():
             lib.set_num_threads(n)
 
 
+class Dense:
+    """A weight matrix (K, N) for decoding's matmuls, kept in both layouts: x (B, K) @ W is one BLAS gemm for a
+    batch, but for the few rows of one photo's beams OpenBLAS's gemm packs the whole matrix at every call (a
+    (5, 256) x (256, 2533) product took 1.4x the time of five matrix-vector products here, and MKL's gemm no less),
+    so up to ``SMALL`` rows it runs one matrix-vector product per row on the transposed copy, a block of ``BLOCK``
+    bytes of it at a time (each block is then read from the core's cache by every row: 13% less again), the rows of
+    a block in one stacked ``matmul`` call (9% less than a call per row). The sums are the same dot products,
+    accumulated in another order: float rounding apart, the same numbers."""
+
+    SMALL = 7  # up to this many rows: matrix-vector products (a photo's beams); more: one gemm (benchmarks/
+    # attention_speed.json: at 8 rows the gemm was as fast, at 10 faster)
+    BLOCK = 1 << 19  # bytes of the transposed matrix per block: 512 KiB, a core's L2 cache here
+
+    def __init__(self, w: np.ndarray):
+        self.w = np.ascontiguousarray(w, np.float32)  # (K, N)
+        self.t = np.ascontiguousarray(self.w.T)  # (N, K)
+        k, n = self.w.shape
+        step = max(16, self.BLOCK // (4 * k))
+        self.blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (B, K) -> (B, N) float32."""
+        if len(x) > self.SMALL:
+            return x @ self.w
+        out = np.empty((len(x), self.w.shape[1]), np.float32)
+        rows = x[:, :, None]  # (B, K, 1): a stack of vectors, one matrix-vector product each (in NumPy's C loop)
+        for a, b in self.blocks:
+            out[:, a:b] = np.matmul(self.t[None, a:b], rows)[..., 0]  # (B, n)
+        return out
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function (what Keras' LSTM uses for its gates), without overflow warnings."""
     return 0.5 * (np.tanh(0.5 * x) + 1.0)
