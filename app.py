@@ -198,7 +198,8 @@ class Handlers:
         if not attention or image is None:
             return gr.skip(), gr.skip()
         drawn = self.service.attention_overlays(image, attention)
-        return [(d["overlay"], d["word"]) for d in drawn], (details["captions"] or [{}])[0].get("caption", "")
+        whose = f"  ({attention['member']})" if attention.get("member") else ""
+        return [(d["overlay"], d["word"] + whose) for d in drawn], (details["captions"] or [{}])[0].get("caption", "")
 
     def boxes(self, image, details):
         """After a caption or a comparison: what the detector saw, as labelled boxes over the photo."""
@@ -269,8 +270,9 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
             with gr.Tab("Compare"):
                 table = gr.HTML(css_template=COMPARE_CSS)
             with gr.Tab("Which part of the photo each word depends on"):
-                gr.Markdown("Attention bundles (`-attention` in the name): where the decoder looked for each word, drawn "
-                            "with every caption (no extra pass over the photo). Other bundles: an occlusion map "
+                gr.Markdown("Attention bundles (`-attention` in the name; an ensemble with an attention member: that "
+                            "member's): where the decoder looked for each word, drawn with every caption (no extra "
+                            "pass over the photo). Other bundles: an occlusion map "
                             f"(Explain): each of {cfg.occlusion_grid}x{cfg.occlusion_grid} patches is greyed out in turn; "
                             "red marks the patches whose removal lowers that word's probability the most.")
                 explain_btn = gr.Button("Explain the caption")

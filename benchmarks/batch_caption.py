@@ -14,6 +14,10 @@ Per bundle:
 Each engine runs twice, on ``--small`` photos and on all of them: ``marginal_photos_per_s`` = the extra photos / the
 extra seconds (what a long job runs at), ``fixed_s`` = the start that a job pays once.
 
+With ``--detector both`` the local engine also runs without the COCO detector (``local_no_detector``: rows without
+objects, guidance by the classifier alone): ``detector_cost`` = that marginal rate / the local one (the detector's
+share of a long job).
+
 ``ratio_local_to_encoder`` = local marginal / encoder (the decoder must not be the bottleneck: target >= 0.9);
 ``ratio_to_local`` (ray) = ray marginal / local marginal (target >= 0.9 with 2 workers on 2 cores), and the same
 end to end. The projection: core-seconds per photo from the 2-worker marginal rate, and what N cores take for 10
@@ -64,11 +68,12 @@ def encoder_rate(bundle: str, paths: list[str], options: dict) -> dict:
     return {"photos": n, "seconds": round(seconds, 2), "photos_per_s": round(n / seconds, 2)}
 
 
-def batch_run(bundle: str, paths: list[str], options: dict, engine: str, workers: int, out: str, small: int) -> dict:
+def batch_run(bundle: str, paths: list[str], options: dict, engine: str, workers: int, out: str, small: int,
+              detect: bool = True) -> dict:
     """The engine end to end on ``small`` photos, then on all of them: the marginal rate and the fixed start."""
     from caption_core.batch import BatchConfig, list_photos, run_batch
 
-    cfg = BatchConfig(bundle=bundle, encoder_options=options, engine=engine, workers=workers)
+    cfg = BatchConfig(bundle=bundle, encoder_options=options, engine=engine, workers=workers, detect=detect)
     times = {}
     for n in (small, len(paths)):
         target = out if n == len(paths) else out + f"-small{os.path.splitext(out)[1]}"
@@ -97,6 +102,8 @@ def main(argv=None) -> int:
                    help="photos per bundle, in --bundle order (the last repeats): enough that Ray's start is amortised")
     p.add_argument("--small", type=int, nargs="+", default=[100, 50], help="photos of the short runs, per bundle")
     p.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--detector", choices=("on", "both"), default="on",
+                   help="both: the local engine also without the COCO detector (default: %(default)s)")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,6 +126,13 @@ def main(argv=None) -> int:
             r["local"] = batch_run(bundle, paths, options, "local", 1, local_out, small)
             print(name, "local", json.dumps(r["local"]), flush=True)
             local = best_captions(local_out)
+            if args.detector == "both":
+                bare = os.path.join(tmp, f"{name}-local-no-detector.jsonl")
+                r["local_no_detector"] = batch_run(bundle, paths, options, "local", 1, bare, small, detect=False)
+                r["detector_cost"] = round(r["local"]["marginal_photos_per_s"]
+                                           / r["local_no_detector"]["marginal_photos_per_s"], 3)
+                print(name, "local without the detector", json.dumps(r["local_no_detector"]), "ratio with/without",
+                      r["detector_cost"], flush=True)
             for w in args.workers:
                 out = os.path.join(tmp, f"{name}-ray{w}")
                 r[f"ray_{w}"] = rw = batch_run(bundle, paths, options, "ray", w, out, small)

@@ -135,7 +135,7 @@ def member_reference(folder: str, member: str, decoder, features: tuple[int, int
     entry = m["decoder"]
     if "members" in entry:
         raise BundleError(f"'{member}' is an ensemble itself: an ensemble's members are single bundles")
-    if entry["config"] != decoder.config.to_dict():
+    if DecoderConfig.from_dict(entry["config"]) != decoder.config:
         raise BundleError(f"member bundle '{os.path.basename(member)}' has another decoder config than the member given")
     return {"bundle": os.path.basename(member), "file": entry["file"], "sha256": m["files"][entry["file"]],
             "config": entry["config"], "features": list(features)}

@@ -246,14 +246,32 @@ class Captioner:
 
     @property
     def attends(self) -> bool:
-        """True for an attention decoder over a grid: its captions come with maps of where it looked."""
-        return getattr(self.encoder, "grid_shape", None) is not None and hasattr(self.decoder, "attention_maps")
+        """True for an attention decoder over a grid, or an ensemble with one among its members: its captions come
+        with maps of where it (that member) looked."""
+        return self._attention_source() is not None
+
+    def _attention_source(self):
+        """(decoder, encoder, feature slice or None, member name or None) of the maps a caption shows: the decoder
+        itself, or an ensemble's first attention member on its encoder's grid (labelled by its bundle)."""
+        if getattr(self.encoder, "grid_shape", None) is not None and hasattr(self.decoder, "attention_maps"):
+            return self.decoder, self.encoder, None, None
+        members, encoders = getattr(self.decoder, "members", None), getattr(self.encoder, "members", None)
+        if members and encoders and len(members) == len(encoders):
+            refs = (self.manifest.get("decoder") or {}).get("members") or []
+            built = (self.manifest.get("training") or {}).get("ensemble") or []  # what it was assembled from
+            for i, (m, enc, sl) in enumerate(zip(members, encoders, self.decoder.slices)):
+                if hasattr(m, "attention_maps") and getattr(enc, "grid_shape", None) is not None:
+                    name = next((e.get("bundle") for e in (refs[i:i + 1] + built[i:i + 1]) if e.get("bundle")), None)
+                    return m, enc, sl, name or f"member {i + 1} ({enc.name})"
+        return None
 
     def attention_maps(self, features: np.ndarray, captions: list[list[int]]) -> list[dict]:
         """Per image, the decoder's weights over the grid for each word of ``captions[i]`` (generated ids, <end>
-        last where emitted): the same step decoding ran, once more over the caption's words, no encoder pass."""
-        rows, cols, _ = self.encoder.grid_shape
-        extra = self.encoder.grid_extra
+        last where emitted): the same step decoding ran, once more over the caption's words, no encoder pass. An
+        ensemble's come from its attention member (on its slice of the features; ``"member"`` names it)."""
+        decoder, encoder, sl, member = self._attention_source()
+        rows, cols, _ = encoder.grid_shape
+        extra = encoder.grid_extra
         words = [[t for t in ids if t != END_ID] for ids in captions]
         length = max(len(w) for w in words) + 1
         tokens = np.zeros((len(words), length), np.int64)  # (N, T+1): <start> w1 .. wT, padded
@@ -261,14 +279,16 @@ class Captioner:
         for i, w in enumerate(words):
             tokens[i, 1:len(w) + 1] = w
         feats = np.zeros_like(features, np.float32) if self.blind else np.asarray(features, np.float32)
+        if sl is not None:
+            feats = feats[:, sl[0]:sl[1]]  # the member's share
         with self.decoder.blas_threads(len(feats)):
-            alpha = self.decoder.attention_maps(feats, tokens)  # (N, T, cells): weights that chose word t
+            alpha = decoder.attention_maps(feats, tokens)  # (N, T, cells): weights that chose word t
         out = []
         for i, w in enumerate(words):
             a = alpha[i, :len(w)]  # (T_i, cells)
             out.append({"words": [self.vocab.id_to_word[t] for t in w], "grid": [rows, cols],
                         "maps": a[:, extra:].reshape(len(w), rows, cols).round(5).tolist(),
-                        "outside": a[:, :extra].sum(axis=1).round(5).tolist()})
+                        "outside": a[:, :extra].sum(axis=1).round(5).tolist(), **({"member": member} if member else {})})
         return out
 
     def word_log_probs(self, features: np.ndarray, caption: str) -> tuple[list[str], np.ndarray]:

@@ -47,8 +47,9 @@ def caption_md(a: dict) -> str:
         lines += ["", guidance_md(a["guidance"], a["options"])]
     if a.get("attention"):  # an attention bundle: its maps are drawn in the explanation tab
         att = a["attention"]
-        lines += ["", f"*Where it looked: one map per word over the photo's {att['grid'][0]}x{att['grid'][1]} grid, in "
-                  "the tab 'Which part of the photo each word depends on' (no extra pass over the photo).*"]
+        whose = f" (the ensemble's attention member, `{att['member']}`)" if att.get("member") else ""
+        lines += ["", f"*Where it looked{whose}: one map per word over the photo's {att['grid'][0]}x{att['grid'][1]} grid, "
+                  "in the tab 'Which part of the photo each word depends on' (no extra pass over the photo).*"]
     detect = f" · detect {a['detect_ms']:.0f} ms" if a.get("objects") is not None else ""
     return "\n".join(lines + ["", f"*{a['bundle']} · {describe_decoding(a['strategy'], a['options'])} · "
                                   f"encode {a['encode_ms']:.0f} ms{detect} · decode {a['decode_ms']:.0f} ms*"])

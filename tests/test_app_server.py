@@ -97,6 +97,10 @@ def test_real_browser_upload_and_caption(server, tmp_path):
         page.get_by_text("Reference captions", exact=True).wait_for(timeout=30000)  # the caption's, not the header's words
         heading = page.locator("h3").first.inner_text()
         assert heading.strip()
+        from caption_core.detectors import shared_detector
+
+        if shared_detector() is not None:  # the detector's boxes are drawn over the photo, labelled
+            page.get_by_text("What the detector sees:").first.wait_for(timeout=30000)
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         # Compare: a table on a wide screen; at a phone's 390 px every caption keeps a readable width
         page.get_by_role("button", name="Compare all encoders").click()

@@ -224,3 +224,34 @@ def test_the_page_draws_an_attention_bundles_maps_with_its_caption(grid_parts, t
     assert all(isinstance(img, Image.Image) for img, _ in gallery)
     gallery, _ = h.explain(str(photo), "tiny-attention", "a dog")
     assert [label for _, label in gallery][1].endswith("attention)")
+
+
+def test_an_ensembles_attention_member_draws_its_maps(grid_parts, tiny_parts):
+    """The default bundle is an ensemble whose first member attends: its captions come with that member's maps,
+    labelled as its, the same maps the member alone gives on its slice of the features."""
+    from caption_core.captioner import Captioner
+    from caption_core.decoders import EnsembleDecoder
+    from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
+
+    enc_g, att, vocab = grid_parts
+    enc_m = tiny_parts[0]
+    merge = make_decoder(DecoderConfig(vocab_size=len(vocab), feature_dim=enc_m.output_dim, embed_dim=8, units=8,
+                                       max_length=12))
+    concat = ConcatEncoder(ConcatConfig(members=({"name": "vit_custom", "config": {}}, {"name": "vit_custom", "config": {}})),
+                           members=[enc_m, enc_g])
+    ens = EnsembleDecoder([merge.inference, att.inference], concat.slices)
+    manifest = {"decoder": {"members": [{"bundle": "tiny-merge"}, {"bundle": "tiny-attention"}]}}
+    captioner = Captioner(concat, ens, vocab, manifest, detector=None)
+    assert captioner.attends and not Captioner(enc_m, merge, vocab, detector=None).attends
+    photo = np.full((40, 40, 3), 120, np.uint8)
+    r = captioner.caption(photo, strategy="greedy", max_length=6)[0]
+    att_maps = r.attention
+    assert att_maps["member"] == "tiny-attention" and att_maps["grid"] == [4, 4]
+    assert len(att_maps["maps"]) == len(att_maps["words"]) == len([t for t in r.captions[0].tokens if t != END_ID])
+    feats = concat.encode([photo])
+    (alone,) = Captioner(enc_g, att, vocab, detector=None).attention_maps(feats[:, concat.slices[1][0]:], [r.captions[0].tokens])
+    assert alone["maps"] == att_maps["maps"] and "member" not in alone
+    for m, o in zip(att_maps["maps"], att_maps["outside"]):
+        assert abs(np.sum(m) + o - 1.0) < 1e-3
+    ex = captioner.explain(photo)
+    assert ex.method == "attention" and ex.heat.shape[1:] == (4, 4)

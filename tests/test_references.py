@@ -178,6 +178,10 @@ def test_app_from_the_committed_tree_alone_shows_references(shared_data, tmp_pat
             _, refs_md, details = client.predict(handle_file(str(upload)), api_name="/caption")
             assert details["reference_image"] == e.image_id, refs_md
             assert details["references"] == list(e.captions)
+            # the default bundle (an ensemble) returns its attention member's per-word maps, and what the detector saw
+            att = details["attention"]
+            assert att and att.get("member") and len(att["maps"]) == len(att["words"]) > 0, att
+            assert details["objects"] is not None and "counts" in details["objects"], details["objects"]
     finally:
         proc.terminate()
         proc.wait(30)

@@ -85,6 +85,7 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
              + (" (chosen on Flickr8k dev and an out-of-domain dev set together: see below)" if manifest.get("ood_dev")
                 else f" (chosen on the {manifest['tuning']['split']} split by {manifest['tuning']['metric']})"
                 if manifest.get("tuning") else ""), "",
+             *(_files_lines(manifest)),
              *([f"![Training curve]({CURVE_FILE})", ""] if curve else []),
              "## Metrics", ""]
     for split_name, by_strategy in metrics.items():
@@ -112,13 +113,34 @@ def model_card(name: str, manifest: dict, curve: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _files_lines(manifest: dict) -> list[str]:
+    """How the bundle's weights are stored, and where an ensemble's members are."""
+    entry = manifest["decoder"]
+    members = [m["bundle"] for m in entry.get("members", []) if "bundle" in m]
+    lines = []
+    if members:
+        lines.append(f"- Members: this bundle refers to the bundles {', '.join(f'`{m}`' for m in members)} by name and "
+                     "their decoders' sha256 (it holds none of their weights): keep them beside it in the same folder; "
+                     "from the Hub, `hf://owner/repo/<this bundle>` brings them along (`python -m training push` "
+                     "uploads them together).")
+    if entry.get("storage") == "float16":
+        lines.append("- Decoder weights stored as float16 (half the bytes); decoding computes in float32. What that "
+                     "changed on Flickr8k dev, per bundle: docs/weights.md in the project.")
+    return lines + ([""] if lines else [])
+
+
 def _ood_section(o: dict) -> list[str]:
     """What ``python -m training choose`` measured: each candidate decoding on Flickr8k dev and on the
     out-of-domain dev set, and the one chosen."""
     def decoding(r: dict) -> str:
         g = {k[6:]: v for k, v in r["options"].items() if k.startswith("guide_")}
-        return r["strategy"] + (f" (threshold {g.get('threshold')}{', veto alone' if g.get('veto_alone') else ''})"
-                                if r["strategy"] == "guided" else "")
+        if r["strategy"] != "guided":
+            return r["strategy"]
+        parts = [f"threshold {g.get('threshold')}"] + (["veto alone"] if g.get("veto_alone") else [])
+        if g.get("detector", 1.0) < 1.0:
+            parts.append(f"detector {g['detector']}" + (" first" if g.get("detector_first", True) else "")
+                         + (", counted" if g.get("count") else ""))
+        return f"guided ({', '.join(parts)})"
 
     lines = ["## Out-of-domain dev set and the default decoding", "",
              f"Every candidate decoding was scored on two dev sets: Flickr8k dev and `{os.path.basename(os.path.normpath(o['ood_set']))}` "

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from caption_core.bundle import read_manifest, update_manifest, verify_bundle
-from caption_core.decoders import read_keras_weights, store_half, weights_storage
+from caption_core.decoders import DecoderConfig, read_keras_weights, store_half, weights_storage
 from caption_core.files import sha256_file
 
 
@@ -33,6 +33,11 @@ def same_weights(a: str, b: str) -> bool:
     half = lambda x: np.asarray(x, np.float32).astype(np.float16)  # noqa: E731
     return all(len(wa[k]) == len(wb[k]) and all(x.shape == y.shape and np.array_equal(half(x), half(y))
                                                 for x, y in zip(wa[k], wb[k])) for k in wa)
+
+
+def same_config(a: dict, b: dict) -> bool:
+    """Two manifests' decoder configs describe the same decoder (fields an older manifest lacks take their defaults)."""
+    return DecoderConfig.from_dict(a) == DecoderConfig.from_dict(b)
 
 
 def compact_single(folder: str) -> dict:
@@ -65,7 +70,7 @@ def compact_ensemble(folder: str) -> dict:
         home = None
         for c in candidates:
             cm = read_manifest(c)
-            if "members" not in cm["decoder"] and cm["decoder"]["config"] == entry["config"] \
+            if "members" not in cm["decoder"] and same_config(cm["decoder"]["config"], entry["config"]) \
                     and same_weights(copy, os.path.join(c, cm["decoder"]["file"])):
                 home = c
                 break
