@@ -5,8 +5,9 @@
   1.16.2, ``python -m tf2onnx.convert --tfjs model.json --output coco_ssd.onnx --opset 13``) and run with ONNX
   Runtime; the graph takes the uint8 photo and resizes it itself.
 
-One photo at a time, float32, both on the same photos in alternation (the order swapped every photo), after a
-warm-up; per-photo medians; and how far their outputs are apart (scores and boxes).
+One photo at a time, float32, the same photos; each route in a process of its own (an ONNX Runtime's threads and
+torch's spin between runs and slow each other down when they share a process: 2x for torch here), the two
+alternating ``--rounds`` times; per-photo medians; and, in one more process, how far their outputs are apart.
 
     .venv/bin/python benchmarks/detector_routes.py --onnx /tmp/coco_ssd.onnx [--photos 40] [--json out.json]
 """
@@ -14,8 +15,10 @@ warm-up; per-photo medians; and how far their outputs are apart (scores and boxe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -36,57 +39,85 @@ def photos(n: int) -> list[str]:
     return out
 
 
+def runners(onnx: str, threads: int, routes: tuple[str, ...]) -> dict:
+    """route -> fn(PIL image) -> (scores (1, 1917, 90), boxes (1, 1917, 4))."""
+    out = {}
+    if "torch" in routes:
+        import torch
+
+        from caption_core.detectors import build_detector
+
+        torch.set_num_threads(threads)
+        det = build_detector("coco_ssd")
+        out["torch"] = lambda img: det.raw(det.prepare(img)[None])
+    if "onnx" in routes:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+
+        def run_onnx(img):
+            res = dict(zip(names, sess.run(None, {"image_tensor:0": np.asarray(img)[None].astype(np.uint8)})))
+            return res["Postprocessor/Slice:0"], res["Postprocessor/ExpandDims_1:0"][:, :, 0]
+
+        out["onnx"] = run_onnx
+    return out
+
+
+def time_route(route: str, onnx: str, paths: list[str], threads: int) -> list[float]:
+    from caption_core.images import load_image
+
+    fn = runners(onnx, threads, (route,))[route]
+    images = [load_image(p) for p in paths]
+    for img in images[:3]:  # warm-up
+        fn(img)
+    times = []
+    for img in images:
+        t0 = time.perf_counter()
+        fn(img)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="the converted graph")
     p.add_argument("--photos", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--time", choices=("torch", "onnx"), help=argparse.SUPPRESS)  # one route, in this process
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    import onnxruntime as ort
-    import torch
-
-    from caption_core.detectors import build_detector
+    paths = photos(args.photos)
+    if args.time:
+        print(json.dumps(time_route(args.time, args.onnx, paths, args.threads)))
+        return
+    times: dict[str, list[float]] = {"torch": [], "onnx": []}
+    for r in range(args.rounds):
+        for route in (("torch", "onnx") if r % 2 == 0 else ("onnx", "torch")):
+            out = subprocess.run([sys.executable, __file__, "--onnx", args.onnx, "--photos", str(args.photos),
+                                  "--threads", str(args.threads), "--time", route], capture_output=True, text=True,
+                                 check=True)
+            times[route] += json.loads(out.stdout.strip().splitlines()[-1])
     from caption_core.images import load_image
 
-    torch.set_num_threads(args.threads)
-    det = build_detector("coco_ssd")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
-    sess = ort.InferenceSession(args.onnx, so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-
-    def run_torch(img):
-        return det.raw(det.prepare(img)[None])
-
-    def run_onnx(img):
-        out = dict(zip(names, sess.run(None, {"image_tensor:0": np.asarray(img)[None].astype(np.uint8)})))
-        return out["Postprocessor/Slice:0"], out["Postprocessor/ExpandDims_1:0"][:, :, 0]
-
-    images = [load_image(p) for p in photos(args.photos)]
-    for img in images[:3]:  # warm-up
-        run_torch(img), run_onnx(img)
-    times = {"torch": [], "onnx": []}
-    diffs = {"scores": [], "boxes": []}
-    for i, img in enumerate(images):
-        order = [("torch", run_torch), ("onnx", run_onnx)][:: 1 if i % 2 == 0 else -1]
-        outs = {}
-        for name, fn in order:
-            t0 = time.perf_counter()
-            outs[name] = fn(img)
-            times[name].append((time.perf_counter() - t0) * 1000)
-        diffs["scores"].append(float(np.abs(outs["torch"][0] - outs["onnx"][0]).max()))
-        diffs["boxes"].append(float(np.abs(outs["torch"][1] - outs["onnx"][1]).max()))
-    report = {"photos": len(images), "threads": args.threads, "precision": "float32",
+    both = runners(args.onnx, args.threads, ("torch", "onnx"))
+    diffs = {"scores": 0.0, "boxes": 0.0}
+    for path in paths:
+        img = load_image(path)
+        (st, bt), (so, bo) = both["torch"](img), both["onnx"](img)
+        diffs = {"scores": max(diffs["scores"], float(np.abs(st - so).max())),
+                 "boxes": max(diffs["boxes"], float(np.abs(bt - bo).max()))}
+    report = {"photos": len(paths), "rounds": args.rounds, "threads": args.threads, "precision": "float32",
               "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
               "p90_ms": {k: round(float(np.percentile(v, 90)), 1) for k, v in times.items()},
               "onnx_over_torch": round(statistics.median(times["onnx"]) / statistics.median(times["torch"]), 3),
-              "max_abs_difference": {k: max(v) for k, v in diffs.items()}}
+              "max_abs_difference": diffs}
     print(report)
     if args.json:
-        from training.common import write_json
-
-        from training.common import machine
+        from training.common import machine, write_json
 
         write_json(args.json, {**report, "machine": machine()})
 

@@ -322,11 +322,12 @@ def build_network(tensors: dict[str, np.ndarray]):
             self.weight, self.bias = param(w), param(bias)
             self.k, self.stride, self.relu6 = w.shape[-1], stride, relu6
             self.groups = w.shape[0] if depthwise else 1
+            self.pad = (self.k - 1) // 2 if stride == 1 else 0  # stride 1: 'same' is symmetric, the conv pads itself
 
         def forward(self, x):
-            if self.k > 1:
+            if self.k > 1 and self.stride > 1:  # stride 2: TensorFlow pads after, not before
                 x = same_pad(x, self.k, self.stride)
-            x = F.conv2d(x, self.weight, self.bias, self.stride, groups=self.groups)
+            x = F.conv2d(x, self.weight, self.bias, self.stride, self.pad, groups=self.groups)
             return F.hardtanh(x, 0.0, 6.0) if self.relu6 else x
 
     t = tensors
