@@ -243,6 +243,7 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
         with gr.Row():
             with gr.Column(scale=1):
                 image = photo_input(type="filepath", label="Photo", sources=["upload", "webcam", "clipboard"], height=320)
+                objects_img = gr.AnnotatedImage(label="What the detector sees", visible=False, height=320)
                 gallery_examples = gr.Gallery(value=examples.paths, label=f"Examples ({examples.kind}): click one",
                                               columns=6, height=170, allow_preview=False, show_label=True,
                                               visible=bool(examples.paths))
@@ -265,7 +266,6 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
                                            info="Untick to compare them all with the strategy and options above.")
                 captions_md = gr.Markdown(label="Caption")
                 refs_md = gr.Markdown()
-                objects_img = gr.AnnotatedImage(label="What the detector sees", visible=False, height=300)
         with gr.Tabs():
             with gr.Tab("Compare"):
                 table = gr.HTML(css_template=COMPARE_CSS)

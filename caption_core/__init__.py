@@ -1,4 +1,4 @@
-"""caption_core: image -> caption. Encoders, decoders, decoding strategies, bundles.
+"""caption_core: image -> caption. Encoders, decoders, detectors, decoding strategies, bundles.
 
 Importing this package imports nothing heavy and does nothing: Keras, TensorFlow and torch load
 only when an encoder or decoder is built. No gradio, no training code here.
@@ -16,6 +16,7 @@ _LAZY = {
     "DecodeOptions": "decoding", "STRATEGIES": "decoding", "decode": "decoding",
     "DecoderConfig": "decoders", "MergeDecoder": "decoders", "EnsembleDecoder": "decoders",
     "ENCODERS": "encoders", "build_encoder": "encoders",
+    "DETECTORS": "detectors", "build_detector": "detectors", "Objects": "detectors",
     "load_image": "images", "ImageError": "images", "ImageLimits": "images",
     "save_bundle": "bundle", "load_bundle": "bundle", "list_bundles": "bundle", "BundleError": "bundle",
     "OfflineError": "hub",

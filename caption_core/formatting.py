@@ -181,3 +181,31 @@ def detector_table(folder: str = BENCHMARKS) -> str:
              f"{found.get('photos', '?')} | {speed.get('detector_ms', '?')} | {speed.get('encoder_ms', '?')} "
              f"({speed.get('bundle', '?')}) | {speed.get('ratio', '?')}x |"]
     return "\n".join(lines)
+
+
+def bundles_table(weights_dir: str) -> str:
+    """Every bundle of ``weights_dir`` in one Markdown table (the README's, kept true by a test): its encoder and
+    decoder, its default decoding, its test scores on Flickr8k and its out-of-domain dev scores with that decoding
+    (``python -m training choose``), its size on disk (an ensemble's members not counted: it refers to them)."""
+    from .bundle import best_first, list_bundles
+    from .serving import encoder_label
+
+    found = {b["name"]: b for b in list_bundles(weights_dir) if "manifest" in b}
+    lines = ["| bundle | encoder | decoder | default decoding | Flickr8k test CIDEr / BLEU-4 | coco-mini CIDEr, main "
+             "object named | MiB |", "|---|---|---|---|---|---|---|"]
+    for name in best_first({n: b["manifest"] for n, b in found.items()}):
+        m, path = found[name]["manifest"], found[name]["path"]
+        entry = m["decoder"]
+        kinds = sorted({x["config"].get("kind", "merge") for x in entry.get("members", [entry])})
+        decoder = ("ensemble of " if "members" in entry else "") + " + ".join(kinds)
+        d = m.get("default_decoding") or {}
+        s = test_scores(m)
+        ood = (m.get("ood_dev") or {})
+        row = ood["rows"][ood["chosen"]]["ood_dev"] if ood.get("rows") else {}
+        size = sum(os.path.getsize(os.path.join(path, f)) for f in m["files"]) / 2**20
+        lines.append(f"| `{name}` | {encoder_label(m['encoder'])} | {decoder} | "
+                     f"{describe_decoding(d.get('strategy', 'beam'), d.get('options') or {})} | "
+                     f"{s.get('CIDEr', float('nan')):.3f} / {s.get('BLEU-4', float('nan')):.3f} | "
+                     + (f"{row['CIDEr']:.3f}, {row.get('main_object_named')}/{row.get('main_object_of')}" if row else "-")
+                     + f" | {size:.1f} |")
+    return "\n".join(lines)

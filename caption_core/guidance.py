@@ -52,7 +52,7 @@ COCO_WORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "c
 COCO_WORDS_FORMAT = "caption_core.coco_words/1"
 # The groups whose classes may require a word: of the word map's groups (its "groups", in order of precedence,
 # from training/wordmap.py), those where coco-mini (the out-of-domain dev set) showed a gain; the others named
-# nothing more there (README: "Everyday photos") and serve the word map and the veto.
+# nothing more there (docs/results.md: "Everyday photos") and serve the word map and the veto.
 GUIDED_GROUPS = ("animal", "vehicle", "food", "plant", "furniture", "device")
 # what a Flickr8k decoder mistakes other things for (a fish photo: "a dog ... with a fish in its mouth"): when
 # guidance fires on any group, the words of these groups that the classifier rules out are vetoed too

@@ -18,7 +18,7 @@ squashes of ~500x375 originals: an original at its own aspect, squashed, is the 
 The thresholds in ``MatchConfig`` were set from measurements over re-encoded, resized, recoloured,
 rotated, bordered and cropped copies of the 1,000 Flickr8k test photos (recall) and over the CIFAR-10
 test images, dev and test photos checked against an index of the train photos, and generated flat
-images (false matches): README, "Reference captions".
+images (false matches): docs/app.md, "How a photo is recognised".
 """
 
 from __future__ import annotations

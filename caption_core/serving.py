@@ -270,19 +270,23 @@ def fallback_examples() -> list[str]:
 
 # -- the service -----------------------------------------------------------------------------------
 def describe_decoding(strategy: str, options: dict) -> str:
-    """A decoding in a few words, for people: 'guided (threshold 0.3, veto alone), beam 5, alpha 1.0'."""
+    """A decoding in a few words, for people: 'guided (detector 0.5 first, classifier 0.3, veto alone), beam 5, alpha
+    1.0'; a classifier at threshold 1 requires nothing (it only vetoes)."""
     parts = []
     if strategy == "guided":
-        extra = [f"threshold {options.get('guide_threshold')}"]
+        extra = []
+        if options.get("guide_detector", 1.0) < 1.0:
+            extra.append(f"detector {options['guide_detector']}" + (" first" if options.get("guide_detector_first", True)
+                                                                    else "") + (", counted" if options.get("guide_count")
+                                                                                else ""))
+        threshold = options.get("guide_threshold")
+        extra.append(f"classifier {threshold}" if threshold is None or threshold < 1.0 else "the classifier only vetoes")
         if not options.get("guide_veto", True):
             extra.append("no veto")
         elif options.get("guide_veto_alone"):
             extra.append("veto alone")
         if options.get("guide_within"):
             extra.append(f"within {options['guide_within']} words")
-        if options.get("guide_detector", 1.0) < 1.0:
-            extra.append(f"detector {options['guide_detector']}" + (" first" if options.get("guide_detector_first", True)
-                                                                    else ""))
         parts.append(f"guided ({', '.join(extra)})")
     else:
         parts.append(strategy)

@@ -189,3 +189,37 @@ def test_compare_uses_each_bundles_own_default_and_says_which(app_setup, tmp_pat
     assert a["reference_image"] is None and not any("CIDEr" in r for r in a["rows"])
     assert "CIDEr" not in table and "BLEU-4" not in table and "Not a Flickr8k photo" in refs_md
     assert "CIDEr" in compare_html([{**own["rows"][0], "CIDEr": 0.5}])
+
+
+def test_the_page_draws_the_detectors_boxes_and_says_who_guided(app_setup):
+    """After a caption the photo is shown with the detector's labelled boxes (in the photo's pixels); the caption
+    marks the words guidance required, and says whether the detector or the classifier required them."""
+    from caption_core.formatting import caption_md, describe_objects, guidance_md
+
+    import skimage.data
+
+    demo, _, _ = app_setup
+    h = demo.handlers
+    photo = skimage.data.chelsea()  # a cat the detector sees
+    _, _, details = h.caption(photo, "tiny-a", "greedy")
+    if details["objects"] is None:
+        pytest.skip("no COCO detector here (its carrier is not installed)")
+    assert details["objects"]["main"] == "cat" and details["detect_ms"] > 0
+    shown, boxes = h.service.object_boxes(photo, details["objects"])
+    assert shown.size[0] <= 480 and len(boxes) == len(details["objects"]["detections"]) >= 1
+    w, h_ = shown.size
+    for ((x0, y0, x1, y1), label), d in zip(boxes, details["objects"]["detections"]):
+        assert label.startswith(d["category"]) and 0 <= x0 <= x1 <= w + 1 and 0 <= y0 <= y1 <= h_ + 1
+    update = h.boxes(photo, details)
+    assert getattr(update, "visible", None) is True and "What the detector sees: cat" in update.label
+    assert describe_objects({"counts": {"person": 2, "dog": 1}}) == "person x2, dog"
+    g = {"word": "dogs", "probability": 0.91, "top_class": "ski", "class_probability": 0.4, "required_words": ["dogs"],
+         "banned_words": [], "source": "detector", "category": "dog", "count": 2, "met": True}
+    md = caption_md({"captions": [{"caption": "two dogs run in the snow", "score": -1.0}], "reference_image": None,
+                     "imagenet_top5": [], "strategy": "guided", "guidance": g, "options": {"guide_threshold": 1.0},
+                     "bundle": "b", "encode_ms": 1.0, "decode_ms": 1.0, "detect_ms": 1.0,
+                     "objects": {"counts": {"dog": 2}}})
+    assert "### two **dogs** run in the snow" in md and "detect 1 ms" in md
+    assert "Guided by the detector: **dogs** required (the detector's main object: dog, 2 of them" in md
+    both = guidance_md({**g, "source": "both", "word": "cat", "category": "cat", "count": 1}, {})
+    assert both.startswith("*Guided by the detector and the classifier: **cat**") and "the classifier agrees: ski" in both

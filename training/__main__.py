@@ -21,6 +21,7 @@ Commands
   compact        bundles written before float16 storage: their decoders stored as float16, ensembles' copied members
                  replaced by references to the member bundles beside them
   detector       the COCO detector measured: the main object found on a COCO-format dev set, its time per photo
+  table          every bundle's headline figures as the README's table (--write README.md rewrites it there)
   push           upload a bundle to a Hugging Face Hub repository with a model card (an ensemble with its members)
 """
 
@@ -225,6 +226,10 @@ def parser() -> argparse.ArgumentParser:
     dt.add_argument("--repeats", type=int, default=3, help="timing rounds over the photos (default: %(default)s)")
     dt.add_argument("--report", default=os.path.join("benchmarks", "detector.json"),
                     help="JSON report, read by the page's Encoders tab (default: %(default)s)")
+
+    tb = sub.add_parser("table", help="the bundles' headline figures as a Markdown table (the README's)")
+    tb.add_argument("--weights", default="weights", help="(default: %(default)s)")
+    tb.add_argument("--write", metavar="README", help="replace the table between README's <!-- bundles --> markers")
 
     u = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     u.add_argument("bundle")
@@ -534,6 +539,27 @@ def cmd_detector(args) -> int:
     return 0
 
 
+BUNDLES_BEGIN, BUNDLES_END = "<!-- bundles: python -m training table --write README.md -->", "<!-- /bundles -->"
+
+
+def cmd_table(args) -> int:
+    from caption_core.formatting import bundles_table
+
+    table = bundles_table(args.weights)
+    if not args.write:
+        print(table)
+        return 0
+    with open(args.write, encoding="utf-8") as f:
+        text = f.read()
+    if BUNDLES_BEGIN not in text or BUNDLES_END not in text:
+        raise ValueError(f"{args.write} has no {BUNDLES_BEGIN} ... {BUNDLES_END} markers to write the table between")
+    head, rest = text.split(BUNDLES_BEGIN, 1)
+    with open(args.write, "w", encoding="utf-8") as f:
+        f.write(head + BUNDLES_BEGIN + "\n" + table + "\n" + BUNDLES_END + rest.split(BUNDLES_END, 1)[1])
+    print(f"table written into {args.write}")
+    return 0
+
+
 def cmd_push(args) -> int:
     from .push import push_bundle
 
@@ -547,7 +573,7 @@ COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train
             "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "coco": cmd_coco,
             "choose": cmd_choose, "card": cmd_card,
             "ensemble": cmd_ensemble, "probe": cmd_probe, "fingerprint": cmd_fingerprint, "compact": cmd_compact,
-            "detector": cmd_detector, "push": cmd_push}
+            "detector": cmd_detector, "table": cmd_table, "push": cmd_push}
 
 if __name__ == "__main__":
     sys.exit(main())

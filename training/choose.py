@@ -2,7 +2,7 @@
 
 A default chosen on Flickr8k dev alone serves Flickr8k photos; the people who use the demo bring their own.
 So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of-domain COCO-format folder
-(``training.coco``: coco-mini here). The rule (stated in the README, recorded in the manifest):
+(``training.coco``: coco-mini here). The rule (stated in docs/results.md, recorded in the manifest):
 
 1. **Candidates**: the bundle's tuned beam search (``python -m training tune`` chose its width, length penalty
    and n-gram blocking on Flickr8k dev), and guided decoding on top of the same options at each threshold of
@@ -17,7 +17,7 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
    ``tie``), the one that names the main object most often, then the simplest (beam before guided).
 
 Test splits are never read to choose. Once chosen (``--write``), the Flickr8k test split is captioned with the
-new default and scored, so that the README, the card and the page report the test figures of what ships.
+new default and scored, so that the docs, the card and the page report the test figures of what ships.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ChooseConfig(Config):
     detector_thresholds: tuple[float, ...] = (0.5, 0.6)  # guide_detector values tried (the detector off: 1.0, always)
     detector_first: tuple[bool, ...] = (True, False)  # guide_detector_first values tried with each of them
     counts: tuple[bool, ...] = (False,)  # guide_count values tried with each of those (True lowered both dev sets in
-    # every pair measured on the default bundle: README)
+    # every pair measured on the default bundle: docs/detector.md)
 
     def __post_init__(self):  # command-line values arrive as strings
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))

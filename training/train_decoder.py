@@ -37,7 +37,7 @@ class DecoderTrainConfig(Config):
     min_count: int = 5  # vocabulary: words seen fewer times in the training captions become <unk>
     seed: int = 0  # seeds weights, dropout and batch order (a resumed run draws the same)
     blind: bool = False  # train on zeroed image features: the language-only baseline
-    jit_compile: bool = False  # XLA: slower for the LSTM on CPU (README)
+    jit_compile: bool = False  # XLA: slower for the LSTM on CPU (docs/training.md)
     pool_batches: int = 50  # length-sorted pools of this many batches
 
     def decoder_config(self, vocab_size: int, feature_dim: int, grid_cells: int = 0) -> DecoderConfig:

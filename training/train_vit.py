@@ -36,7 +36,7 @@ class ViTTrainConfig(Config):
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     label_smoothing: float = 0.1  # cross-entropy against 0.9 / 0.1 spread targets
     seed: int = 0  # seeds weights, augmentation and order
-    jit_compile: bool = True  # XLA: faster for this model on CPU (README)
+    jit_compile: bool = True  # XLA: faster for this model on CPU (docs/training.md)
     limit: int = 0  # use only the first N training images (0 = all; tests use a few)
     cache: str = "cache"  # decoded CIFAR arrays are kept here
 
