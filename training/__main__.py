@@ -3,6 +3,8 @@
 Commands
   features       extract and cache encoder features for a dataset's splits
   train-decoder  train the merge decoder on cached features (checkpoints, --resume)
+  pretrain-text  the merge decoder's language side trained on caption text without photos (COCO, Flickr30k):
+                 a start for build --init-from (checkpoints, resumes)
   train-vit      train the custom ViT encoder on CIFAR-10 (checkpoints, --resume)
   evaluate       caption a split with a bundle and score it (pycocoevalcap); writes into the manifest
   tune           choose the default decoding (beam width, length penalty) on the dev split
@@ -36,6 +38,7 @@ from caption_core.config import add_arguments, from_arguments, parse_option
 
 DEFAULT_FLICKR = os.path.join("..", "shared", "data", "flickr8k")
 DEFAULT_COCO = os.path.join("..", "shared", "data", "coco-mini")
+DEFAULT_TEXT = os.path.join("..", "shared", "data", "caption-text")
 
 
 def _encoder_args(p: argparse.ArgumentParser) -> None:
@@ -55,6 +58,12 @@ def _decoder_config(args, out: str):
     from .train_decoder import DecoderTrainConfig
 
     return from_arguments(DecoderTrainConfig, args, out=out)
+
+
+def _text_config_class():
+    from .train_decoder import DecoderTrainConfig
+
+    return DecoderTrainConfig
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,6 +101,21 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder for checkpoints")
     _encoder_args(t)
     _decoder_args(t)
+
+    pt = sub.add_parser("pretrain-text", help="train the merge decoder's language side on caption text without "
+                        "photos (a start for build --init-from)")
+    pt.add_argument("--corpus", default=DEFAULT_TEXT, help="caption-text folder: coco/*.json, */*.token.txt "
+                    "(default: %(default)s)")
+    pt.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr8k folder: its train captions join the text, "
+                    "its dev and test photos are held out by their split lists (default: %(default)s)")
+    pt.add_argument("--ood-dev", nargs="*", default=[DEFAULT_COCO], help="COCO-format dev folders: their photos "
+                    "held out, their captions in the dev loss (default: %(default)s)")
+    pt.add_argument("--out", default=os.path.join("runs", "text-pretrain"), help="run folder (default: %(default)s)")
+    add_arguments(pt.add_argument_group("decoder training"), _text_config_class(),
+                  exclude=("out", "vocab_size", "feature_dim", "grid_cells", "kind", "blind", "init_from", "text",
+                           "text_mix", "context_dim", "attention_dim", "attention_penalty", "feature_dropout"),
+                  defaults={"min_count": 20, "epochs": 4, "patience": 1})
+    pt.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
     v = sub.add_parser("train-vit", help="train the custom ViT on CIFAR-10")
     add_arguments(v.add_argument_group("training"), ViTTrainConfig)
@@ -276,10 +300,27 @@ def cmd_train_decoder(args) -> int:
     splits = load_splits(args.dataset, ["train", "dev"])
     encoder = encoder_for(args.encoder, args.weights, dict(args.encoder_options))
     feats = {s: extract_features(encoder, ex, args.dataset, s, args.cache) for s, ex in splits.items()}
+    cfg = _decoder_config(args, args.out)
+    text = None
+    if cfg.text_mix > 0:
+        from .pretrain_text import training_text
+
+        text, _ = training_text(cfg.text, args.dataset, (DEFAULT_COCO,))
     print(f"training into {args.out}", flush=True)
-    state = train_decoder(_decoder_config(args, args.out), splits["train"], *feats["train"], splits["dev"],
-                          *feats["dev"], resume=not args.no_resume)
+    state = train_decoder(cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"],
+                          resume=not args.no_resume, text_captions=text)
     print(f"best epoch {state['best_epoch']} (dev loss {state['best_dev_loss']:.4f}); weights: {args.out}/best.keras")
+    return 0
+
+
+def cmd_pretrain_text(args) -> int:
+    from .pretrain_text import pretrain_text
+    from .train_decoder import DecoderTrainConfig
+
+    cfg = from_arguments(DecoderTrainConfig, args, out=args.out)
+    state = pretrain_text(cfg, args.corpus, args.dataset, tuple(args.ood_dev), resume=not args.no_resume)
+    print(f"best epoch {state['best_epoch']} (dev loss {state['best_dev_loss']:.4f}); start a photo run from it: "
+          f"python -m training build --encoder E --init-from {args.out} --text {args.corpus} --text-mix 1")
     return 0
 
 
@@ -570,6 +611,7 @@ def cmd_push(args) -> int:
 
 COMMANDS = {"features": cmd_features, "train-decoder": cmd_train_decoder, "train-vit": cmd_train_vit,
             "evaluate": cmd_evaluate, "tune": cmd_tune, "build": cmd_build, "scst": cmd_scst,
+            "pretrain-text": cmd_pretrain_text,
             "references": cmd_references, "wordmap": cmd_wordmap, "guide": cmd_guide, "coco": cmd_coco,
             "choose": cmd_choose, "card": cmd_card,
             "ensemble": cmd_ensemble, "probe": cmd_probe, "fingerprint": cmd_fingerprint, "compact": cmd_compact,

@@ -24,6 +24,7 @@ from .features import cache_dir, extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
 log = logging.getLogger("training.build")
+DEFAULT_OOD_DEV = os.path.join("..", "shared", "data", "coco-mini")  # its photos' captions never train
 
 
 def dataset_name(source: str) -> str:
@@ -289,9 +290,15 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     feature_rates = {s: (read_json(os.path.join(cache_dir(cfg.cache, encoder, cfg.dataset), s, "index.json")) or {})
                      .get("images_per_second") for s in splits}
     print(f"features ready in {feature_seconds:.0f} s (extraction rates, images/s: {feature_rates})", flush=True)
+    text = None
+    if train_cfg.text_mix > 0:  # caption text read beside the photos (held out: Flickr8k dev/test, coco-mini)
+        from .pretrain_text import training_text
+
+        text, text_report = training_text(train_cfg.text, cfg.dataset, (DEFAULT_OOD_DEV,))
+        print(f"caption text: {len(text)} captions without photos ({text_report})", flush=True)
     t0 = time.perf_counter()
     state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume,
-                          grid_cells=encoder.grid_cells)
+                          grid_cells=encoder.grid_cells, text_captions=text)
     decoder_seconds = sum(h["seconds"] for h in state["history"])
     vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
     decoder = load_decoder(os.path.join(run_dir, "best.keras"),
@@ -308,6 +315,10 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "decoder_train": train_cfg.to_dict(), "seed": train_cfg.seed, "command": command_line(),
                 "feature_seconds": round(feature_seconds, 1), "feature_images_per_second": feature_rates,
                 "decoder_seconds": round(decoder_seconds, 1),
+                **({"text": {"init_from": state.get("init_from"), "corpus": train_cfg.text or None,
+                             "text_captions": state.get("text_captions", 0),
+                             "text_per_epoch": state.get("text_per_epoch", 0)}}
+                   if train_cfg.init_from or train_cfg.text_mix > 0 else {}),
                 "machine": machine(), "versions": versions(), "git_commit": git_commit()}
     if encoder.provenance():  # how the encoder itself was trained (vit_custom: CIFAR-10 accuracy, time, hardware)
         training["encoder_training"] = encoder.provenance()

@@ -96,33 +96,14 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
     from caption_core.captioner import Captioner
     from caption_core.encoders import supported_options
 
-    from .coco import coco_features, load_coco, score_coco
-    from .detections import coco_objects, split_objects
-    from .guide import decode_captions, flickr_split, score
-
     captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
                                                                 {"precision": "float32"}))
     base = {k: v for k, v in (captioner.manifest.get("default_decoding") or {}).get("options", {}).items()
             if not k.startswith("guide_")}
     t0 = time.perf_counter()
-    photos = load_coco(coco)
-    o_feats, o_probs, o_ids = coco_features(captioner, photos, cache)
-    d_ids, d_feats, d_probs, d_refs = flickr_split(captioner, dataset, "dev", cache)
-    det = captioner.detector
-    o_objects = coco_objects(det, photos, o_ids, cache) if det else None
-    d_objects = split_objects(det, dataset, "dev", d_ids, cache) if det else None
+    rows = score_candidates(captioner, candidates(base, cfg, detector=captioner.detector is not None), dataset, coco,
+                            cache)
     name = captioner.name
-    rows = []
-    for strategy, options in candidates(base, cfg, detector=det is not None):
-        dev = score(d_refs, d_ids, decode_captions(captioner, d_feats, d_probs, strategy, options, objects=d_objects)[0],
-                    meteor=False)
-        ood = score_coco(photos, o_ids, decode_captions(captioner, o_feats, o_probs, strategy, options,
-                                                        objects=o_objects)[0])
-        ood.pop("named_per_category", None)
-        rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood})
-        print(f"{name} {strategy} {({k[6:]: v for k, v in options.items() if k.startswith('guide_')})}: Flickr8k dev "
-              f"CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr {ood['CIDEr']:.4f}, "
-              f"main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}", flush=True)
     ok = eligible(rows, cfg)
     chosen = pick(rows, cfg, ok)
     report = {"bundle": name, "config": cfg.to_dict(), "ood_set": coco, "rows": rows,
@@ -133,6 +114,37 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
     if write:
         record(folder, captioner, report, dataset, cache)
     return report
+
+
+def score_candidates(captioner, cands: list[tuple[str, dict]], dataset: str, coco: str, cache: str = "cache",
+                     label: str | None = None, keep_captions: bool = False) -> list[dict]:
+    """Each (strategy, options) of ``cands`` decoded by ``captioner`` on Flickr8k dev and on the COCO-format folder
+    ``coco`` (the detector's findings where it has one) and scored -> one row each: 'flickr_dev', 'ood_dev' (and
+    'ood_captions', photo id -> caption, where ``keep_captions``)."""
+    from .coco import coco_features, load_coco, score_coco
+    from .detections import coco_objects, split_objects
+    from .guide import decode_captions, flickr_split, score
+
+    photos = load_coco(coco)
+    o_feats, o_probs, o_ids = coco_features(captioner, photos, cache)
+    d_ids, d_feats, d_probs, d_refs = flickr_split(captioner, dataset, "dev", cache)
+    det = captioner.detector
+    o_objects = coco_objects(det, photos, o_ids, cache) if det else None
+    d_objects = split_objects(det, dataset, "dev", d_ids, cache) if det else None
+    rows = []
+    for strategy, options in cands:
+        dev = score(d_refs, d_ids, decode_captions(captioner, d_feats, d_probs, strategy, options, objects=d_objects)[0],
+                    meteor=False)
+        ood_texts = decode_captions(captioner, o_feats, o_probs, strategy, options, objects=o_objects)[0]
+        ood = score_coco(photos, o_ids, ood_texts)
+        ood.pop("named_per_category", None)
+        rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood,
+                     **({"ood_captions": dict(zip(o_ids, ood_texts))} if keep_captions else {})})
+        print(f"{label or captioner.name} {strategy} {({k[6:]: v for k, v in options.items() if k.startswith('guide_')})}: "
+              f"Flickr8k dev CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr "
+              f"{ood['CIDEr']:.4f}, main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}",
+              flush=True)
+    return rows
 
 
 def record(folder: str, captioner, report: dict, dataset: str, cache: str) -> dict:

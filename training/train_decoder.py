@@ -5,6 +5,13 @@ with a masked sparse cross-entropy (padding never counts). Batches are drawn fro
 pools so little padding is computed. Adam with gradient clipping; validation loss on the dev
 split each epoch; early stopping; the best weights kept; a checkpoint (weights + optimizer)
 written atomically each epoch, so ``resume`` continues after a kill with the same result.
+
+Text without photos (``training/text_corpus.py``) enters in two ways. ``python -m training pretrain-text``
+trains the language side alone: every row is a caption with the image input absent (zero features, so the
+image projection gives relu(its bias): a learned "no photo" vector). A photo run then starts from it
+(``init_from``: its vocabulary and every layer but the projection's kernel, whose input size is the encoder's) and
+keeps reading text beside the photos (``text_mix`` text captions per photo caption, drawn anew each epoch), so the
+words Flickr8k never shows are not forgotten.
 """
 
 from __future__ import annotations
@@ -39,6 +46,15 @@ class DecoderTrainConfig(Config):
     blind: bool = False  # train on zeroed image features: the language-only baseline
     jit_compile: bool = False  # XLA: slower for the LSTM on CPU (docs/training.md)
     pool_batches: int = 50  # length-sorted pools of this many batches
+    init_from: str = ""  # a `pretrain-text` run folder: its vocabulary and language layers start this run
+    text: str = ""  # caption-text folder (coco/*.json, */*.token.txt) read beside the photos, with no photo input
+    text_mix: float = 0.0  # text captions drawn each epoch per photo caption (needs --text; 0 = photos only)
+
+    def __post_init__(self):
+        if self.text_mix > 0 and not self.text:
+            raise ValueError("text_mix > 0 needs caption text: --text FOLDER (e.g. ../shared/data/caption-text)")
+        if self.text_mix < 0:
+            raise ValueError(f"text_mix must be >= 0, got {self.text_mix}")
 
     def decoder_config(self, vocab_size: int, feature_dim: int, grid_cells: int = 0) -> DecoderConfig:
         return dataclasses.replace(self.decoder, vocab_size=vocab_size, feature_dim=feature_dim,
@@ -57,6 +73,50 @@ def caption_rows(examples, valid: np.ndarray, vocab: Vocabulary, max_length: int
                 image_idx.append(i)
                 ids.append(vocab.encode(clean))
     return np.asarray(image_idx, np.int64), pad_captions(ids, max_length)
+
+
+def text_rows(captions, vocab: Vocabulary, max_length: int) -> np.ndarray:
+    """Raw caption strings -> padded ids (C, L): rows with no photo."""
+    ids = [vocab.encode(clean) for clean in map(clean_caption, captions) if clean]
+    return pad_captions(ids, max_length) if ids else np.zeros((0, 2), np.int32)
+
+
+def with_text(image_idx: np.ndarray, caps: np.ndarray, text_caps: np.ndarray, no_photo: int, count: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The photo rows plus ``count`` text rows drawn without replacement, each pointing at feature row ``no_photo``
+    (zeros) -> image index (C',), ids (C', L)."""
+    pick = np.sort(rng.choice(len(text_caps), size=min(count, len(text_caps)), replace=False))
+    width = max(caps.shape[1], text_caps.shape[1])
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))  # noqa: E731
+    return (np.concatenate([image_idx, np.full(len(pick), no_photo, image_idx.dtype)]),
+            np.concatenate([pad(caps), pad(text_caps[pick])]))
+
+
+def transfer_language(model, path: str) -> list[str]:
+    """Copy a pretrained run's layers (``path``: its best.keras) into ``model`` by name where every weight's shape
+    matches; of a layer whose kernel does not (the image projection: its input is the encoder's), the bias alone.
+    -> the layers copied (``name:bias`` for a bias alone)."""
+    import keras
+
+    source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    theirs = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in model.layers:
+        other = theirs.get(layer.name)
+        mine = layer.get_weights()
+        if other is None or not mine:
+            continue
+        given = other.get_weights()
+        if [w.shape for w in mine] == [w.shape for w in given]:
+            layer.set_weights(given)
+            copied.append(layer.name)
+        elif len(mine) == 2 and len(given) == 2 and mine[1].shape == given[1].shape:  # Dense: (kernel, bias)
+            layer.set_weights([mine[0], given[1]])
+            copied.append(layer.name + ":bias")
+    if "embedding" not in copied or "lstm" not in copied:
+        raise ValueError(f"{path}: its embedding and LSTM do not fit this decoder (copied only {copied}); start from a "
+                         "pretrain-text run with the same vocabulary and sizes (--embed-dim, --units)")
+    return copied
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, pool_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -164,17 +224,30 @@ class DecoderTrainer:
 
 
 def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_valid, dev_examples, dev_feats,
-                  dev_valid, resume: bool = False, stop_after_epochs: int | None = None, grid_cells: int = 0) -> dict:
+                  dev_valid, resume: bool = False, stop_after_epochs: int | None = None, grid_cells: int = 0,
+                  vocab: Vocabulary | None = None, text_captions=None) -> dict:
     """Train (or resume) and return the state: vocabulary, best epoch, history, timings.
-    The best weights are in ``<out>/best.keras``, the vocabulary in ``<out>/vocab.json``."""
+    The best weights are in ``<out>/best.keras``, the vocabulary in ``<out>/vocab.json``.
+    ``vocab``: use this vocabulary (default: ``init_from``'s, else one built from the training captions);
+    ``text_captions``: raw captions without photos, ``text_mix`` of them per photo caption drawn each epoch."""
     os.makedirs(cfg.out, exist_ok=True)
     state_path, vocab_path = os.path.join(cfg.out, "state.json"), os.path.join(cfg.out, "vocab.json")
     ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
     state = read_json(state_path) if resume else None
     state = check_resume(state, cfg, log)  # only --epochs may change: the run extended (or cut short)
     set_seeds(cfg.seed)
+    if cfg.text_mix > 0 and not text_captions:
+        raise ValueError(f"text_mix > 0 needs caption text, and none was read from '{cfg.text}'")
     if state is not None and os.path.exists(vocab_path):
         vocab = Vocabulary.load(vocab_path)
+    elif vocab is not None or cfg.init_from:
+        if cfg.init_from:
+            pretrained = Vocabulary.load(os.path.join(cfg.init_from, "vocab.json"))
+            if vocab is not None and vocab.id_to_word != pretrained.id_to_word:
+                raise ValueError(f"the vocabulary given differs from {cfg.init_from}/vocab.json, whose layers start "
+                                 "this run: use that one")
+            vocab = pretrained
+        vocab.save(vocab_path)
     else:
         vocab = Vocabulary.build([clean_caption(c) for i, e in enumerate(train_examples) if train_valid[i]
                                   for c in e.captions], min_count=cfg.min_count)
@@ -185,22 +258,35 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
     train_feats, dev_feats = np.array(train_feats), np.array(dev_feats)
     if cfg.blind:
         train_feats, dev_feats = np.zeros_like(train_feats), np.zeros_like(dev_feats)
+    text_caps = text_rows(text_captions or [], vocab, cfg.decoder.max_length)
+    no_photo = len(train_feats)  # the text rows' feature row: zeros
+    if cfg.text_mix > 0:
+        train_feats = np.concatenate([train_feats, np.zeros((1, *train_feats.shape[1:]), train_feats.dtype)])
     trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1], grid_cells)
     if state is not None and os.path.exists(ckpt):
         trainer.load_checkpoint(ckpt)
         log.info("resuming after epoch %d", state["epochs_done"])
     else:
+        copied = transfer_language(trainer.model, os.path.join(cfg.init_from, "best.keras")) if cfg.init_from else []
         state = {"config": cfg.to_dict(), "epochs_done": 0, "best_epoch": 0, "best_dev_loss": None,
                  "bad_epochs": 0, "history": [], "train_captions": int(len(train_caps)),
-                 "dev_captions": int(len(dev_caps)), "vocab_size": len(vocab), "stopped": None}
+                 "dev_captions": int(len(dev_caps)), "vocab_size": len(vocab), "stopped": None,
+                 "text_captions": int(len(text_caps)),
+                 "text_per_epoch": int(min(round(cfg.text_mix * len(train_caps)), len(text_caps))),
+                 "init_from": {"run": cfg.init_from, "layers": copied} if cfg.init_from else None}
     print(f"decoder: {len(train_caps)} training captions ({len(set(train_idx.tolist()))} images), "
-          f"{len(dev_caps)} dev captions, vocabulary {len(vocab)}{' [blind]' if cfg.blind else ''}", flush=True)
+          + (f"{state['text_per_epoch']} of {len(text_caps)} text captions an epoch, " if cfg.text_mix > 0 else "")
+          + f"{len(dev_caps)} dev captions, vocabulary {len(vocab)}{' [blind]' if cfg.blind else ''}"
+          + (f", started from {cfg.init_from}" if cfg.init_from else ""), flush=True)
     done_now = 0
     while state["epochs_done"] < cfg.epochs and state["stopped"] is None:
         epoch = state["epochs_done"] + 1
         rng = np.random.default_rng([cfg.seed, epoch])  # same batches whether resumed or not
         trainer.reseed_dropout(epoch)
-        loss, seconds = trainer.run_epoch(train_feats, train_idx, train_caps, rng)
+        idx, caps = train_idx, train_caps
+        if cfg.text_mix > 0:
+            idx, caps = with_text(train_idx, train_caps, text_caps, no_photo, state["text_per_epoch"], rng)
+        loss, seconds = trainer.run_epoch(train_feats, idx, caps, rng)
         dev_loss = trainer.evaluate(dev_feats, dev_idx, dev_caps)
         improved = state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]
         if improved:
@@ -210,14 +296,14 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
             state["bad_epochs"] += 1
         state["history"].append({"epoch": epoch, "train_loss": round(loss, 5), "dev_loss": round(dev_loss, 5),
                                  "seconds": round(seconds, 2),
-                                 "captions_per_second": round(len(train_caps) / seconds, 1)})
+                                 "captions_per_second": round(len(caps) / seconds, 1)})
         state["epochs_done"] = epoch
         if state["bad_epochs"] >= cfg.patience:
             state["stopped"] = f"early stopping: no better dev loss for {cfg.patience} epochs"
         trainer.save_checkpoint(ckpt)
         write_json(state_path, state)
         print(f"epoch {epoch}: train loss {loss:.4f}, dev loss {dev_loss:.4f}{' *' if improved else ''} "
-              f"({seconds:.1f} s, {len(train_caps) / seconds:.0f} captions/s)", flush=True)
+              f"({seconds:.1f} s, {len(caps) / seconds:.0f} captions/s)", flush=True)
         done_now += 1
         if stop_after_epochs is not None and done_now >= stop_after_epochs:
             break
