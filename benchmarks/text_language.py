@@ -62,6 +62,7 @@ def main() -> int:
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--no-repeat-ngram-size", type=int, default=3)
     p.add_argument("--detector", type=float, default=0.5, help="guide_detector of the guided decoding")
+    p.add_argument("--veto-alone", action="store_true", help="guide_veto_alone of the guided decoding")
     p.add_argument("--json", help="write the rows here (with every out-of-domain caption)")
     args = p.parse_args()
     from training.choose import score_candidates
@@ -70,7 +71,7 @@ def main() -> int:
     base = {"beam_width": args.beam_width, "length_penalty": args.length_penalty,
             "no_repeat_ngram_size": args.no_repeat_ngram_size}
     decodings = [("beam", base),
-                 ("guided", {**base, "guide_threshold": 1.0, "guide_veto": True, "guide_veto_alone": False,
+                 ("guided", {**base, "guide_threshold": 1.0, "guide_veto": True, "guide_veto_alone": args.veto_alone,
                              "guide_detector": args.detector, "guide_detector_first": True, "guide_count": False})]
     out = {"decodings": decodings, "dataset": args.dataset, "ood_set": args.coco, "precision": "float32",
            "machine": machine(), "candidates": {}}

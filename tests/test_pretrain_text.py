@@ -160,6 +160,14 @@ def test_shallow_fusion_adds_the_language_model_over_a_mapped_vocabulary():
     with pytest.raises(ValueError, match=">= 0"):
         FusedDecoder(dec, lm, -1.0, ids)
 
+    from caption_core.decoders import EnsembleDecoder  # an ensemble fuses like one decoder
+
+    ens = EnsembleDecoder([dec, dec], [(0, 4), (0, 4)])
+    both = FusedDecoder(ens, lm, 0.5, ids)
+    lp_ens, carry = both.step(tokens, both.initial_state(feats))
+    np.testing.assert_allclose(lp_ens, lp, atol=1e-5)  # one decoder twice is that decoder
+    assert len(carry) == 2 * dec.state_arrays + lm.state_arrays
+
 
 def test_the_pretrain_text_command(corpus, tmp_path):
     import subprocess

@@ -32,6 +32,10 @@ class EnsembleDecoder:
 
     blas_threads = staticmethod(NumpyDecoder.blas_threads)
 
+    @property
+    def state_arrays(self) -> int:
+        return sum(self._sizes)
+
     def initial_state(self, features: np.ndarray) -> tuple:
         x = np.asarray(features, dtype=np.float32)  # (N, D)
         states = [m.initial_state(x[:, a:b]) for m, (a, b) in zip(self.members, self.slices)]
