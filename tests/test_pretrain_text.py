@@ -97,7 +97,7 @@ def test_a_photo_run_starts_from_the_text_and_keeps_reading_it(corpus, tmp_path)
     build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear",
                                  "batch_size": 4}).model.save(backbone)
     cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny-text",
-                      weights=backbone, cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"))
+                      weights=backbone, cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"), ood_dev=(coco,))
     train = DecoderTrainConfig(out="", decoder=TINY, epochs=2, batch_size=8, min_count=1, learning_rate=0.01,
                                init_from=str(tmp_path / "lm"), text=text, text_mix=0.5)
     manifest = build(cfg, train)
@@ -185,3 +185,27 @@ def test_the_pretrain_text_command(corpus, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "training", "build", "--encoder", "efficientnet_lite0", "--text-mix",
                           "1"], capture_output=True, text=True, cwd=root)
     assert bad.returncode == 2 and "needs caption text" in bad.stderr
+
+
+def test_probe_epochs_move_the_image_projection_alone(corpus, tmp_path):
+    import keras
+
+    from training.build import load_splits
+    from training.pretrain_text import pretrain_text
+    from training.train_decoder import DecoderTrainConfig, train_decoder
+
+    flickr, text, coco = corpus
+    pretrain_text(pretrain_cfg(tmp_path / "lm", epochs=2), text, flickr, [coco])
+    splits = load_splits(flickr, ["train", "dev"])
+    feats = {s: (np.random.default_rng(1).normal(size=(len(ex), 6)).astype(np.float32), np.ones(len(ex), bool))
+             for s, ex in splits.items()}
+    cfg = DecoderTrainConfig(out=str(tmp_path / "probe"), decoder=TINY, epochs=1, batch_size=8, learning_rate=0.01,
+                             init_from=str(tmp_path / "lm"), probe_epochs=1)
+    train_decoder(cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"])
+    lm = keras.saving.load_model(str(tmp_path / "lm" / "best.keras"), compile=False)
+    after = keras.saving.load_model(str(tmp_path / "probe" / "best.keras"), compile=False)
+    for name in ("embedding", "lstm", "merge_dense", "logits"):
+        for mine, theirs in zip(after.get_layer(name).get_weights(), lm.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+    assert not np.array_equal(after.get_layer("feature_projection").get_weights()[1],
+                              lm.get_layer("feature_projection").get_weights()[1])

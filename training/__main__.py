@@ -99,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=DEFAULT_FLICKR, help="Flickr folder, parquet folder or Hub id (default: %(default)s)")
     t.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     t.add_argument("--out", required=True, help="run folder for checkpoints")
+    t.add_argument("--ood-dev", nargs="*", default=[DEFAULT_COCO], help="COCO-format dev folders: with --text, their "
+                   "photos' captions never train (default: %(default)s)")
     _encoder_args(t)
     _decoder_args(t)
 
@@ -305,7 +307,7 @@ def cmd_train_decoder(args) -> int:
     if cfg.text_mix > 0:
         from .pretrain_text import training_text
 
-        text, _ = training_text(cfg.text, args.dataset, (DEFAULT_COCO,))
+        text, _ = training_text(cfg.text, args.dataset, tuple(args.ood_dev))
     print(f"training into {args.out}", flush=True)
     state = train_decoder(cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"],
                           resume=not args.no_resume, text_captions=text)

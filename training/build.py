@@ -260,6 +260,7 @@ class BuildConfig(Config):
     default_strategy: str = "beam"  # the bundle's default decoding until `tune` chooses one on dev
     default_options: dict = dataclasses.field(default_factory=dict)  # its options ({"beam_width": 3}); others: defaults
     export: bool = True  # write the bundle (False: only report metrics, e.g. the blind baseline)
+    ood_dev: tuple = (DEFAULT_OOD_DEV,)  # COCO-format dev folders: with --text, their photos' captions never train
 
     def __post_init__(self):  # unknown names fail here, before any data is read
         get_encoder_class(self.encoder)
@@ -294,7 +295,7 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     if train_cfg.text_mix > 0:  # caption text read beside the photos (held out: Flickr8k dev/test, coco-mini)
         from .pretrain_text import training_text
 
-        text, text_report = training_text(train_cfg.text, cfg.dataset, (DEFAULT_OOD_DEV,))
+        text, text_report = training_text(train_cfg.text, cfg.dataset, cfg.ood_dev)
         print(f"caption text: {len(text)} captions without photos ({text_report})", flush=True)
     t0 = time.perf_counter()
     state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume,

@@ -49,6 +49,8 @@ class DecoderTrainConfig(Config):
     init_from: str = ""  # a `pretrain-text` run folder: its vocabulary and language layers start this run
     text: str = ""  # caption-text folder (coco/*.json, */*.token.txt) read beside the photos, with no photo input
     text_mix: float = 0.0  # text captions drawn each epoch per photo caption (needs --text; 0 = photos only)
+    probe_epochs: int = 0  # the first N epochs train the image projection alone, every other layer frozen (a linear
+    # probe before fine-tuning: with --init-from, the photo learns to move the pretrained language first)
 
     def __post_init__(self):
         if self.text_mix > 0 and not self.text:
@@ -181,6 +183,19 @@ class DecoderTrainer:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
+        probe_vars = [v for name in ("feature_projection", "grid_projection") if name in {l.name for l in model.layers}
+                      for v in model.get_layer(name).trainable_variables]
+
+        @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
+        def probe_step(feats, caps):  # the image projection alone (probe_epochs)
+            x, y = caps[:, :-1], caps[:, 1:]
+            with tf.GradientTape() as tape:
+                loss = masked_loss(y, model({"features": feats, "tokens": x}, training=True))
+                loss += tf.add_n([0.0, *model.losses])
+            grads = tape.gradient(loss, probe_vars)
+            optimizer.apply_gradients(zip(grads, probe_vars))
+            return loss
+
         @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
         def eval_step(feats, caps):
             x, y = caps[:, :-1], caps[:, 1:]
@@ -189,7 +204,7 @@ class DecoderTrainer:
             mask = tf.cast(y != 0, per.dtype)
             return tf.reduce_sum(per * mask), tf.reduce_sum(mask)
 
-        self.train_step, self.eval_step = train_step, eval_step
+        self.train_step, self.eval_step, self.probe_step = train_step, eval_step, probe_step
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, path: str) -> None:
@@ -201,13 +216,16 @@ class DecoderTrainer:
     def reseed_dropout(self, epoch: int) -> None:
         reseed_dropout(self.model, self.cfg.seed, epoch)
 
-    def run_epoch(self, feats: np.ndarray, image_idx: np.ndarray, caps: np.ndarray, rng) -> tuple[float, float]:
+    def run_epoch(self, feats: np.ndarray, image_idx: np.ndarray, caps: np.ndarray, rng,
+                  probe: bool = False) -> tuple[float, float]:
+        """One epoch; ``probe``: the image projection's weights alone change."""
         lengths = (caps != 0).sum(1)
         total, steps = 0.0, 0
+        step = self.probe_step if probe else self.train_step
         t0 = time.perf_counter()
         for batch in epoch_batches(lengths, self.cfg.batch_size, self.cfg.pool_batches, rng):
             L = int(lengths[batch].max())
-            total += float(self.train_step(np.asarray(feats[image_idx[batch]], np.float32), caps[batch, :L]))
+            total += float(step(np.asarray(feats[image_idx[batch]], np.float32), caps[batch, :L]))
             steps += 1
         return total / max(steps, 1), time.perf_counter() - t0
 
@@ -286,7 +304,7 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
         idx, caps = train_idx, train_caps
         if cfg.text_mix > 0:
             idx, caps = with_text(train_idx, train_caps, text_caps, no_photo, state["text_per_epoch"], rng)
-        loss, seconds = trainer.run_epoch(train_feats, idx, caps, rng)
+        loss, seconds = trainer.run_epoch(train_feats, idx, caps, rng, probe=epoch <= cfg.probe_epochs)
         dev_loss = trainer.evaluate(dev_feats, dev_idx, dev_caps)
         improved = state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]
         if improved:
