@@ -28,8 +28,10 @@ def test_save_load_gives_identical_captions(bundle, tiny_parts):
     loaded = Captioner.from_bundle(bundle)
     after = loaded.caption(images(), strategy="beam", num_return=2, beam_width=2)
     assert [[c.text for c in r.captions] for r in before] == [[c.text for c in r.captions] for r in after]
-    np.testing.assert_allclose([c.score for r in before for c in r.captions],  # float16 storage: rounding alone
-                               [c.score for r in after for c in r.captions], atol=5e-3)
+    # float16 storage: rounding alone, which grows with the size of the summed log-probabilities (about -30 for this
+    # random tiny model: 0.0055 apart once, 1.8e-4 of it)
+    np.testing.assert_allclose([c.score for r in before for c in r.captions],
+                               [c.score for r in after for c in r.captions], rtol=5e-4, atol=5e-3)
     assert loaded.default_strategy == "beam" and loaded.default_options["beam_width"] == 2
     assert all(r.encode_ms > 0 and r.decode_ms > 0 for r in after)
 
