@@ -173,28 +173,23 @@ class DecoderTrainer:
         spec = [tf.TensorSpec([None, D], tf.float32), tf.TensorSpec([None, None], tf.int32)]
         model, optimizer = self.model, self.optimizer
 
-        @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
-        def train_step(feats, caps):
-            x, y = caps[:, :-1], caps[:, 1:]  # (B, T-1): inputs and targets, shifted by one
-            with tf.GradientTape() as tape:
-                loss = masked_loss(y, model({"features": feats, "tokens": x}, training=True))
-                loss += tf.add_n([0.0, *model.losses])  # the attention decoder's penalty (add_loss); none for merge
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+        def step_over(variables):
+            """A training step that changes ``variables`` alone (every trainable one, or the probe's)."""
+            @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
+            def step(feats, caps):
+                x, y = caps[:, :-1], caps[:, 1:]  # (B, T-1): inputs and targets, shifted by one
+                with tf.GradientTape() as tape:
+                    loss = masked_loss(y, model({"features": feats, "tokens": x}, training=True))
+                    loss += tf.add_n([0.0, *model.losses])  # the attention decoder's penalty (add_loss); none for merge
+                grads = tape.gradient(loss, variables)
+                optimizer.apply_gradients(zip(grads, variables))
+                return loss
+            return step
 
-        probe_vars = [v for name in ("feature_projection", "grid_projection") if name in {l.name for l in model.layers}
-                      for v in model.get_layer(name).trainable_variables]
-
-        @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
-        def probe_step(feats, caps):  # the image projection alone (probe_epochs)
-            x, y = caps[:, :-1], caps[:, 1:]
-            with tf.GradientTape() as tape:
-                loss = masked_loss(y, model({"features": feats, "tokens": x}, training=True))
-                loss += tf.add_n([0.0, *model.losses])
-            grads = tape.gradient(loss, probe_vars)
-            optimizer.apply_gradients(zip(grads, probe_vars))
-            return loss
+        train_step = step_over(model.trainable_variables)
+        layers_ = {layer.name for layer in model.layers}
+        probe_step = step_over([v for name in ("feature_projection", "grid_projection") if name in layers_
+                                for v in model.get_layer(name).trainable_variables])  # probe_epochs: the projection
 
         @tf.function(input_signature=spec, jit_compile=cfg.jit_compile)
         def eval_step(feats, caps):
