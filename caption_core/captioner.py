@@ -47,6 +47,8 @@ class CaptionResult:
     objects: dict | None = None  # what the COCO detector saw: {"detections": [{category, score, box (x0, y0, x1, y1)
     # as fractions)}], "counts": {category: n}, "main": the largest one's category}; None without a detector
     detect_ms: float = 0.0  # detector time for this call, per image
+    object_words: list[str] | None = None  # a decoder that reads object words: the ones it read for this photo
+    # ('coco:<category>' from the detector, 'imagenet:<word>' from the classifier); None for other decoders
 
 
 def default_detector():
@@ -75,6 +77,10 @@ class Captioner:
         # a language-only baseline was trained on zeroed features: it must be run on zeros too
         self.blind = bool(self.manifest.get("training", {}).get("blind", False))
         self._word_map = None
+        from .object_words import ObjectWords
+
+        # a decoder that reads object words beside the features: what computes them (None for the others)
+        self.object_words = ObjectWords.for_decoder(decoder.config, vocab)
 
     @property
     def detector(self):
@@ -140,29 +146,51 @@ class Captioner:
         return self.encoder.encode(images, limits)  # (N, D)
 
     def decode(self, features: np.ndarray, strategy: str | None = None, options: dict | None = None,
-               guidance: list | None = None, objects: list | None = None, **overrides) -> list[list[Caption]]:
+               guidance: list | None = None, objects: list | None = None, class_probs: np.ndarray | None = None,
+               **overrides) -> list[list[Caption]]:
         """features (N, D) -> for each image, its captions best first. ``options`` replace the bundle's
         defaults, ``overrides`` set single ones (``beam_width=5``); see ``caption_core.decoding``. A guided
         strategy takes each image's ``Guidance`` (``guide``), computed here from the encoder's classifier
-        (and the detector's ``objects`` of each image, where given) when not given."""
+        (and the detector's ``objects`` of each image, where given) when not given. A decoder that reads object
+        words needs ``objects`` (per image, None where the detector found nothing to go on) and reads the classifier
+        from ``class_probs`` (N, 1000), else from the encoder's head."""
         s, opts = self.decoding(strategy, options, **overrides)
         features = np.asarray(features, dtype=np.float32)
+        if (s.guided and guidance is None) or (self.object_words is not None and class_probs is None):
+            class_probs = self.class_probabilities(features)
         if s.guided and guidance is None:
-            guidance = self.guide(self.class_probabilities(features), opts, objects)
-        return self._decode(features, s, opts, guidance)
+            guidance = self.guide(class_probs, opts, objects)
+        words = None
+        if self.object_words is not None:
+            if objects is None:
+                raise ValueError(f"bundle {self.name!r} reads the detector's object words beside the features: pass "
+                                 "each photo's objects (Captioner.detect), or caption the photos themselves")
+            words = self.object_words.photo_vectors(class_probs, objects, len(features))
+        return self._decode(features, s, opts, guidance, words)
 
-    def _decode(self, features: np.ndarray, s, opts, guidance: list | None) -> list[list[Caption]]:
-        """``decode`` once the strategy and its options are checked (``caption`` checks them once for both)."""
+    def _decode(self, features: np.ndarray, s, opts, guidance: list | None,
+                words: np.ndarray | None = None) -> list[list[Caption]]:
+        """``decode`` once the strategy and its options are checked (``caption`` checks them once for both);
+        ``words`` (N, W): the object words a decoder that reads them gets after the features."""
         extra = {}
         if s.guided:
             extra["constraints"] = [None if g is None else Constraint(frozenset(g.required_ids), frozenset(g.banned_ids))
                                     for g in guidance]
         if self.blind:
             features = np.zeros_like(features)
+        features = self.decoder_inputs(features, words)
         with self.decoder.blas_threads(len(features)):
             state = self.decoder.initial_state(features)
             hyps = s.run(self.decoder.step, state, len(features), opts, **extra)
         return [[Caption(self.vocab.decode(h.tokens), h.score, h.log_prob, h.tokens) for h in per] for per in hyps]
+
+    def decoder_inputs(self, features: np.ndarray, words: np.ndarray | None) -> np.ndarray:
+        """What the decoder reads: the features (N, D), then the object words (N, W) where it reads them."""
+        if self.object_words is None:
+            return features
+        if words is None or len(words) != len(features):
+            raise ValueError(f"bundle {self.name!r} reads object words: one (W,) vector per photo is needed")
+        return np.concatenate([features, np.asarray(words, np.float32)], axis=1)  # (N, D + W)
 
     def guide(self, class_probs: np.ndarray, opts, objects: list | None = None) -> list:
         """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None: the classifier's
@@ -223,12 +251,15 @@ class Captioner:
             objects = self.detect(list(detections))
         t_detect = time.perf_counter() - t_detect  # the detector's share of the time
         feats = self.encoder.encode_arrays(batch)  # (N, D)
-        guidance, probs = None, None
-        if s.guided:  # the classifier's reading (the tagger's forward pass where the encoder has no head)
+        guidance, probs, words = None, None, None
+        if s.guided or self.object_words is not None:  # the classifier's reading (the tagger's where it has no head)
             probs = self.class_probabilities(feats, pil)
+        if s.guided:
             guidance = self.guide(probs, opts, objects)
+        if self.object_words is not None:  # without a detector pass: the classifier's words alone
+            words = self.object_words.photo_vectors(probs, objects, len(feats))
         t1 = time.perf_counter()
-        per_image = self._decode(np.asarray(feats, np.float32), s, opts, guidance)
+        per_image = self._decode(np.asarray(feats, np.float32), s, opts, guidance, words)
         t2 = time.perf_counter()
         # the classes guidance already computed (the head, or the tagger), else the head alone where there is one
         labels = (top_probabilities(probs, 5) if probs is not None else self.encoder.imagenet_labels(feats)) \
@@ -240,9 +271,10 @@ class Captioner:
             else [None] * len(per_image)
         n = len(per_image)
         found = objects if objects is not None else [None] * n
+        read = [None] * n if words is None else [self.object_words.names(w) for w in words]
         return [CaptionResult(c, (t1 - t0 - t_detect) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m,
-                              None if o is None else o.to_dict(), t_detect * 1000 / n)
-                for c, lab, gd, m, o in zip(per_image, labels, described, maps, found)]
+                              None if o is None else o.to_dict(), t_detect * 1000 / n, r)
+                for c, lab, gd, m, o, r in zip(per_image, labels, described, maps, found, read)]
 
     @property
     def attends(self) -> bool:
@@ -291,10 +323,12 @@ class Captioner:
                         "outside": a[:, :extra].sum(axis=1).round(5).tolist(), **({"member": member} if member else {})})
         return out
 
-    def word_log_probs(self, features: np.ndarray, caption: str) -> tuple[list[str], np.ndarray]:
+    def word_log_probs(self, features: np.ndarray, caption: str,
+                       object_words: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
         """The probability the model gives each word of ``caption`` (and <end>) for each image.
 
-        features (N, D) -> words (T,), log-probs (N, T) with T = words + 1 (the last is <end>).
+        features (N, D) -> words (T,), log-probs (N, T) with T = words + 1 (the last is <end>). ``object_words``
+        (N, W): what a decoder that reads object words is given (``ObjectWords.photo_vectors``).
         """
         ids = self.vocab.encode(clean_caption(caption))  # [<start>, ..., <end>]
         tokens = np.tile(np.asarray(ids, np.int32), (len(features), 1))  # (N, T+1)
@@ -302,6 +336,7 @@ class Captioner:
         features = np.asarray(features, np.float32)
         if self.blind:
             features = np.zeros_like(features)
+        features = self.decoder_inputs(features, object_words)
         with self.decoder.blas_threads(len(features)):
             return words, self.decoder.token_log_probs(features, tokens)  # (N, T)
 
@@ -314,7 +349,8 @@ class Captioner:
             raise ValueError(f"grid must be >= 1, got {grid}")
         if self.attends:  # the decoder's own maps: one encoder pass, as for a caption
             return self._explain_attention(image, caption, limits)
-        base = self.encoder.preprocess([load_image(image, limits)])[0]  # (S, S, 3), exactly as caption() prepares it
+        photo = load_image(image, limits)
+        base = self.encoder.preprocess([photo])[0]  # (S, S, 3), exactly as caption() prepares it
         edges = np.linspace(0, base.shape[0], grid + 1).astype(int)
         batch = [base]
         for i in range(grid):
@@ -323,20 +359,31 @@ class Captioner:
                 occluded[edges[i]:edges[i + 1], edges[j]:edges[j + 1]] = 127
                 batch.append(occluded)
         feats = self.encoder.encode_arrays(np.stack(batch))  # (1 + g*g, D); row 0 is the photo itself
+        probs, objects, read = self._photo_words(photo, feats[:1])  # kept for every occluded copy
         if not caption:
-            caption = self.decode(feats[:1])[0][0].text
-        words, lp = self.word_log_probs(feats, caption)  # (1 + g*g, T + 1)
+            caption = self.decode(feats[:1], objects=objects, class_probs=probs)[0][0].text
+        words, lp = self.word_log_probs(feats, caption, None if read is None else np.repeat(read, len(feats), 0))
         if len(words) < 2:
             raise ValueError("nothing to explain: the caption has no words in the vocabulary")
         drop = np.maximum(lp[:1] - lp[1:], 0.0)[:, :-1]  # (g*g, T): how much each patch mattered to each word
         return Explanation(caption, words[:-1], np.exp(lp[0, :-1]), drop.T.reshape(len(words) - 1, grid, grid))
 
+    def _photo_words(self, photo: Any, features: np.ndarray) -> tuple:
+        """One photo's (class probabilities (1, 1000), detector objects, object words (1, W)) for a decoder that
+        reads object words; (None, None, None) for the others."""
+        if self.object_words is None:
+            return None, None, None
+        probs, objects = self.class_probabilities(features, [photo]), self.detect([photo])
+        return probs, objects, self.object_words.photo_vectors(probs, objects, 1)
+
     def _explain_attention(self, image: Any, caption: str | None, limits: ImageLimits) -> Explanation:
         """``explain`` for an attention decoder: the weights it gave the grid cells for each word."""
-        feats = self.encode([image], limits)  # (1, D)
+        photo = load_image(image, limits)
+        feats = self.encode([photo], limits)  # (1, D)
+        probs, objects, read = self._photo_words(photo, feats)
         if not caption:
-            caption = self.decode(feats)[0][0].text
-        words, lp = self.word_log_probs(feats, caption)  # (1, T + 1)
+            caption = self.decode(feats, objects=objects, class_probs=probs)[0][0].text
+        words, lp = self.word_log_probs(feats, caption, read)  # (1, T + 1)
         if len(words) < 2:
             raise ValueError("nothing to explain: the caption has no words in the vocabulary")
         (maps,) = self.attention_maps(feats, [self.vocab.encode(clean_caption(caption))[1:]])

@@ -45,6 +45,8 @@ def caption_md(a: dict) -> str:
                   + ", ".join(f"{c['label']} {c['probability']:.2f}" for c in a["imagenet_top5"])]
     if a["strategy"] == "guided":
         lines += ["", guidance_md(a["guidance"], a["options"])]
+    if a.get("object_words") is not None:
+        lines += ["", object_words_md(a["object_words"])]
     if a.get("attention"):  # an attention bundle: its maps are drawn in the explanation tab
         att = a["attention"]
         whose = f" (the ensemble's attention member, `{att['member']}`)" if att.get("member") else ""
@@ -53,6 +55,19 @@ def caption_md(a: dict) -> str:
     detect = f" · detect {a['detect_ms']:.0f} ms" if a.get("objects") is not None else ""
     return "\n".join(lines + ["", f"*{a['bundle']} · {describe_decoding(a['strategy'], a['options'])} · "
                                   f"encode {a['encode_ms']:.0f} ms{detect} · decode {a['decode_ms']:.0f} ms*"])
+
+
+def object_words_md(words: list[str]) -> str:
+    """What a decoder that reads object words was given beside the photo, by who gave it."""
+    coco = [w.split(":", 1)[1] for w in words if w.startswith("coco:")]
+    imagenet = [w.split(":", 1)[1] for w in words if w.startswith("imagenet:")]
+    if not coco and not imagenet:
+        return ("*This decoder reads object words beside the photo; the detector and the classifier gave it none "
+                "here: every word is the decoder's own reading of the features.*")
+    said = ([f"the detector's {', '.join(coco)}"] if coco else []) + ([f"the classifier's {', '.join(imagenet)}"]
+                                                                     if imagenet else [])
+    return (f"*Object words it read beside the photo: {'; '.join(said)}. They steer what it writes; which words it "
+            "writes, and in what order, are the decoder's own.*")
 
 
 def guidance_md(g: dict | None, options: dict) -> str:

@@ -391,6 +391,8 @@ class CaptionService:
                 "objects": result.objects,
                 "imagenet_top5": [{"label": label, "probability": round(p, 4)} for label, p in result.labels or []],
                 "guidance": result.guidance,  # guided strategy: the word required, its class, the words banned
+                # a decoder that reads object words: the ones it read ('coco:<category>', 'imagenet:<word>'); else None
+                "object_words": result.object_words,
                 # attention bundles: the weights over the grid for each word of the best caption (no extra pass)
                 "attention": result.attention,
                 "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}

@@ -50,7 +50,8 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
 def _decoder_args(p: argparse.ArgumentParser) -> None:
     from .train_decoder import DecoderTrainConfig
 
-    add_arguments(p.add_argument_group("decoder training"), DecoderTrainConfig, exclude=("out", "vocab_size", "feature_dim", "grid_cells"))
+    add_arguments(p.add_argument_group("decoder training"), DecoderTrainConfig, exclude=("out", "vocab_size", "feature_dim", "grid_cells",
+                                                                                             "object_words"))
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
 
@@ -115,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", default=os.path.join("runs", "text-pretrain"), help="run folder (default: %(default)s)")
     add_arguments(pt.add_argument_group("decoder training"), _text_config_class(),
                   exclude=("out", "vocab_size", "feature_dim", "grid_cells", "kind", "blind", "init_from", "text",
-                           "text_mix", "context_dim", "attention_dim", "attention_penalty", "feature_dropout"),
+                           "text_mix", "context_dim", "attention_dim", "attention_penalty", "feature_dropout",
+                           "object_words", "word_detector", "word_classifier", "read_words", "word_drop",
+                           "word_distractor"),
                   defaults={"min_count": 20, "epochs": 4, "patience": 1})
     pt.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
@@ -356,7 +359,7 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         examples = examples[: args.limit]
     feats, valid = extract_features(captioner.encoder, examples, args.dataset, args.split, args.cache)
-    scores, captions = evaluate_split(captioner, examples, feats, valid, strategy, **opts)
+    scores, captions = evaluate_split(captioner, examples, feats, valid, strategy, cache=args.cache, **opts)
     scores["options"] = opts
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}))
     if not args.no_write:
@@ -391,7 +394,8 @@ def cmd_tune(args) -> int:
                 strategy = "beam" if width > 1 else "greedy"
                 opts = {"beam_width": width, "length_penalty": alpha} if strategy == "beam" else {}
                 opts["no_repeat_ngram_size"] = no_repeat  # explicit: never inherited from the bundle's default
-                scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False, **opts)
+                scores, _ = evaluate_split(captioner, examples, feats, valid, strategy, meteor=False,
+                                           cache=args.cache, **opts)
                 stats = scores["caption_statistics"]
                 rows.append({"strategy": strategy, "options": opts,
                              **{k: round(scores[k], 4) for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")},

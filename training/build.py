@@ -13,33 +13,19 @@ from caption_core.captioner import Captioner
 from caption_core.config import Config
 from caption_core.decoders import load_decoder
 from caption_core.decoding import get_strategy
+from caption_core.object_words import object_tags
 from caption_core.encoders import get_encoder_class
 from caption_core.text import Vocabulary
 
 from .card import CURVE_FILE, hub_metadata, training_curve
 from .common import command_line, git_commit, machine, read_json, versions, write_json
-from .datasets import LoadReport, load_captions
+from .datasets import dataset_name, load_splits  # noqa: F401  (build.load_splits: where the commands import it)
 from .evaluate import METRICS, score_test
 from .features import cache_dir, extract_features
 from .train_decoder import DecoderTrainConfig, train_decoder
 
 log = logging.getLogger("training.build")
 DEFAULT_OOD_DEV = os.path.join("..", "shared", "data", "coco-mini")  # its photos' captions never train
-
-
-def dataset_name(source: str) -> str:
-    base = os.path.basename(os.path.normpath(source)).lower()
-    return base if base else source.replace("/", "_")
-
-
-def load_splits(source: str, splits=("train", "dev", "test")) -> dict:
-    out = {}
-    for split in splits:
-        report = LoadReport()
-        out[split] = load_captions(source, split, report)
-        print(f"dataset {source} [{split}]: {len(out[split])} images"
-              + (f", skipped {report.skipped}" if report.skipped else ""), flush=True)
-    return out
 
 
 def encoder_for(name: str, weights: str | None = None, options: dict | None = None):
@@ -297,13 +283,16 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
 
         text, text_report = training_text(train_cfg.text, cfg.dataset, cfg.ood_dev)
         print(f"caption text: {len(text)} captions without photos ({text_report})", flush=True)
+    signals = word_signals(encoder, splits, feats, cfg.dataset, cfg.cache) if train_cfg.read_words else {}
     t0 = time.perf_counter()
     state = train_decoder(train_cfg, splits["train"], *feats["train"], splits["dev"], *feats["dev"], resume=resume,
-                          grid_cells=encoder.grid_cells, text_captions=text)
+                          grid_cells=encoder.grid_cells, text_captions=text, train_signals=signals.get("train"),
+                          dev_signals=signals.get("dev"))
     decoder_seconds = sum(h["seconds"] for h in state["history"])
     vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
     decoder = load_decoder(os.path.join(run_dir, "best.keras"),
-                                train_cfg.decoder_config(len(vocab), encoder.output_dim, encoder.grid_cells))
+                           train_cfg.decoder_config(len(vocab), encoder.output_dim, encoder.grid_cells,
+                                                    object_tags(vocab) if train_cfg.read_words else ()))
     strategy = get_strategy(cfg.default_strategy)
     default = {"strategy": strategy.name,
                # every option of the strategy but max_length, which follows the decoder unless given
@@ -328,7 +317,7 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
                 "vocabulary": {"size": len(vocab)}}
     captioner = Captioner(encoder, decoder, vocab, manifest, name)
     metrics, caption_files, _ = score_test(captioner, name, dataset_name(cfg.dataset), splits["test"], *feats["test"],
-                                           cfg.strategies)
+                                           cfg.strategies, cache=cfg.cache)
     training["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(os.path.join(run_dir, "metrics.json"), {"name": name, "metrics": metrics, "training": training})
     if train_cfg.blind:  # the language-only baseline: its scores are what it is for, not a bundle to serve
@@ -349,6 +338,23 @@ def build(cfg: BuildConfig, train_cfg: DecoderTrainConfig | None = None, resume:
     full = refresh_card(folder)
     print(f"bundle written: {folder}", flush=True)
     return full
+
+
+def word_signals(encoder, splits: dict, feats: dict, dataset: str, cache: str) -> dict:
+    """What a decoder that reads object words reads them from, per split: (class probabilities (N, 1000), the COCO
+    detector's ``Objects`` per photo), row for row with the split's features; both cached."""
+    from caption_core.detectors import shared_detector, shared_detector_error
+
+    from .detections import detect_photos
+    from .guide import split_class_probs
+
+    detector = shared_detector()
+    if detector is None:
+        raise ValueError(f"--read-words needs the COCO detector, and none could be had ({shared_detector_error()}): "
+                         "see docs/detector.md")
+    return {s: (split_class_probs(encoder, ex, feats[s][0], dataset, s, cache),
+                detect_photos(detector, [(e.image_id, e.image) for e in ex], cache, what=f"{dataset_name(dataset)} [{s}]"))
+            for s, ex in splits.items()}
 
 
 def refresh_card(folder: str) -> dict:

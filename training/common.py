@@ -102,7 +102,11 @@ def check_resume(state: dict | None, cfg, log) -> dict | None:
     if state is None or state.get("config") == cfg.to_dict():
         return state
     made = dict(state.get("config") or {})
-    if {**made, "epochs": cfg.epochs} != cfg.to_dict():
+    try:  # as a config again: JSON's lists are tuples again, fields added since take their defaults
+        made_again = type(cfg).from_dict({**made, "epochs": cfg.epochs}).to_dict()
+    except (TypeError, ValueError):
+        made_again = None
+    if made_again != cfg.to_dict():
         raise ValueError(f"resume: the run in {cfg.out} was made with other options; use the same ones (only "
                          "--epochs may change) or another --out (or --no-resume)")
     log.info("resuming with %d epochs at most instead of %d", cfg.epochs, made.get("epochs"))

@@ -184,3 +184,20 @@ def _cifar_parquet(source: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         except (OSError, TypeError):
             log.warning("CIFAR-10: skipped an unreadable row")
     return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def dataset_name(source: str) -> str:
+    """A dataset's short name for bundle names and metric keys: its folder's name ('flickr8k'), or the Hub id."""
+    base = os.path.basename(os.path.normpath(source)).lower()
+    return base if base else source.replace("/", "_")
+
+
+def load_splits(source: str, splits=("train", "dev", "test")) -> dict:
+    """split -> its ``CaptionExample``s, each split's count (and what was skipped) printed."""
+    out = {}
+    for split in splits:
+        report = LoadReport()
+        out[split] = load_captions(source, split, report)
+        print(f"dataset {source} [{split}]: {len(out[split])} images"
+              + (f", skipped {report.skipped}" if report.skipped else ""), flush=True)
+    return out

@@ -33,7 +33,7 @@ def detection_key(detector, photos: Sequence[tuple[str, object]]) -> dict:
     sizes = [(i, os.path.getsize(p) if isinstance(p, str) and os.path.isfile(p) else len(p) if hasattr(p, "__len__")
               else None) for i, p in photos]
     return {"format": CACHE_FORMAT, "detector": detector.name, "config": cfg,
-            "weights": detector.weights_fingerprint(), "photos": sizes}
+            "weights": detector.weights_fingerprint(), "photos": [list(s) for s in sizes]}  # as JSON reads it back
 
 
 def detect_photos(detector, photos: Sequence[tuple[str, object]], cache: str = "cache", what: str = "photos",
@@ -68,7 +68,7 @@ def detect_photos(detector, photos: Sequence[tuple[str, object]], cache: str = "
 def split_objects(detector, dataset: str, split: str, ids: Sequence[str], cache: str = "cache") -> list[Objects | None]:
     """The detector's ``Objects`` of a Flickr split's photos ``ids`` (the rows ``training.guide.flickr_split`` kept),
     in that order."""
-    from .build import load_splits
+    from .datasets import load_splits
 
     by_id = {e.image_id: e.image for e in load_splits(dataset, [split])[split]}
     return detect_photos(detector, [(i, by_id[i]) for i in ids], cache, what=f"{os.path.basename(dataset)} [{split}]")

@@ -84,21 +84,30 @@ def _close_meteor(meteor) -> None:
         pass
 
 
-def caption_features(captioner, features: np.ndarray, strategy: str, batch: int = 250, **options) -> list[str]:
-    """Best caption for each row of features (N, D), in batches."""
+def caption_features(captioner, features: np.ndarray, strategy: str, batch: int = 250, objects=None,
+                     class_probs=None, **options) -> list[str]:
+    """Best caption for each row of features (N, D), in batches; ``objects`` and ``class_probs`` (N, 1000): the
+    detector's findings and the classifier's reading of each row (what a decoder that reads object words needs)."""
     out = []
     for b in range(0, len(features), batch):
-        per = captioner.decode(np.asarray(features[b:b + batch], np.float32), strategy, **options)
+        per = captioner.decode(np.asarray(features[b:b + batch], np.float32), strategy,
+                               objects=None if objects is None else objects[b:b + batch],
+                               class_probs=None if class_probs is None else class_probs[b:b + batch], **options)
         out += [p[0].text for p in per]
     return out
 
 
 def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray, strategy: str, meteor: bool = True,
-                   **options) -> tuple[dict, dict[str, dict]]:
-    """-> (scores, {image_id: {'caption', 'references'}}) for the valid rows."""
+                   cache: str = "cache", **options) -> tuple[dict, dict[str, dict]]:
+    """-> (scores, {image_id: {'caption', 'references'}}) for the valid rows. A decoder that reads object words
+    gets the detector's findings on the photos (cached under ``cache``)."""
     rows = np.flatnonzero(valid)
+    objects, probs = None, None
+    if captioner.object_words is not None:
+        objects, probs = photo_signals(captioner, [examples[r] for r in rows], np.asarray(features)[rows], cache)
     t0 = time.perf_counter()
-    texts = caption_features(captioner, np.asarray(features)[rows], strategy, **options)
+    texts = caption_features(captioner, np.asarray(features)[rows], strategy, objects=objects, class_probs=probs,
+                             **options)
     seconds = time.perf_counter() - t0
     ids = [examples[i].image_id for i in rows]
     refs = {i: list(examples[r].captions) for i, r in zip(ids, rows)}
@@ -108,6 +117,24 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
     scores["caption_statistics"] = caption_statistics(texts)  # distinct share, words used, dangling endings
     scores["precision"] = captioner.encoder.precision  # the arithmetic that made the features
     return scores, {i: {"caption": cands[i], "references": refs[i]} for i in ids}
+
+
+def photo_signals(captioner, examples, features: np.ndarray, cache: str = "cache", batch: int = 64):
+    """What a decoder that reads object words reads them from, for photos ``examples`` with their ``features``
+    (N, D): (the detector's ``Objects`` of each, cached under ``cache``; the classifier's probabilities (N, 1000):
+    the encoder's head, else the tagger over the photos)."""
+    from caption_core.images import load_image
+
+    from .detections import detect_photos
+
+    det = captioner.detector
+    objects = detect_photos(det, [(e.image_id, e.image) for e in examples], cache) if det is not None \
+        else [None] * len(examples)
+    if captioner.encoder.has_imagenet_head:
+        return objects, captioner.class_probabilities(features)
+    probs = [captioner.class_probabilities(features[b:b + batch], [load_image(e.image) for e in examples[b:b + batch]])
+             for b in range(0, len(examples), batch)]
+    return objects, np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32)
 
 
 def metrics_key(dataset: str, split: str, precision: str, limit: int = 0) -> str:
@@ -128,7 +155,7 @@ def write_captions(path: str, bundle: str, split: str, strategy: str, options: d
 
 
 def score_test(captioner, name: str, dataset: str, examples, features: np.ndarray, valid: np.ndarray,
-               strategies, tag: str | None = None) -> tuple[dict, dict, dict]:
+               strategies, tag: str | None = None, cache: str = "cache") -> tuple[dict, dict, dict]:
     """The test split captioned with each of ``strategies`` (the bundle's default options, as each reads them)
     and scored: -> (metrics {metrics key: {strategy: scores}}, caption files {name in the bundle: a temporary
     path}, the last strategy's captions). What build, scst and ensemble record in a bundle."""
@@ -137,7 +164,7 @@ def score_test(captioner, name: str, dataset: str, examples, features: np.ndarra
     metrics, files, captions = {}, {}, {}
     for strategy in strategies:
         opts = captioner.decoding(strategy)[1].to_dict()
-        scores, captions = evaluate_split(captioner, examples, features, valid, strategy, **opts)
+        scores, captions = evaluate_split(captioner, examples, features, valid, strategy, cache=cache, **opts)
         scores["options"] = opts
         metrics.setdefault(key, {})[strategy] = scores
         fname = captions_file("test", strategy, captioner.encoder.precision)

@@ -115,7 +115,7 @@ class Reader:
 
 def flickr_split(captioner, dataset: str, split: str, cache: str):
     """Features (cached), class probabilities and references of a Flickr split's valid photos."""
-    from .build import load_splits
+    from .datasets import load_splits
     from .features import extract_features
 
     examples = load_splits(dataset, [split])[split]
@@ -135,6 +135,22 @@ def flickr_split(captioner, dataset: str, split: str, cache: str):
     return [examples[r].image_id for r in rows], feats, probs, refs
 
 
+def split_class_probs(encoder, examples, feats, dataset: str, split: str, cache: str) -> np.ndarray:
+    """ImageNet class probabilities (N, 1000) of a split's photos, row for row with its cached ``feats``: the
+    encoder's own head where it has one, else the tagger's (its pooled features cached like any encoder's)."""
+    from caption_core.encoders.base import class_probabilities
+
+    if encoder.has_imagenet_head:
+        return class_probabilities(encoder.imagenet_logits(np.asarray(feats, np.float32)))
+    from caption_core.guidance import tagger
+
+    from .features import extract_features
+
+    t = tagger()
+    tag_feats, _ = extract_features(t, examples, dataset, split, cache)
+    return class_probabilities(t.imagenet_logits(np.asarray(tag_feats, np.float32)))
+
+
 def decode_captions(captioner, feats, probs, strategy: str, options: dict, batch: int = 250, objects=None):
     """Best caption per row of features (N, D), guided ones from the class probabilities (N, 1000) already
     computed (no second classifier pass) and, where given, the detector's ``objects`` of each row (N,).
@@ -144,7 +160,8 @@ def decode_captions(captioner, feats, probs, strategy: str, options: dict, batch
     for b in range(0, len(feats), batch):
         found = objects[b:b + batch] if objects is not None else None
         guidance = captioner.guide(probs[b:b + batch], checked, found) if s.guided else None
-        per = captioner.decode(feats[b:b + batch], strategy, options, guidance=guidance)
+        per = captioner.decode(feats[b:b + batch], strategy, options, guidance=guidance, objects=found,
+                               class_probs=probs[b:b + batch])
         texts += [p[0].text for p in per]
         fired += guidance or [None] * len(per)
     return texts, fired
@@ -205,7 +222,7 @@ def guide_bundle(folder: str, cfg: GuideConfig, dataset: str, cifar: str, cache:
     from caption_core.captioner import Captioner
     from caption_core.encoders import supported_options
 
-    from .build import dataset_name
+    from .datasets import dataset_name
     from .evaluate import metrics_key
 
     captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],

@@ -106,7 +106,7 @@ class SCSTTrainer:
         model = self.model = decoder.training_model
         optimizer = self.optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
         optimizer.build(model.trainable_variables)
-        D = decoder.config.feature_dim
+        D = decoder.config.input_dim  # the features, then the object words of a decoder that reads them
         spec = [tf.TensorSpec([None, D], tf.float32), tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, D], tf.float32),
                 tf.TensorSpec([None, None], tf.int32)]
@@ -184,7 +184,7 @@ class SCSTTrainer:
                 **{k: round(v, 1) for k, v in totals.items() if k.endswith("_s")}}
 
 
-def dev_scores(captioner, examples, feats: np.ndarray, valid: np.ndarray, limit: int = 0) -> dict:
+def dev_scores(captioner, examples, feats: np.ndarray, valid: np.ndarray, limit: int = 0, cache: str = "cache") -> dict:
     """The bundle's default decoding on the dev split: pycocoevalcap BLEU-4 / CIDEr and caption statistics."""
     from .evaluate import evaluate_split
 
@@ -193,7 +193,8 @@ def dev_scores(captioner, examples, feats: np.ndarray, valid: np.ndarray, limit:
     strategy, opts = captioner.decoding()
     if strategy.guided:  # guidance is chosen after training (python -m training guide) and needs the photos where
         strategy, opts = captioner.decoding("beam")  # the encoder has no classifier: select on its beam search
-    scores, _ = evaluate_split(captioner, examples, feats, valid, strategy.name, meteor=False, **opts.to_dict())
+    scores, _ = evaluate_split(captioner, examples, feats, valid, strategy.name, meteor=False, cache=cache,
+                               **opts.to_dict())
     stats = scores["caption_statistics"]
     return {"BLEU-4": round(scores["BLEU-4"], 4), "CIDEr": round(scores["CIDEr"], 4),
             **{k: stats[k] for k in ("distinct_share", "words_used", "dangling_endings")}}
@@ -208,10 +209,12 @@ def eligible(cfg: SCSTConfig, row: dict, start: dict | None = None) -> bool:
 
 
 def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples, train_feats, train_valid,
-               dev_examples, dev_feats, dev_valid, resume: bool = True, stop_after_epochs: int | None = None) -> dict:
+               dev_examples, dev_feats, dev_valid, resume: bool = True, stop_after_epochs: int | None = None,
+               cache: str = "cache") -> dict:
     """Fine-tune ``decoder`` (the Keras form of ``captioner``'s decoder) and return the state: the dev
     curve (epoch 0 = the starting model), the chosen epoch, timings. The chosen weights are in
-    ``<out>/best.keras`` and loaded into ``decoder`` on return."""
+    ``<out>/best.keras`` and loaded into ``decoder`` on return. A decoder that reads object words samples from the
+    training photos' (their detections cached under ``cache``)."""
     os.makedirs(cfg.out, exist_ok=True)
     state_path = os.path.join(cfg.out, "state.json")
     ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
@@ -230,12 +233,20 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples
     references = [ref_caps[order[a:b]] for a, b in zip(cuts[:-1], cuts[1:])]  # per photo (R, L) ids
     train_feats = np.asarray(train_feats, np.float32)
     dev_feats = np.asarray(dev_feats, np.float32)
+    if captioner.object_words is not None:  # what the decoder reads: the features, then each photo's object words
+        from .evaluate import photo_signals
+
+        words = np.zeros((len(train_feats), captioner.object_words.size), np.float32)  # (N, W)
+        words[photos] = captioner.object_words.photo_vectors(
+            *reversed(photo_signals(captioner, [train_examples[p] for p in photos], train_feats[photos], cache)),
+            len(photos))
+        train_feats = np.concatenate([train_feats, words], axis=1)  # (N, D + W)
     if state is not None and os.path.exists(ckpt):
         load_checkpoint(trainer.model, trainer.optimizer, ckpt)
         decoder.refresh()
         log.info("resuming after epoch %d", state["epochs_done"])
     else:
-        start = dev_scores(captioner, dev_examples, dev_feats, dev_valid, cfg.dev_limit)
+        start = dev_scores(captioner, dev_examples, dev_feats, dev_valid, cfg.dev_limit, cache)
         state = {"config": cfg.to_dict(), "epochs_done": 0, "best_epoch": 0, "best_dev_cider": None,
                  "bad_epochs": 0, "history": [{"epoch": 0, **start}], "stopped": None,
                  "train_images": int(len(photos))}
@@ -249,7 +260,7 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples
     while state["epochs_done"] < cfg.epochs and state["stopped"] is None:
         epoch = state["epochs_done"] + 1
         stats = trainer.run_epoch(train_feats, photos, rewards, np.random.default_rng([cfg.seed, epoch]), references)
-        dev = dev_scores(captioner, dev_examples, dev_feats, dev_valid, cfg.dev_limit)
+        dev = dev_scores(captioner, dev_examples, dev_feats, dev_valid, cfg.dev_limit, cache)
         ok = eligible(cfg, dev, state["history"][0])
         improved = ok and (state["best_dev_cider"] is None or dev["CIDEr"] > state["best_dev_cider"])
         if improved:
@@ -314,13 +325,14 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
     feats = {s: extract_features(captioner.encoder, ex, dataset, s, cache) for s, ex in splits.items()}
 
     def test_run(tag: str) -> tuple[dict, dict, dict]:
-        return score_test(captioner, name, dataset_name(dataset), splits["test"], *feats["test"], strategies, tag)
+        return score_test(captioner, name, dataset_name(dataset), splits["test"], *feats["test"], strategies, tag,
+                          cache=cache)
 
     captioner.decoder = decoder
     before, _, before_caps = test_run("cross-entropy")
     t0 = time.perf_counter()
     state = train_scst(cfg, captioner, decoder, splits["train"], *feats["train"], splits["dev"], *feats["dev"],
-                       resume=resume)
+                       resume=resume, cache=cache)
     seconds = time.perf_counter() - t0
     if state["best_epoch"] == 0:
         print("SCST did not beat the cross-entropy model on dev (or its captions were not eligible): "

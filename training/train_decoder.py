@@ -25,7 +25,8 @@ import numpy as np
 
 from caption_core.config import Config
 from caption_core.decoders import DecoderConfig, make_decoder, masked_loss, pad_captions
-from caption_core.text import Vocabulary, clean_caption
+from caption_core.object_words import ObjectWords, noisy_vectors, object_tags
+from caption_core.text import UNK_ID, Vocabulary, clean_caption
 
 from .common import check_resume, read_json, save_keras_atomic, set_seeds, write_json
 
@@ -51,6 +52,10 @@ class DecoderTrainConfig(Config):
     text_mix: float = 0.0  # text captions drawn each epoch per photo caption (needs --text; 0 = photos only)
     probe_epochs: int = 0  # the first N epochs train the image projection alone, every other layer frozen (a linear
     # probe before fine-tuning: with --init-from, the photo learns to move the pretrained language first)
+    read_words: bool = False  # the decoder reads object words beside the features: the detector's and classifier's
+    # for a photo, a text row's own caption's (caption_core/object_words.py)
+    word_drop: float = 0.25  # text rows: each of the caption's own object words left out with this probability
+    word_distractor: float = 0.25  # text rows: one more object word, not the caption's, put in with this probability
 
     def __post_init__(self):
         if self.text_mix > 0 and not self.text:
@@ -58,9 +63,11 @@ class DecoderTrainConfig(Config):
         if self.text_mix < 0:
             raise ValueError(f"text_mix must be >= 0, got {self.text_mix}")
 
-    def decoder_config(self, vocab_size: int, feature_dim: int, grid_cells: int = 0) -> DecoderConfig:
+    def decoder_config(self, vocab_size: int, feature_dim: int, grid_cells: int = 0,
+                       object_words: tuple = ()) -> DecoderConfig:
         return dataclasses.replace(self.decoder, vocab_size=vocab_size, feature_dim=feature_dim,
-                                   grid_cells=grid_cells if self.decoder.kind == "attention" else 0)
+                                   grid_cells=grid_cells if self.decoder.kind == "attention" else 0,
+                                   object_words=tuple(object_words))
 
 
 def caption_rows(examples, valid: np.ndarray, vocab: Vocabulary, max_length: int):
@@ -160,16 +167,17 @@ def reseed_dropout(model, seed: int, epoch: int) -> None:
 
 
 class DecoderTrainer:
-    def __init__(self, cfg: DecoderTrainConfig, vocab: Vocabulary, feature_dim: int, grid_cells: int = 0):
+    def __init__(self, cfg: DecoderTrainConfig, vocab: Vocabulary, feature_dim: int, grid_cells: int = 0,
+                 object_words: tuple = ()):
         import keras
         import tensorflow as tf
 
         self.cfg, self.vocab = cfg, vocab
-        self.decoder = make_decoder(cfg.decoder_config(len(vocab), feature_dim, grid_cells))
+        self.decoder = make_decoder(cfg.decoder_config(len(vocab), feature_dim, grid_cells, object_words))
         self.model = self.decoder.training_model
         self.optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
         self.optimizer.build(self.model.trainable_variables)
-        D = feature_dim
+        D = self.decoder.config.input_dim  # features, then object words
         spec = [tf.TensorSpec([None, D], tf.float32), tf.TensorSpec([None, None], tf.int32)]
         model, optimizer = self.model, self.optimizer
 
@@ -238,11 +246,13 @@ class DecoderTrainer:
 
 def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_valid, dev_examples, dev_feats,
                   dev_valid, resume: bool = False, stop_after_epochs: int | None = None, grid_cells: int = 0,
-                  vocab: Vocabulary | None = None, text_captions=None) -> dict:
+                  vocab: Vocabulary | None = None, text_captions=None, train_signals=None, dev_signals=None) -> dict:
     """Train (or resume) and return the state: vocabulary, best epoch, history, timings.
     The best weights are in ``<out>/best.keras``, the vocabulary in ``<out>/vocab.json``.
     ``vocab``: use this vocabulary (default: ``init_from``'s, else one built from the training captions);
-    ``text_captions``: raw captions without photos, ``text_mix`` of them per photo caption drawn each epoch."""
+    ``text_captions``: raw captions without photos, ``text_mix`` of them per photo caption drawn each epoch;
+    ``train_signals`` / ``dev_signals`` (``read_words``): each split's (class probabilities (N, 1000), the detector's
+    ``Objects`` per photo), row for row with its features: what the photos' object words are read from."""
     os.makedirs(cfg.out, exist_ok=True)
     state_path, vocab_path = os.path.join(cfg.out, "state.json"), os.path.join(cfg.out, "vocab.json")
     ckpt, best_path = os.path.join(cfg.out, "last.keras"), os.path.join(cfg.out, "best.keras")
@@ -261,9 +271,10 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
                                  "this run: use that one")
             vocab = pretrained
         vocab.save(vocab_path)
-    else:
+    else:  # the training captions' words, the text's too where it is read (its words are what it is read for)
         vocab = Vocabulary.build([clean_caption(c) for i, e in enumerate(train_examples) if train_valid[i]
-                                  for c in e.captions], min_count=cfg.min_count)
+                                  for c in e.captions] + [clean_caption(c) for c in (text_captions or [])],
+                                 min_count=cfg.min_count)
         vocab.save(vocab_path)
     train_idx, train_caps = caption_rows(train_examples, train_valid, vocab, cfg.decoder.max_length)
     dev_idx, dev_caps = caption_rows(dev_examples, dev_valid, vocab, cfg.decoder.max_length)
@@ -272,10 +283,20 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
     if cfg.blind:
         train_feats, dev_feats = np.zeros_like(train_feats), np.zeros_like(dev_feats)
     text_caps = text_rows(text_captions or [], vocab, cfg.decoder.max_length)
-    no_photo = len(train_feats)  # the text rows' feature row: zeros
-    if cfg.text_mix > 0:
+    words = None
+    if cfg.read_words:  # each photo's object words after its features; text rows get their own each epoch
+        if train_signals is None or dev_signals is None:
+            raise ValueError("read_words needs the photos' class probabilities and detections (train_signals, "
+                             "dev_signals): build computes them")
+        words = ObjectWords(object_tags(vocab), vocab, cfg.decoder.word_detector, cfg.decoder.word_classifier)
+        train_feats = np.concatenate([train_feats, words.photo_vectors(*train_signals, len(train_feats))], axis=1)
+        dev_feats = np.concatenate([dev_feats, words.photo_vectors(*dev_signals, len(dev_feats))], axis=1)
+        text_tags = [words.caption_indices(" ".join(vocab.id_to_word[t] for t in row if t > UNK_ID)) for row in text_caps]
+    no_photo = len(train_feats)  # the text rows' feature row: zeros (with object words: one row each, from no_photo on)
+    if cfg.text_mix > 0 and words is None:
         train_feats = np.concatenate([train_feats, np.zeros((1, *train_feats.shape[1:]), train_feats.dtype)])
-    trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1], grid_cells)
+    trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1] - (words.size if words else 0), grid_cells,
+                             words.tags if words else ())
     if state is not None and os.path.exists(ckpt):
         trainer.load_checkpoint(ckpt)
         log.info("resuming after epoch %d", state["epochs_done"])
@@ -297,9 +318,20 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
         rng = np.random.default_rng([cfg.seed, epoch])  # same batches whether resumed or not
         trainer.reseed_dropout(epoch)
         idx, caps = train_idx, train_caps
-        if cfg.text_mix > 0:
+        feats = train_feats
+        if cfg.text_mix > 0 and words is not None:  # each text row: zero features, its caption's words made noisy
+            pick = np.sort(rng.choice(len(text_caps), size=state["text_per_epoch"], replace=False))
+            tags = noisy_vectors([text_tags[p] for p in pick], words.size, cfg.word_drop, cfg.word_distractor, rng)
+            text_feats = np.concatenate([np.zeros((len(pick), train_feats.shape[1] - words.size), train_feats.dtype),
+                                         tags.astype(train_feats.dtype)], axis=1)  # (C_text, D + W)
+            feats = np.concatenate([train_feats, text_feats])
+            width = max(train_caps.shape[1], text_caps.shape[1])
+            idx = np.concatenate([train_idx, no_photo + np.arange(len(pick))])
+            caps = np.concatenate([np.pad(train_caps, ((0, 0), (0, width - train_caps.shape[1]))),
+                                   np.pad(text_caps[pick], ((0, 0), (0, width - text_caps.shape[1])))])
+        elif cfg.text_mix > 0:
             idx, caps = with_text(train_idx, train_caps, text_caps, no_photo, state["text_per_epoch"], rng)
-        loss, seconds = trainer.run_epoch(train_feats, idx, caps, rng, probe=epoch <= cfg.probe_epochs)
+        loss, seconds = trainer.run_epoch(feats, idx, caps, rng, probe=epoch <= cfg.probe_epochs)
         dev_loss = trainer.evaluate(dev_feats, dev_idx, dev_caps)
         improved = state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]
         if improved:

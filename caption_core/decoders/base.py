@@ -54,9 +54,21 @@ class DecoderConfig(Config):
     context_dim: int = 512  # E: each cell projected to this size (the context vector's size)
     attention_dim: int = 256  # A: size of the attention's hidden layer
     attention_penalty: float = 1.0  # weight of the doubly stochastic penalty (each cell attended ~once a caption)
+    # merge kind only: object words read beside the features (caption_core.object_words)
+    object_words: tuple = ()  # W tags ('coco:<category>', 'imagenet:<word>'): the input is the features then a (W,)
+    # multi-hot of the tags the detector and the classifier give the photo; () reads none
+    word_detector: float = 0.5  # a detection at least this confident puts its COCO category in
+    word_classifier: float = 0.4  # an ImageNet word at least this probable (its classes summed) puts itself in
 
     def __post_init__(self):
         decoder_class(self.kind)  # raises on an unknown kind
+        if self.object_words and self.kind != "merge":
+            raise ValueError(f"object words are read by the merge decoder only, not by kind {self.kind!r}")
+
+    @property
+    def input_dim(self) -> int:
+        """Size of what the decoder reads per photo: the encoder's features, then its object words."""
+        return self.feature_dim + len(self.object_words)
 
 
 def decoder_class(kind: str) -> type:

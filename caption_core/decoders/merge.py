@@ -18,7 +18,7 @@ from .base import DecoderConfig, KerasDecoder, NumpyDecoder, register_decoder, s
 
 
 def build_merge_decoder(config: DecoderConfig):
-    """The Keras training model: inputs ``features`` (B, D) float32, ``tokens`` (B, T) int32 -> logits
+    """The Keras training model: inputs ``features`` (B, D + W) float32 (W: object words, 0 for none), ``tokens`` (B, T) int32 -> logits
     (B, T, V), teacher forcing over whole captions. Decoding runs ``MergeInference`` on its weights."""
     import keras
     from keras import layers
@@ -33,7 +33,7 @@ def build_merge_decoder(config: DecoderConfig):
     head = layers.Dense(c.vocab_size, name="logits")
 
     # -- training model: whole captions ---------------------------------------------------
-    features = keras.Input((c.feature_dim,), name="features")  # (B, D)
+    features = keras.Input((c.input_dim,), name="features")  # (B, D + W): features, then object words (if any)
     tokens = keras.Input((None,), dtype="int32", name="tokens")  # (B, T)
     img = feat_dense(feat_dropout(features))  # (B, U)
     seq, _, _ = lstm(emb_dropout(embedding(tokens)))  # (B, T, U)
@@ -67,7 +67,7 @@ class MergeInference(NumpyDecoder):
         self._merge_w, self._merge_b = map(f32, layer_weights["merge_dense"])  # (U, U), (U,)
         self._head_w, self._head_b = map(f32, layer_weights["logits"])  # (U, V), (V,)
         expected = {"embedding": (c.vocab_size, c.embed_dim), "lstm kernel": (c.embed_dim, 4 * c.units),
-                    "lstm recurrent kernel": (c.units, 4 * c.units), "feature_projection": (c.feature_dim, c.units),
+                    "lstm recurrent kernel": (c.units, 4 * c.units), "feature_projection": (c.input_dim, c.units),
                     "merge_dense": (c.units, c.units), "logits": (c.units, c.vocab_size)}
         got = {"embedding": emb.shape, "lstm kernel": kernel.shape, "lstm recurrent kernel": recurrent.shape,
                "feature_projection": self._proj_w.shape, "merge_dense": self._merge_w.shape, "logits": self._head_w.shape}

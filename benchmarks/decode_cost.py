@@ -1,0 +1,80 @@
+"""What decoding a caption costs with one bundle against another of the same encoder (issue 33: a decoder that reads
+object words over a larger vocabulary must stay within 1.5x): one photo at a time, interleaved, float32, both with the
+same decoding (default: beam search, width 3; --strategy guided adds the detector-guided search they ship).
+
+    .venv/bin/python benchmarks/decode_cost.py BASE_BUNDLE CANDIDATE_BUNDLE [--photos 40] [--json OUT]
+
+Per photo, ``Captioner.caption`` end to end; reported: the medians of its decode time (``CaptionResult.decode_ms``:
+the decoder's steps, the object words' vector put after the features included) and of the whole call, and the
+candidate / base ratios. The detector runs for both (its objects are what the candidate reads). Flickr8k test photos
+when ../shared has them, else scikit-image's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from guided_latency import photos  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("base", help="the bundle measured against")
+    p.add_argument("candidate", help="the bundle measured (the same encoder)")
+    p.add_argument("--photos", type=int, default=40)
+    p.add_argument("--strategy", default="beam")
+    p.add_argument("--beam-width", type=int, default=3)
+    p.add_argument("--json", help="also write the result here")
+    args = p.parse_args(argv)
+
+    from caption_core.bundle import read_manifest
+    from caption_core.captioner import Captioner
+    from caption_core.encoders import supported_options
+    from training.common import machine
+
+    caps = {}
+    for kind, folder in (("base", args.base), ("candidate", args.candidate)):
+        name = read_manifest(folder)["encoder"]["name"]
+        caps[kind] = Captioner.from_bundle(folder, supported_options(name, {"precision": "float32"}))
+    if caps["base"].encoder.name != caps["candidate"].encoder.name:
+        raise SystemExit("the two bundles must share the encoder: the decoders are what is compared")
+    images = photos(args.photos)
+    opts = {"beam_width": args.beam_width}
+    if args.strategy == "guided":
+        opts.update(guide_threshold=1.0, guide_veto=True, guide_detector=0.5, guide_detector_first=True,
+                    guide_count=False)
+    for c in caps.values():  # warm-up
+        c.caption(images[0], strategy=args.strategy, **opts)
+    rows = []
+    for img in images:
+        row = {}
+        for kind, c in caps.items():
+            t = time.perf_counter()
+            r = c.caption(img, strategy=args.strategy, **opts)[0]
+            row[kind] = {"total_ms": 1000 * (time.perf_counter() - t), "decode_ms": r.decode_ms,
+                         "words": len(r.captions[0].tokens)}
+        rows.append(row)
+    med = {kind: {k: round(statistics.median(r[kind][k] for r in rows), 2) for k in ("total_ms", "decode_ms", "words")}
+           for kind in caps}
+    out = {"base": args.base, "candidate": args.candidate, "photos": len(images), "strategy": args.strategy,
+           "options": opts, "precision": "float32", "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
+           "object_words": {k: (c.object_words.size if c.object_words else 0) for k, c in caps.items()},
+           "median": med, "decode_ratio": round(med["candidate"]["decode_ms"] / med["base"]["decode_ms"], 3),
+           "total_ratio": round(med["candidate"]["total_ms"] / med["base"]["total_ms"], 3), "machine": machine()}
+    print(json.dumps({k: out[k] for k in ("vocabulary", "object_words", "median", "decode_ratio", "total_ratio")}))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
