@@ -77,7 +77,7 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     captioner.name = name
     test = load_splits(dataset, ["test"])["test"]
     feats, valid = extract_features(captioner.encoder, test, dataset, "test", cache)
-    metrics, files, _ = score_test(captioner, name, dataset_name(dataset), test, feats, valid, strategies)
+    metrics, files, _ = score_test(captioner, name, dataset_name(dataset), test, feats, valid, strategies, cache=cache)
     first = manifests[0].get("training", {})
     training = {
         "dataset": dataset, "dataset_name": dataset_name(dataset), "blind": False,
