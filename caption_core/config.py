@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             continue
         default = defaults.get(f.name, _default_of(f))
         kind = _scalar_type(hints[f.name])
-        help_text = comments.get(f.name, "")
+        help_text = comments.get(f.name, "").replace("%", "%%")  # argparse formats help: "59% distinct" is no "% d"
         flag = "--" + f.name.replace("_", "-")
         if kind is dict:
             raise TypeError(f"{cls.__name__}.{f.name} is a dict: give it a flag of its own and exclude it here")

@@ -274,6 +274,14 @@ def test_cli_help_and_bad_arguments():
     for flag in ("--encoder", "--epochs", "--units", "--max-length", "--beam-width", "--length-penalty", "--top-p"):
         assert flag in helped.stdout
     assert " ".join(helped.stdout.split()).count("(default: ") >= 20  # the config fields' comments and defaults
+    import argparse
+
+    from training.__main__ import parser
+
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():  # every command's help formats ('59% distinct' in a comment once broke scst's)
+        assert "usage" in sub.format_help(), name
+    assert "59% distinct" in " ".join(commands["scst"].format_help().split())
     missing = subprocess.run([sys.executable, "-m", "training", "features", "--encoder", "efficientnet_lite0",
                               "--dataset", "/nonexistent/flickr"], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no dataset at")
