@@ -16,13 +16,12 @@ import json
 import os
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from guided_latency import photos  # noqa: E402
+from guided_latency import float32_captioner, interleaved, photos  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,30 +34,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
 
-    from caption_core.bundle import read_manifest
-    from caption_core.captioner import Captioner
-    from caption_core.encoders import supported_options
-
-    caps = {}
-    for kind, folder in (("merge", args.merge), ("attention", args.attention)):
-        name = read_manifest(folder)["encoder"]["name"]
-        caps[kind] = Captioner.from_bundle(folder, supported_options(name, {"precision": "float32"}))
+    caps = {kind: float32_captioner(folder) for kind, folder in (("merge", args.merge), ("attention", args.attention))}
     if not caps["attention"].attends:
         raise SystemExit(f"{args.attention} is not an attention bundle")
     images = photos(args.photos)
     opts = {"beam_width": args.beam_width}
-    for c in caps.values():  # warm-up
-        c.caption(images[0], strategy=args.strategy, **opts)
-    rows = []
-    for img in images:
-        row = {}
-        for kind, c in caps.items():
-            t = time.perf_counter()
-            r = c.caption(img, strategy=args.strategy, **opts)[0]
-            row[kind] = {"total_ms": 1000 * (time.perf_counter() - t), "encode_ms": r.encode_ms, "decode_ms": r.decode_ms}
-            if kind == "attention":
-                assert r.attention and len(r.attention["maps"]) == len(r.attention["words"])
-        rows.append(row)
+
+    def maps_come_along(kind, r):
+        if kind == "attention":
+            assert r.attention and len(r.attention["maps"]) == len(r.attention["words"])
+
+    rows = interleaved(caps, images, args.strategy, opts, maps_come_along)
     out = {"photos": len(rows), "strategy": args.strategy, **opts, "precision": "float32",
            "merge_bundle": os.path.basename(os.path.normpath(args.merge)),
            "attention_bundle": os.path.basename(os.path.normpath(args.attention)),

@@ -17,12 +17,11 @@ import json
 import os
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from guided_latency import photos  # noqa: E402
+from guided_latency import float32_captioner, interleaved, photos  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,15 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
 
-    from caption_core.bundle import read_manifest
-    from caption_core.captioner import Captioner
-    from caption_core.encoders import supported_options
     from training.common import machine
 
-    caps = {}
-    for kind, folder in (("base", args.base), ("candidate", args.candidate)):
-        name = read_manifest(folder)["encoder"]["name"]
-        caps[kind] = Captioner.from_bundle(folder, supported_options(name, {"precision": "float32"}))
+    caps = {kind: float32_captioner(folder) for kind, folder in (("base", args.base), ("candidate", args.candidate))}
     if caps["base"].encoder.name != caps["candidate"].encoder.name:
         raise SystemExit("the two bundles must share the encoder: the decoders are what is compared")
     images = photos(args.photos)
@@ -51,17 +44,7 @@ def main(argv=None) -> int:
     if args.strategy == "guided":
         opts.update(guide_threshold=1.0, guide_veto=True, guide_detector=0.5, guide_detector_first=True,
                     guide_count=False)
-    for c in caps.values():  # warm-up
-        c.caption(images[0], strategy=args.strategy, **opts)
-    rows = []
-    for img in images:
-        row = {}
-        for kind, c in caps.items():
-            t = time.perf_counter()
-            r = c.caption(img, strategy=args.strategy, **opts)[0]
-            row[kind] = {"total_ms": 1000 * (time.perf_counter() - t), "decode_ms": r.decode_ms,
-                         "words": len(r.captions[0].tokens)}
-        rows.append(row)
+    rows = interleaved(caps, images, args.strategy, opts)
     med = {kind: {k: round(statistics.median(r[kind][k] for r in rows), 2) for k in ("total_ms", "decode_ms", "words")}
            for kind in caps}
     out = {"base": args.base, "candidate": args.candidate, "photos": len(images), "strategy": args.strategy,

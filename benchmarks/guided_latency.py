@@ -41,6 +41,36 @@ def photos(n: int, source: str = "flickr"):
     return [Image.fromarray(getattr(skimage.data, k)()) for k in ("chelsea", "coffee", "astronaut", "rocket")]
 
 
+def float32_captioner(folder: str):
+    """A bundle's Captioner with its encoder in float32 (the path every CPU has)."""
+    from caption_core.bundle import read_manifest
+    from caption_core.captioner import Captioner
+    from caption_core.encoders import supported_options
+
+    return Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
+                                                           {"precision": "float32"}))
+
+
+def interleaved(captioners: dict, images, strategy: str, opts: dict, check=None) -> list[dict]:
+    """Each photo captioned by every captioner in turn (after one warm-up caption each), one at a time -> per photo,
+    per label: total_ms (the whole call), encode_ms, decode_ms, words (the best caption's ids). ``check(label,
+    result)``: asserts on each result."""
+    for c in captioners.values():
+        c.caption(images[0], strategy=strategy, **opts)
+    rows = []
+    for img in images:
+        row = {}
+        for label, c in captioners.items():
+            t = time.perf_counter()
+            r = c.caption(img, strategy=strategy, **opts)[0]
+            row[label] = {"total_ms": 1000 * (time.perf_counter() - t), "encode_ms": r.encode_ms,
+                          "decode_ms": r.decode_ms, "words": len(r.captions[0].tokens)}
+            if check is not None:
+                check(label, r)
+        rows.append(row)
+    return rows
+
+
 def measure(bundle: str, images, threshold: float | None, source: str = "flickr") -> dict:
     from caption_core.bundle import read_manifest
     from caption_core.captioner import Captioner

@@ -80,7 +80,8 @@ class Captioner:
         from .object_words import ObjectWords
 
         # a decoder that reads object words beside the features: what computes them (None for the others)
-        self.object_words = ObjectWords.for_decoder(decoder.config, vocab)
+        self.object_words = ObjectWords.for_decoder(decoder.config, vocab, self.word_map) \
+            if decoder.config.object_words else None  # (the guidance's word map, read once for both)
 
     @property
     def detector(self):

@@ -37,14 +37,15 @@ class ObjectWords:
     """The multi-hot object-word vectors of photos and of captions, for the tags ``tags`` over ``vocab``."""
 
     def __init__(self, tags: tuple[str, ...], vocab: Vocabulary, detector_threshold: float = 0.5,
-                 classifier_threshold: float = 0.4):
+                 classifier_threshold: float = 0.4, word_map: WordMap | None = None):
+        """``word_map``: the vocabulary's ``WordMap`` where one is already read (a captioner's, for guidance)."""
         bad = [t for t in tags if not t.startswith((COCO_PREFIX, IMAGENET_PREFIX))]
         if bad:
             raise ValueError(f"object words must start with '{COCO_PREFIX}' or '{IMAGENET_PREFIX}': {bad[:5]}")
         self.tags, self.vocab = tuple(tags), vocab
         self.detector_threshold, self.classifier_threshold = detector_threshold, classifier_threshold
         self.index = {t: i for i, t in enumerate(self.tags)}
-        self.word_map = WordMap(vocab)
+        self.word_map = word_map or WordMap(vocab)
         # the classifier: its word probabilities (N, W_imagenet) -> these tags
         self._imagenet_cols = np.array([self.index.get(IMAGENET_PREFIX + w, -1) for w in self.word_map.words])
         # a caption word -> the tags it stands for (the COCO categories whose words it is; the ImageNet word it counts as)
@@ -62,11 +63,11 @@ class ObjectWords:
         self.caption_tags = {w: tuple(sorted(t)) for w, t in found.items()}
 
     @classmethod
-    def for_decoder(cls, config, vocab: Vocabulary) -> "ObjectWords | None":
+    def for_decoder(cls, config, vocab: Vocabulary, word_map: WordMap | None = None) -> "ObjectWords | None":
         """The object words a ``DecoderConfig`` reads, or None for a decoder that reads none."""
         if not config.object_words:
             return None
-        return cls(config.object_words, vocab, config.word_detector, config.word_classifier)
+        return cls(config.object_words, vocab, config.word_detector, config.word_classifier, word_map)
 
     @property
     def size(self) -> int:

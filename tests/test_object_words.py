@@ -12,7 +12,7 @@ from caption_core.detectors import Detection, Objects
 from caption_core.object_words import ObjectWords, noisy_vectors, object_tags
 from caption_core.text import Vocabulary
 from helpers import make_flickr
-from test_pretrain_text import TINY, make_text
+from test_pretrain_text import TINY, make_text, tiny_build
 
 
 def vocab_of(*captions):
@@ -97,19 +97,14 @@ def test_a_bundle_that_reads_words_builds_loads_and_captions(tmp_path, monkeypat
     from caption_core import detectors
     from caption_core.bundle import verify_bundle
     from caption_core.captioner import Captioner
-    from caption_core.encoders import build_encoder
-    from training.build import BuildConfig, build
+    from training.build import build
     from training.train_decoder import DecoderTrainConfig
 
     tiny = detectors.build_detector("coco_ssd", {"weights": "random", "width": 0.25})
     monkeypatch.setitem(detectors._SHARED, "detector", tiny)  # the process's detector: a tiny random copy
     flickr = make_flickr(tmp_path / "flickr", bad=False)
     text, coco = make_text(tmp_path / "text", flickr)
-    backbone = str(tmp_path / "backbone.keras")
-    build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear",
-                                 "batch_size": 4}).model.save(backbone)
-    cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny-words",
-                      weights=backbone, cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"), ood_dev=(coco,))
+    cfg = tiny_build(tmp_path, flickr, coco, "tiny-words")
     train = DecoderTrainConfig(out="", decoder=TINY, epochs=2, batch_size=8, min_count=1, learning_rate=0.01,
                                text=text, text_mix=0.5, read_words=True)
     manifest = build(cfg, train)

@@ -41,6 +41,18 @@ def corpus(tmp_path):
     return flickr, text, coco
 
 
+def tiny_build(tmp_path, flickr, coco, name):
+    """A BuildConfig over a tiny random vit_custom (16-d features) for a photo run on the tiny Flickr folder."""
+    from caption_core.encoders import build_encoder
+    from training.build import BuildConfig
+
+    backbone = str(tmp_path / "backbone.keras")
+    build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear",
+                                 "batch_size": 4}).model.save(backbone)
+    return BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name=name,
+                       weights=backbone, cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"), ood_dev=(coco,))
+
+
 def pretrain_cfg(out, epochs=6):
     from training.train_decoder import DecoderTrainConfig
 
@@ -85,19 +97,13 @@ def test_a_photo_run_starts_from_the_text_and_keeps_reading_it(corpus, tmp_path)
 
     from caption_core.bundle import verify_bundle
     from caption_core.captioner import Captioner
-    from training.build import BuildConfig, build
+    from training.build import build
     from training.pretrain_text import pretrain_text
     from training.train_decoder import DecoderTrainConfig
 
     flickr, text, coco = corpus
     pretrain_text(pretrain_cfg(tmp_path / "lm", epochs=3), text, flickr, [coco])
-    from caption_core.encoders import build_encoder
-
-    backbone = str(tmp_path / "backbone.keras")
-    build_encoder("vit_custom", {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32, "stem": "linear",
-                                 "batch_size": 4}).model.save(backbone)
-    cfg = BuildConfig(encoder="vit_custom", dataset=flickr, out=str(tmp_path / "weights"), name="tiny-text",
-                      weights=backbone, cache=str(tmp_path / "cache"), runs=str(tmp_path / "runs"), ood_dev=(coco,))
+    cfg = tiny_build(tmp_path, flickr, coco, "tiny-text")
     train = DecoderTrainConfig(out="", decoder=TINY, epochs=2, batch_size=8, min_count=1, learning_rate=0.01,
                                init_from=str(tmp_path / "lm"), text=text, text_mix=0.5)
     manifest = build(cfg, train)

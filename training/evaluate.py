@@ -102,12 +102,11 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
     """-> (scores, {image_id: {'caption', 'references'}}) for the valid rows. A decoder that reads object words
     gets the detector's findings on the photos (cached under ``cache``)."""
     rows = np.flatnonzero(valid)
-    objects, probs = None, None
-    if captioner.object_words is not None:
-        objects, probs = photo_signals(captioner, [examples[r] for r in rows], np.asarray(features)[rows], cache)
+    feats = np.asarray(features)[rows]
+    probs, objects = photo_signals(captioner, [examples[r] for r in rows], feats, cache) \
+        if captioner.object_words is not None else (None, None)
     t0 = time.perf_counter()
-    texts = caption_features(captioner, np.asarray(features)[rows], strategy, objects=objects, class_probs=probs,
-                             **options)
+    texts = caption_features(captioner, feats, strategy, objects=objects, class_probs=probs, **options)
     seconds = time.perf_counter() - t0
     ids = [examples[i].image_id for i in rows]
     refs = {i: list(examples[r].captions) for i, r in zip(ids, rows)}
@@ -121,8 +120,8 @@ def evaluate_split(captioner, examples, features: np.ndarray, valid: np.ndarray,
 
 def photo_signals(captioner, examples, features: np.ndarray, cache: str = "cache", batch: int = 64):
     """What a decoder that reads object words reads them from, for photos ``examples`` with their ``features``
-    (N, D): (the detector's ``Objects`` of each, cached under ``cache``; the classifier's probabilities (N, 1000):
-    the encoder's head, else the tagger over the photos)."""
+    (N, D): (the classifier's probabilities (N, 1000): the encoder's head, else the tagger over the photos; the
+    detector's ``Objects`` of each, cached under ``cache``), in the order ``ObjectWords.photo_vectors`` takes them."""
     from caption_core.images import load_image
 
     from .detections import detect_photos
@@ -131,10 +130,10 @@ def photo_signals(captioner, examples, features: np.ndarray, cache: str = "cache
     objects = detect_photos(det, [(e.image_id, e.image) for e in examples], cache) if det is not None \
         else [None] * len(examples)
     if captioner.encoder.has_imagenet_head:
-        return objects, captioner.class_probabilities(features)
+        return captioner.class_probabilities(features), objects
     probs = [captioner.class_probabilities(features[b:b + batch], [load_image(e.image) for e in examples[b:b + batch]])
              for b in range(0, len(examples), batch)]
-    return objects, np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32)
+    return (np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32)), objects
 
 
 def metrics_key(dataset: str, split: str, precision: str, limit: int = 0) -> str:

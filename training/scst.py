@@ -238,8 +238,7 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples
 
         words = np.zeros((len(train_feats), captioner.object_words.size), np.float32)  # (N, W)
         words[photos] = captioner.object_words.photo_vectors(
-            *reversed(photo_signals(captioner, [train_examples[p] for p in photos], train_feats[photos], cache)),
-            len(photos))
+            *photo_signals(captioner, [train_examples[p] for p in photos], train_feats[photos], cache), len(photos))
         train_feats = np.concatenate([train_feats, words], axis=1)  # (N, D + W)
     if state is not None and os.path.exists(ckpt):
         load_checkpoint(trainer.model, trainer.optimizer, ckpt)

@@ -91,14 +91,16 @@ def text_rows(captions, vocab: Vocabulary, max_length: int) -> np.ndarray:
 
 
 def with_text(image_idx: np.ndarray, caps: np.ndarray, text_caps: np.ndarray, no_photo: int, count: int,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+              rng: np.random.Generator, own_rows: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The photo rows plus ``count`` text rows drawn without replacement, each pointing at feature row ``no_photo``
-    (zeros) -> image index (C',), ids (C', L)."""
+    (zeros), or with ``own_rows`` the k-th at row ``no_photo + k`` (its own object words)
+    -> image index (C',), ids (C', L), the text rows drawn (K,)."""
     pick = np.sort(rng.choice(len(text_caps), size=min(count, len(text_caps)), replace=False))
     width = max(caps.shape[1], text_caps.shape[1])
     pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))  # noqa: E731
-    return (np.concatenate([image_idx, np.full(len(pick), no_photo, image_idx.dtype)]),
-            np.concatenate([pad(caps), pad(text_caps[pick])]))
+    rows = no_photo + np.arange(len(pick)) if own_rows else np.full(len(pick), no_photo)
+    return (np.concatenate([image_idx, rows.astype(image_idx.dtype)]), np.concatenate([pad(caps), pad(text_caps[pick])]),
+            pick)
 
 
 def transfer_language(model, path: str) -> list[str]:
@@ -283,7 +285,7 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
     if cfg.blind:
         train_feats, dev_feats = np.zeros_like(train_feats), np.zeros_like(dev_feats)
     text_caps = text_rows(text_captions or [], vocab, cfg.decoder.max_length)
-    words = None
+    words, feature_dim = None, train_feats.shape[1]
     if cfg.read_words:  # each photo's object words after its features; text rows get their own each epoch
         if train_signals is None or dev_signals is None:
             raise ValueError("read_words needs the photos' class probabilities and detections (train_signals, "
@@ -295,8 +297,7 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
     no_photo = len(train_feats)  # the text rows' feature row: zeros (with object words: one row each, from no_photo on)
     if cfg.text_mix > 0 and words is None:
         train_feats = np.concatenate([train_feats, np.zeros((1, *train_feats.shape[1:]), train_feats.dtype)])
-    trainer = DecoderTrainer(cfg, vocab, train_feats.shape[1] - (words.size if words else 0), grid_cells,
-                             words.tags if words else ())
+    trainer = DecoderTrainer(cfg, vocab, feature_dim, grid_cells, words.tags if words else ())
     if state is not None and os.path.exists(ckpt):
         trainer.load_checkpoint(ckpt)
         log.info("resuming after epoch %d", state["epochs_done"])
@@ -319,18 +320,14 @@ def train_decoder(cfg: DecoderTrainConfig, train_examples, train_feats, train_va
         trainer.reseed_dropout(epoch)
         idx, caps = train_idx, train_caps
         feats = train_feats
+        if cfg.text_mix > 0:
+            idx, caps, pick = with_text(train_idx, train_caps, text_caps, no_photo, state["text_per_epoch"], rng,
+                                        own_rows=words is not None)
         if cfg.text_mix > 0 and words is not None:  # each text row: zero features, its caption's words made noisy
-            pick = np.sort(rng.choice(len(text_caps), size=state["text_per_epoch"], replace=False))
             tags = noisy_vectors([text_tags[p] for p in pick], words.size, cfg.word_drop, cfg.word_distractor, rng)
-            text_feats = np.concatenate([np.zeros((len(pick), train_feats.shape[1] - words.size), train_feats.dtype),
-                                         tags.astype(train_feats.dtype)], axis=1)  # (C_text, D + W)
+            text_feats = np.concatenate([np.zeros((len(pick), feature_dim), train_feats.dtype),
+                                         tags.astype(train_feats.dtype)], axis=1)  # (K, D + W)
             feats = np.concatenate([train_feats, text_feats])
-            width = max(train_caps.shape[1], text_caps.shape[1])
-            idx = np.concatenate([train_idx, no_photo + np.arange(len(pick))])
-            caps = np.concatenate([np.pad(train_caps, ((0, 0), (0, width - train_caps.shape[1]))),
-                                   np.pad(text_caps[pick], ((0, 0), (0, width - text_caps.shape[1])))])
-        elif cfg.text_mix > 0:
-            idx, caps = with_text(train_idx, train_caps, text_caps, no_photo, state["text_per_epoch"], rng)
         loss, seconds = trainer.run_epoch(feats, idx, caps, rng, probe=epoch <= cfg.probe_epochs)
         dev_loss = trainer.evaluate(dev_feats, dev_idx, dev_caps)
         improved = state["best_dev_loss"] is None or dev_loss < state["best_dev_loss"]
