@@ -36,12 +36,21 @@ def load_lm(run: str):
 
 
 def captioner_for(spec: str):
-    """'BUNDLE' or 'BUNDLE:LM_RUN:WEIGHT' -> a Captioner (float32), fused with the language model where given."""
+    """'BUNDLE', 'BUNDLE:LM_RUN:WEIGHT' or 'BUNDLE+BUNDLE+...' -> a Captioner (float32), fused with the language model
+    where given; with '+', the bundles assembled as an ensemble (over the union of their vocabularies where they
+    differ), as ``python -m training ensemble`` would build it ('+...@1,1,2': with those weights)."""
     from caption_core.bundle import read_manifest
     from caption_core.captioner import Captioner
     from caption_core.decoders import FusedDecoder, vocabulary_map
     from caption_core.encoders import supported_options
 
+    if "+" in spec:
+        from training.ensemble import assemble
+
+        spec, _, weights = spec.partition("@")  # 'A+B+C@1,1,2': the members' weights
+        captioner, _ = assemble(spec.split("+"), {"precision": "float32"},
+                                [float(w) for w in weights.split(",")] if weights else None)
+        return captioner
     bundle, *fusion = spec.split(":")
     captioner = Captioner.from_bundle(bundle, supported_options(read_manifest(bundle)["encoder"]["name"],
                                                                 {"precision": "float32"}))
@@ -54,7 +63,7 @@ def captioner_for(spec: str):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--candidate", action="append", required=True, metavar="LABEL=BUNDLE[:LM_RUN:WEIGHT]")
+    p.add_argument("--candidate", action="append", required=True, metavar="LABEL=BUNDLE[:LM_RUN:WEIGHT]|BUNDLE+BUNDLE...")
     p.add_argument("--dataset", default=os.path.join("..", "shared", "data", "flickr8k"))
     p.add_argument("--coco", default=os.path.join("..", "shared", "data", "coco-mini"))
     p.add_argument("--cache", default="cache")

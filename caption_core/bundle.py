@@ -73,14 +73,22 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
         if hasattr(decoder, "members") and member_bundles:  # an ensemble of bundles: each member referred to
             if len(member_bundles) != len(decoder.members):
                 raise BundleError(f"{len(decoder.members)} member decoders but {len(member_bundles)} member bundles")
-            decoder_entry = {"members": [member_reference(folder, b, m, sl) for b, m, sl in
-                                         zip(member_bundles, decoder.members, decoder.slices)],
+            mapped = [i is not None for i in getattr(decoder, "ids", None) or [None] * len(decoder.members)]
+            decoder_entry = {"members": [member_reference(folder, b, m, sl, own_vocabulary=own) for b, m, sl, own in
+                                         zip(member_bundles, decoder.members, decoder.slices, mapped)],
                              "config": decoder.config.to_dict()}
+            if getattr(decoder, "weights", None):  # the members' weights in the mean (absent: equal)
+                decoder_entry["weights"] = list(decoder.weights)
         elif hasattr(decoder, "members"):  # members that are no bundles: one file each, with its feature slice
+            if any(i is not None for i in getattr(decoder, "ids", None) or ()):
+                raise BundleError("an ensemble over several vocabularies refers to its members as bundles (each keeps "
+                                  "its own vocabulary): pass member_bundles")
             decoder_entry = {"members": [{"file": f"decoder_{i}.keras", "config": m.config.to_dict(), "features": list(sl),
                                           "storage": storage}
                                          for i, (m, sl) in enumerate(zip(decoder.members, decoder.slices))],
                              "config": decoder.config.to_dict()}
+            if getattr(decoder, "weights", None):
+                decoder_entry["weights"] = list(decoder.weights)
             for m, entry in zip(decoder.members, decoder_entry["members"]):
                 m.save(os.path.join(tmp, entry["file"]), storage)
         else:
@@ -123,10 +131,11 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
     return folder
 
 
-def member_reference(folder: str, member: str, decoder, features: tuple[int, int]) -> dict:
+def member_reference(folder: str, member: str, decoder, features: tuple[int, int], own_vocabulary: bool = False) -> dict:
     """An ensemble's entry for a member bundle: its name, its decoder file and that file's sha256, the decoder config
-    and the feature slice it reads. The member must be a bundle beside the ensemble (the same parent folder) whose
-    decoder is ``decoder`` (the same config)."""
+    and the feature slice it reads; with ``own_vocabulary`` (a member whose vocabulary is not the ensemble's), its
+    vocabulary file and that file's sha256 too. The member must be a bundle beside the ensemble (the same parent
+    folder) whose decoder is ``decoder`` (the same config)."""
     member = os.path.abspath(member)
     if os.path.dirname(member) != os.path.dirname(os.path.abspath(folder)):
         raise BundleError(f"ensemble '{os.path.basename(folder)}': its member bundle '{member}' must sit beside it, in "
@@ -137,13 +146,25 @@ def member_reference(folder: str, member: str, decoder, features: tuple[int, int
         raise BundleError(f"'{member}' is an ensemble itself: an ensemble's members are single bundles")
     if DecoderConfig.from_dict(entry["config"]) != decoder.config:
         raise BundleError(f"member bundle '{os.path.basename(member)}' has another decoder config than the member given")
-    return {"bundle": os.path.basename(member), "file": entry["file"], "sha256": m["files"][entry["file"]],
-            "config": entry["config"], "features": list(features)}
+    out = {"bundle": os.path.basename(member), "file": entry["file"], "sha256": m["files"][entry["file"]],
+           "config": entry["config"], "features": list(features)}
+    if own_vocabulary:
+        vocab_file = m["vocabulary"]["file"]
+        out["vocabulary"] = {"file": vocab_file, "sha256": m["files"][vocab_file]}
+    return out
 
 
-def member_path(folder: str, entry: dict, check: bool = True) -> str:
+def member_path(folder: str, entry: dict, check: bool = True, what: str = "decoder") -> str:
     """The decoder file an ensemble's member entry refers to: ``<parent>/<bundle>/<file>`` (BundleError when the
-    member bundle is not there, or, with ``check``, when the file is not the one recorded)."""
+    member bundle is not there, or, with ``check``, when the file is not the one recorded). ``what="vocabulary"``:
+    the member's own vocabulary file (an ensemble over several vocabularies records it)."""
+    if what == "vocabulary":
+        vocab = entry.get("vocabulary")
+        if not isinstance(vocab, dict) or not isinstance(vocab.get("file"), str):
+            raise BundleError(f"bundle '{folder}': member {entry.get('bundle')!r} names no vocabulary file; rebuild the "
+                              "ensemble (python -m training ensemble)")
+        return member_path(folder, {"bundle": entry.get("bundle"), "file": vocab["file"],
+                                    "sha256": vocab.get("sha256")}, check)
     name = entry.get("bundle")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise BundleError(f"bundle '{folder}': a member is named {name!r}, which is not a bundle folder's name")
@@ -154,9 +175,9 @@ def member_path(folder: str, entry: dict, check: bool = True) -> str:
                           f"{name}), or load both from the Hub repository they were pushed to")
     path = _safe_member(home, entry.get("file", DECODER_FILE))
     if not os.path.isfile(path):
-        raise BundleError(f"member bundle '{name}' has no decoder file '{entry.get('file')}'; rebuild or re-download it")
+        raise BundleError(f"member bundle '{name}' has no file '{entry.get('file')}'; rebuild or re-download it")
     if check and sha256_file(path) != entry.get("sha256"):
-        raise BundleError(f"member bundle '{name}': its decoder is not the one ensemble "
+        raise BundleError(f"member bundle '{name}': its {entry.get('file')} is not the one ensemble "
                           f"'{os.path.basename(os.path.normpath(folder))}' was made of (sha256 differs); rebuild the "
                           "ensemble (python -m training ensemble) or restore that bundle")
     return path
@@ -187,6 +208,8 @@ def verify_bundle(folder: str, skip: tuple[str, ...] = ()) -> dict:
     for entry in manifest["decoder"].get("members", []):
         if "bundle" in entry:  # referred to: beside this bundle, its sha256 recorded here
             member_path(folder, entry)
+            if "vocabulary" in entry:  # its own vocabulary (the ensemble's is the union)
+                member_path(folder, entry, what="vocabulary")
     for needed in (*decoder_files(manifest), manifest["vocabulary"].get("file")):
         if needed not in files:
             raise BundleError(f"bundle '{folder}': {needed!r} has no checksum in the manifest")
@@ -270,10 +293,17 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
     try:  # NumPy inference on the saved weights: Keras (TensorFlow) is imported only if the encoder needs it
         if "members" in manifest["decoder"]:
             from .decoders import EnsembleDecoder
+            from .decoders.ensemble import member_ids
 
             members = manifest["decoder"]["members"]
-            decoder = EnsembleDecoder([load_inference(decoder_path(folder, m), DecoderConfig.from_dict(m["config"]))
-                                       for m in members], [tuple(m["features"]) for m in members])
+            configs = [DecoderConfig.from_dict(m["config"]) for m in members]
+            own = [Vocabulary.load(member_path(folder, m, check=False, what="vocabulary")) if "vocabulary" in m
+                   else None for m in members]  # (checked by verify_bundle)
+            word_vocab = next((v for v, c in zip(own, configs) if v is not None and c.object_words), None)
+            decoder = EnsembleDecoder([load_inference(decoder_path(folder, m), c) for m, c in zip(members, configs)],
+                                      [tuple(m["features"]) for m in members],
+                                      [None if v is None else member_ids(vocab, v) for v in own], word_vocab,
+                                      manifest["decoder"].get("weights"))
         else:
             decoder = load_inference(_safe_member(folder, manifest["decoder"]["file"]), config)
     except ValueError as exc:
@@ -370,14 +400,46 @@ def test_metrics(manifest: dict, field: str = "metrics") -> dict:
     return {}
 
 
+DEFAULT_MAX_DEV_DROP = 0.01  # the default bundle may lose this much Flickr8k dev CIDEr to the best (choose's rule)
+
+
+def ood_score(manifest: dict, metric: str = "CIDEr") -> float | None:
+    """The bundle's out-of-domain dev score (coco-mini) with its default decoding, as ``python -m training choose``
+    recorded it (None where it was not chosen that way, or its default changed since)."""
+    ood = manifest.get("ood_dev") or {}
+    try:
+        row = ood["rows"][ood["chosen"]]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if _decoding_key(row) != _decoding_key(manifest.get("default_decoding") or {}):
+        return None
+    return (row.get("ood_dev") or {}).get(metric)
+
+
 def best_first(names_manifests: dict[str, dict]) -> list[str]:
-    """Bundle names, the best on the dev split first (CIDEr of its default decoding), then those without a
-    dev score by name. Test scores never choose: the default bundle is picked on dev, like everything else."""
+    """Bundle names, the default first, then the others by their dev score (CIDEr of the default decoding), then
+    those without a dev score by name.
+
+    The default is chosen on both dev sets, as ``choose`` chooses a bundle's decoding: among the bundles whose
+    Flickr8k dev CIDEr is within ``DEFAULT_MAX_DEV_DROP`` of the best, the one with the best out-of-domain dev CIDEr
+    (coco-mini, recorded by ``choose``); the best on Flickr8k dev where none of them has one. Test scores never
+    choose."""
     def key(name: str):
         score = dev_score(names_manifests[name])
         return (score is None, -(score or 0.0), name)
 
-    return sorted(names_manifests, key=key)
+    ranked = sorted(names_manifests, key=key)
+    scored = [n for n in ranked if dev_score(names_manifests[n]) is not None]
+    if not scored:
+        return ranked
+    top = dev_score(names_manifests[scored[0]])
+    near = [n for n in scored if dev_score(names_manifests[n]) >= top - DEFAULT_MAX_DEV_DROP
+            and ood_score(names_manifests[n]) is not None]
+    if near:
+        first = max(near, key=lambda n: (ood_score(names_manifests[n]), -ranked.index(n)))
+        ranked.remove(first)
+        ranked.insert(0, first)
+    return ranked
 
 
 def list_baselines(folder: str = "weights") -> list[dict]:
@@ -417,7 +479,7 @@ def list_bundles(folder: str = "weights") -> list[dict]:
 
 
 def default_bundle(folder: str = DEFAULT_WEIGHTS) -> str | None:
-    """The bundle in ``folder`` that scores best on the dev split (the app's default too), or None."""
+    """The default bundle in ``folder`` (``best_first``: chosen on both dev sets; the app's default too), or None."""
     found = {b["name"]: b for b in list_bundles(folder) if "manifest" in b}
     ranked = best_first({name: b["manifest"] for name, b in found.items()})
     return found[ranked[0]]["path"] if ranked else None

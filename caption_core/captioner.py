@@ -11,7 +11,7 @@ import numpy as np
 from .decoding import Constraint, get_strategy
 from .encoders.base import class_probabilities, top_probabilities
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
-from .text import END_ID, START_ID, Vocabulary, clean_caption
+from .text import END_ID, START_ID, UNK_ID, Vocabulary, clean_caption
 
 
 @dataclasses.dataclass
@@ -79,9 +79,12 @@ class Captioner:
         self._word_map = None
         from .object_words import ObjectWords
 
-        # a decoder that reads object words beside the features: what computes them (None for the others)
-        self.object_words = ObjectWords.for_decoder(decoder.config, vocab, self.word_map) \
-            if decoder.config.object_words else None  # (the guidance's word map, read once for both)
+        # a decoder that reads object words beside the features: what computes them (None for the others), over the
+        # vocabulary its members were trained on (an ensemble over a union of vocabularies keeps it: ``word_vocab``)
+        own = getattr(decoder, "word_vocab", None)
+        self.object_words = None if not decoder.config.object_words else \
+            ObjectWords.for_decoder(decoder.config, own, None) if own is not None and own is not vocab else \
+            ObjectWords.for_decoder(decoder.config, vocab, self.word_map)  # (the guidance's word map, read once)
 
     @property
     def detector(self):
@@ -284,10 +287,11 @@ class Captioner:
         return self._attention_source() is not None
 
     def _attention_source(self):
-        """(decoder, encoder, feature slice or None, member name or None) of the maps a caption shows: the decoder
-        itself, or an ensemble's first attention member on its encoder's grid (labelled by its bundle)."""
+        """(decoder, encoder, feature slice or None, member name or None, member index or None) of the maps a caption
+        shows: the decoder itself, or an ensemble's first attention member on its encoder's grid (labelled by its
+        bundle)."""
         if getattr(self.encoder, "grid_shape", None) is not None and hasattr(self.decoder, "attention_maps"):
-            return self.decoder, self.encoder, None, None
+            return self.decoder, self.encoder, None, None, None
         members, encoders = getattr(self.decoder, "members", None), getattr(self.encoder, "members", None)
         if members and encoders and len(members) == len(encoders):
             refs = (self.manifest.get("decoder") or {}).get("members") or []
@@ -295,14 +299,14 @@ class Captioner:
             for i, (m, enc, sl) in enumerate(zip(members, encoders, self.decoder.slices)):
                 if hasattr(m, "attention_maps") and getattr(enc, "grid_shape", None) is not None:
                     name = next((e.get("bundle") for e in (refs[i:i + 1] + built[i:i + 1]) if e.get("bundle")), None)
-                    return m, enc, sl, name or f"member {i + 1} ({enc.name})"
+                    return m, enc, sl, name or f"member {i + 1} ({enc.name})", i
         return None
 
     def attention_maps(self, features: np.ndarray, captions: list[list[int]]) -> list[dict]:
         """Per image, the decoder's weights over the grid for each word of ``captions[i]`` (generated ids, <end>
         last where emitted): the same step decoding ran, once more over the caption's words, no encoder pass. An
         ensemble's come from its attention member (on its slice of the features; ``"member"`` names it)."""
-        decoder, encoder, sl, member = self._attention_source()
+        decoder, encoder, sl, member, index = self._attention_source()
         rows, cols, _ = encoder.grid_shape
         extra = encoder.grid_extra
         words = [[t for t in ids if t != END_ID] for ids in captions]
@@ -314,6 +318,9 @@ class Captioner:
         feats = np.zeros_like(features, np.float32) if self.blind else np.asarray(features, np.float32)
         if sl is not None:
             feats = feats[:, sl[0]:sl[1]]  # the member's share
+        own_ids = self.decoder.ids[index] if index is not None and getattr(self.decoder, "ids", None) else None
+        if own_ids is not None:  # a member of its own vocabulary (an ensemble over several) reads its own ids
+            tokens = np.where(own_ids[tokens] < 0, UNK_ID, own_ids[tokens])
         with self.decoder.blas_threads(len(feats)):
             alpha = decoder.attention_maps(feats, tokens)  # (N, T, cells): weights that chose word t
         out = []

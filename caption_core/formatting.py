@@ -211,7 +211,8 @@ def bundles_table(weights_dir: str) -> str:
     for name in best_first({n: b["manifest"] for n, b in found.items()}):
         m, path = found[name]["manifest"], found[name]["path"]
         entry = m["decoder"]
-        kinds = sorted({x["config"].get("kind", "merge") for x in entry.get("members", [entry])})
+        kinds = sorted({x["config"].get("kind", "merge") + (" reading object words" if x["config"].get("object_words")
+                                                              else "") for x in entry.get("members", [entry])})
         decoder = ("ensemble of " if "members" in entry else "") + " + ".join(kinds)
         d = m.get("default_decoding") or {}
         s = test_scores(m)

@@ -115,7 +115,7 @@ class BundlePool:
                 self.paths[m.get("name", ref)], self.manifests[m.get("name", ref)] = path, m
             except Exception as exc:  # a Hub bundle that cannot be had is listed, not fatal
                 self.errors[ref] = str(exc)
-        self.names: list[str] = best_first(self.manifests)  # the default (first) is the best on the dev split
+        self.names: list[str] = best_first(self.manifests)  # the default (first): chosen on both dev sets
         self._loaded: dict[str, Captioner] = {}
         self._locks = {name: threading.Lock() for name in self.paths}
         self._load_lock = threading.Lock()

@@ -255,3 +255,32 @@ def test_an_ensembles_attention_member_draws_its_maps(grid_parts, tiny_parts):
         assert abs(np.sum(m) + o - 1.0) < 1e-3
     ex = captioner.explain(photo)
     assert ex.method == "attention" and ex.heat.shape[1:] == (4, 4)
+
+
+def test_an_attention_member_of_its_own_vocabulary_reads_its_own_ids(grid_parts, tiny_parts):
+    """An ensemble over two vocabularies (the attention member's smaller): its maps are those the member alone gives
+    for the same words, read with its own ids."""
+    from caption_core.captioner import Captioner
+    from caption_core.decoders import EnsembleDecoder
+    from caption_core.decoders.ensemble import member_ids, union_vocabulary
+    from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
+
+    enc_g, att, vocab = grid_parts
+    enc_m = tiny_parts[0]
+    bigger = Vocabulary.build([clean_caption(c) for c in ["a giraffe eats leaves", "a zebra at a sink", *CAPTIONS]])
+    union = union_vocabulary([vocab, bigger])
+    assert union.id_to_word != vocab.id_to_word  # the attention member's ids differ from the ensemble's
+    merge = make_decoder(DecoderConfig(vocab_size=len(bigger), feature_dim=enc_m.output_dim, embed_dim=8, units=8,
+                                       max_length=12))
+    concat = ConcatEncoder(ConcatConfig(members=({"name": "vit_custom", "config": {}}, {"name": "vit_custom", "config": {}})),
+                           members=[enc_m, enc_g])
+    ens = EnsembleDecoder([merge.inference, att.inference], concat.slices,
+                          [member_ids(union, bigger), member_ids(union, vocab)])
+    captioner = Captioner(concat, ens, union, detector=None)
+    photo = np.full((40, 40, 3), 120, np.uint8)
+    feats = concat.encode([photo])
+    words = "a dog runs on the grass".split()
+    (maps,) = captioner.attention_maps(feats, [[union.word_to_id[w] for w in words]])
+    (alone,) = Captioner(enc_g, att, vocab, detector=None).attention_maps(feats[:, concat.slices[1][0]:],
+                                                                         [[vocab.word_to_id[w] for w in words]])
+    assert maps["words"] == alone["words"] == words and maps["maps"] == alone["maps"]

@@ -171,8 +171,8 @@ def test_a_torch_encoder_bundle_is_served_without_tensorflow(tmp_path, tiny_part
     assert out.stdout.strip().splitlines()[-1] == "['torch']"
 
 
-def test_the_default_bundle_is_the_best_on_dev_and_baselines_are_listed(tmp_path):
-    from caption_core.bundle import BASELINE_FORMAT, best_first, dev_score, list_baselines
+def test_the_default_bundle_is_chosen_on_both_dev_sets_and_baselines_are_listed(tmp_path):
+    from caption_core.bundle import BASELINE_FORMAT, best_first, dev_score, list_baselines, ood_score
 
     def manifest(cider, default=("beam", {"beam_width": 3})):
         rows = [{"strategy": "greedy", "options": {}, "CIDEr": 0.1},
@@ -184,6 +184,19 @@ def test_the_default_bundle_is_the_best_on_dev_and_baselines_are_listed(tmp_path
              "d": manifest(0.60, default=("beam", {"beam_width": 5}))}  # its default was not among those tuned
     assert dev_score(found["b"]) == 0.55 and dev_score(found["c"]) is None and dev_score(found["d"]) is None
     assert best_first(found) == ["b", "a", "c", "d"]  # test scores never choose
+
+    def chosen(cider, ood):  # a bundle whose default decoding `choose` scored on coco-mini too
+        m = manifest(cider)
+        m["ood_dev"] = {"rows": [{"strategy": "beam", "options": {"beam_width": 3}, "ood_dev": {"CIDEr": ood}}],
+                        "chosen": 0}
+        return m
+
+    found.update(e=chosen(0.545, 0.50), f=chosen(0.53, 0.60), g=chosen(0.55, 0.40))
+    assert ood_score(found["e"]) == 0.50 and ood_score(found["b"]) is None
+    # the default: within 0.01 of the best Flickr8k dev score, the best out of domain (f is 0.02 behind: not it)
+    assert best_first(found) == ["e", "b", "g", "f", "a", "c", "d"]
+    found["e"]["default_decoding"] = {"strategy": "greedy", "options": {}}  # its default changed since: not scored
+    assert ood_score(found["e"]) is None and best_first(found)[0] == "g"
     (tmp_path / "blind.json").write_text(json.dumps({"format": BASELINE_FORMAT, "name": "blind", "metrics": {}}))
     (tmp_path / "other.json").write_text("{}")
     (tmp_path / "broken.json").write_text("{")

@@ -39,6 +39,46 @@ def test_ensemble_step_is_the_log_of_the_mean_probability():
         assert [[h.tokens for h in r] for r in one] == [[h.tokens for h in r] for r in two]
 
 
+def test_members_of_different_vocabularies_are_decoded_over_their_union():
+    from caption_core.decoders.ensemble import member_ids, union_vocabulary
+    from caption_core.text import UNK_ID, Vocabulary
+
+    va = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs", "on", "grass"])
+    vb = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "giraffe", "dog", "eats"])
+    union = union_vocabulary([va, vb])
+    assert union.id_to_word == va.id_to_word + ["giraffe", "eats"]  # the larger's ids kept, the others' words after
+    ids_b = member_ids(union, vb)
+    assert ids_b.tolist() == [0, 1, 2, 3, 4, 6, -1, -1, -1, 5, 7]
+    a, = tiny_decoders(vocab_size=len(va), dims=(4,))
+    b, = tiny_decoders(vocab_size=len(vb), dims=(6,), seed=1)
+    ids_a = member_ids(union, va)
+    assert ids_a.tolist() == list(range(9)) + [-1, -1]
+    with pytest.raises(ValueError, match="a member of 9 words in an ensemble of 11"):
+        EnsembleDecoder([a, b], [(0, 4), (4, 10)], [None, ids_b])
+    ens = EnsembleDecoder([a, b], [(0, 4), (4, 10)], [ids_a, ids_b])
+    assert ens.config.vocab_size == len(union) == 11
+    feats = np.random.default_rng(0).normal(size=(3, 10)).astype(np.float32)
+    tokens = np.array([union.word_to_id["dog"], union.word_to_id["giraffe"], union.word_to_id["grass"]])
+    # each member reads its own id of each word, <unk> for a word it lacks (a: giraffe; b: grass)
+    lp_a, _ = a.step(np.array([va.word_to_id["dog"], UNK_ID, va.word_to_id["grass"]]), a.initial_state(feats[:, :4]))
+    lp_b, _ = b.step(np.array([vb.word_to_id["dog"], vb.word_to_id["giraffe"], UNK_ID]), b.initial_state(feats[:, 4:]))
+    lp, _ = ens.step(tokens, ens.initial_state(feats))
+    p_a = np.zeros((3, 11))
+    p_a[:, :9] = np.exp(lp_a)
+    p_b = np.zeros((3, 11))
+    p_b[:, ids_b >= 0] = np.exp(lp_b)[:, ids_b[ids_b >= 0]]
+    np.testing.assert_allclose(np.exp(lp), (p_a + p_b) / 2, atol=1e-6)  # a word one member lacks: 0 from it
+    np.testing.assert_allclose(np.exp(lp).sum(axis=1), 1.0, atol=1e-5)
+    weighted = EnsembleDecoder([a, b], [(0, 4), (4, 10)], [ids_a, ids_b], weights=[3, 1])
+    lp_w, _ = weighted.step(tokens, weighted.initial_state(feats))
+    np.testing.assert_allclose(np.exp(lp_w), 0.75 * p_a + 0.25 * p_b, atol=1e-6)
+    assert weighted.weights == [0.75, 0.25]
+    with pytest.raises(ValueError, match="one positive number per member"):
+        EnsembleDecoder([a, b], [(0, 4), (4, 10)], [ids_a, ids_b], weights=[1, 0])
+    with pytest.raises(ValueError, match="word ids must map the ensemble's 11 words"):
+        EnsembleDecoder([a, b], [(0, 4), (4, 10)], [ids_a, ids_b[:5]])
+
+
 def test_ensemble_members_must_fit():
     a, _ = tiny_decoders()
     (other,) = tiny_decoders(vocab_size=11, dims=(4,))
@@ -75,6 +115,14 @@ def test_concat_encoder_is_its_members_side_by_side(lite_pair):
                                atol=1e-3)
     swapped = build_encoder("concat", {"members": members[::-1], "precision": "float32"})
     assert swapped.weights_fingerprint() != enc.weights_fingerprint()  # order is part of what the decoders read
+    twice = build_encoder("concat", {"members": (members[0], members[0]), "precision": "float32"})
+    calls = []
+    for m in twice.members:  # two members of one config (two decoders reading Lite0): one pass computes both
+        m.encode_arrays = (lambda f: lambda x: calls.append(1) or f(x))(m.encode_arrays)
+    feats = twice.encode([photo])
+    assert len(calls) == 1 and feats.shape == (1, 2560)
+    np.testing.assert_allclose(feats[:, :1280], feats[:, 1280:])
+    np.testing.assert_allclose(feats[:, :1280], lite0.encode([photo]), atol=1e-5)
     with pytest.raises(ValueError, match="needs at least one member"):
         build_encoder("concat", {"members": ()})
     with pytest.raises(ValueError, match="a concat member is"):
@@ -116,8 +164,10 @@ def test_an_ensemble_bundle_round_trips_and_its_command_checks_members(tmp_path,
     odd = str(tmp_path / "odd")
     (dec,) = tiny_decoders(vocab_size=len(other), dims=(1280,))
     save_bundle(odd, encoder=lite_pair[0], decoder=dec, vocab=other)
-    with pytest.raises(ValueError, match="another vocabulary"):
-        assemble([folders[0], odd])
+    mixed, _ = assemble([folders[0], odd])  # two vocabularies: decoded over their union, referred to as bundles only
+    assert {"bird", "dog"} <= set(mixed.vocab.id_to_word)
+    with pytest.raises(BundleError, match="refers to its members as bundles"):
+        save_bundle(str(tmp_path / "mixed"), encoder=mixed.encoder, decoder=mixed.decoder, vocab=mixed.vocab)
     with pytest.raises(ValueError, match="two or more"):
         assemble(folders[:1])
 
@@ -144,8 +194,9 @@ def test_the_ensemble_command_scores_and_writes_a_bundle(tmp_path, lite_pair):
         folders.append(str(tmp_path / "weights" / f"m{i}"))
         save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab)
     assert main(["ensemble", *folders, "--name", "both", "--out", str(tmp_path / "weights"), "--dataset", data,
-                 "--cache", str(tmp_path / "cache")]) == 0
+                 "--cache", str(tmp_path / "cache"), "--weights", "1", "3"]) == 0
     manifest = read_manifest(str(tmp_path / "weights" / "both"))
+    assert manifest["decoder"]["weights"] == [0.25, 0.75] and "weighted" in manifest["training"]["combination"]
     assert [m["bundle"] for m in manifest["training"]["ensemble"]] == ["m0", "m1"]
     scores = next(iter(manifest["metrics"].values()))
     assert set(scores) == {"greedy", "beam"} and scores["beam"]["images"] == 3
@@ -193,7 +244,7 @@ def test_an_ensemble_refers_to_its_member_bundles_instead_of_copying_them(tmp_pa
     os.rename(str(weights / "gone"), folders[1])
     save_bundle(folders[1], encoder=lite_pair[1], decoder=tiny_decoders(vocab_size=len(vocab), dims=(1280,))[0],
                 vocab=vocab)  # m1 retrained: not the decoder the ensemble was made of
-    with pytest.raises(BundleError, match="member bundle 'm1': its decoder is not the one ensemble 'both' was made of"):
+    with pytest.raises(BundleError, match="member bundle 'm1': its decoder.keras is not the one ensemble 'both' was made of"):
         load_bundle(folder)
 
 
@@ -238,3 +289,38 @@ def test_compact_halves_old_bundles_and_turns_copied_members_into_references(tmp
     with pytest.raises(ValueError, match="no bundle beside it holds the weights of decoder_0.keras"):
         compact([str(lonely / "both")])
     assert main(["compact", str(lonely / "both")]) == 2  # the command says so and fails
+
+
+def test_an_ensemble_over_two_vocabularies_refers_to_each_members_own(tmp_path, lite_pair):
+    from caption_core.bundle import BundleError, load_bundle, read_manifest, save_bundle
+    from caption_core.captioner import Captioner
+    from caption_core.text import Vocabulary, clean_caption
+    from training.ensemble import assemble
+
+    weights = tmp_path / "weights"
+    vocabs = [Vocabulary.build([clean_caption(c) for c in texts]) for texts in
+              (["a dog runs", "a cat sits on a mat", "two dogs play"], ["a giraffe eats", "a dog runs on grass"])]
+    folders = []
+    for i, (enc, vocab) in enumerate(zip(lite_pair, vocabs)):
+        (dec,) = tiny_decoders(vocab_size=len(vocab), dims=(1280,), seed=i)
+        folders.append(str(weights / f"m{i}"))
+        save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab)
+    captioner, _ = assemble(folders, weights=[2, 1])
+    assert set(captioner.vocab.id_to_word) == set(vocabs[0].id_to_word) | set(vocabs[1].id_to_word)
+    photos = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(2)]
+    expected = [r.captions[0] for r in captioner.caption(photos, strategy="beam", detect=False)]
+    folder = save_bundle(str(weights / "both"), encoder=captioner.encoder, decoder=captioner.decoder,
+                         vocab=captioner.vocab, member_bundles=folders)
+    members = read_manifest(folder)["decoder"]["members"]
+    assert ["vocabulary" in m for m in members] == [True, True]  # each lacks some of the union's words
+    assert read_manifest(folder)["decoder"]["weights"] == pytest.approx([2 / 3, 1 / 3])
+    again = Captioner.from_bundle(folder)
+    assert again.vocab.id_to_word == captioner.vocab.id_to_word and again.decoder.weights == captioner.decoder.weights
+    got = [r.captions[0] for r in again.caption(photos, strategy="beam", detect=False)]
+    assert [c.text for c in got] == [c.text for c in expected]
+    np.testing.assert_allclose([c.score for c in got], [c.score for c in expected], atol=1e-6)
+
+    with open(os.path.join(folders[1], "vocab.json"), "a", encoding="utf-8") as f:
+        f.write(" ")  # the member's vocabulary altered: its ids would no longer be the decoder's
+    with pytest.raises(BundleError, match="member bundle 'm1': its vocab.json is not the one ensemble 'both' was made"):
+        load_bundle(folder)

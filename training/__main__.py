@@ -227,12 +227,14 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("bundles", nargs="+", help="bundle folders")
 
     en = sub.add_parser("ensemble", help="serve several bundles as one: their decoders' next-word probabilities "
-                        "averaged at every step (members share a vocabulary)")
+                        "averaged at every step (over the union of their vocabularies where they differ)")
     en.add_argument("bundles", nargs="+", help="member bundle folders")
     en.add_argument("--name", required=True, help="the ensemble bundle's name (written to <out>/<name>)")
     en.add_argument("--out", default="weights", help="(default: %(default)s)")
     en.add_argument("--dataset", default=DEFAULT_FLICKR, help="scored on its test split (default: %(default)s)")
     en.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
+    en.add_argument("--weights", nargs="+", type=float, metavar="W",
+                    help="each member's weight in the mean, in the members' order (default: equal)")
 
     from .probe import PROBED, ProbeConfig
 
@@ -548,7 +550,7 @@ def cmd_card(args) -> int:
 def cmd_ensemble(args) -> int:
     from .ensemble import build_ensemble
 
-    build_ensemble(args.bundles, args.name, args.dataset, args.out, args.cache)
+    build_ensemble(args.bundles, args.name, args.dataset, args.out, args.cache, weights=args.weights)
     return 0
 
 

@@ -1,8 +1,10 @@
 """``python -m training ensemble``: several trained bundles served as one.
 
-The members must share their vocabulary (bundles trained on the same captions with the same minimum count
-do). The ensemble bundle refers to each member bundle by name and its decoder's sha256 (the members stay in the same
-weights folder, beside it: nothing is copied) and holds a ``concat`` encoder of the members' encoders; each
+Members of different vocabularies (a Flickr8k-only bundle beside one that read caption text) are decoded over the
+union of their vocabularies, each weighing only the words it knows (``caption_core.decoders.ensemble``); the members
+that read object words share one. The ensemble bundle refers to each member bundle by name and its decoder's sha256
+(and its vocabulary's, where not the ensemble's; the members stay in the same weights folder, beside it: nothing is
+copied) and holds a ``concat`` encoder of the members' encoders; each
 decoding step averages the members' next-word probabilities (``EnsembleDecoder``). Nothing is trained: the
 members' own training (cross-entropy, then SCST) is recorded, and the test split is scored with the
 strategies of ``build``. Its default decoding is then chosen on dev by ``python -m training tune``.
@@ -16,6 +18,7 @@ import time
 from caption_core.bundle import load_bundle, read_manifest, resolve_bundle, save_bundle, test_metrics
 from caption_core.captioner import Captioner
 from caption_core.decoders import EnsembleDecoder, load_decoder
+from caption_core.decoders.ensemble import member_ids, union_vocabulary
 from caption_core.encoders import supported_options
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 
@@ -24,31 +27,48 @@ from .evaluate import score_test
 from .features import extract_features
 
 
-def assemble(bundles: list[str], encoder_options: dict | None = None):
+def assemble(bundles: list[str], encoder_options: dict | None = None, weights: list[float] | None = None):
     """-> (Captioner of the ensemble, member manifests). ValueError when the members cannot be one model.
-    ``encoder_options``: run-time encoder fields, each member given those its config has ({"precision": "float32"})."""
+    ``encoder_options``: run-time encoder fields, each member given those its config has ({"precision": "float32"});
+    ``weights``: each member's weight in the mean of their probabilities (None: equal)."""
     if len(bundles) < 2:
         raise ValueError("an ensemble needs two or more bundles")
     # each member's checksums and encoder fingerprint are verified
     parts = [load_bundle(b, supported_options(read_manifest(resolve_bundle(b))["encoder"]["name"], encoder_options))
              for b in bundles]
     manifests = [p[0] for p in parts]
-    vocab = parts[0][3]
-    for (manifest, encoder, _, other, folder) in parts[1:]:
-        if other.id_to_word != vocab.id_to_word:
-            raise ValueError(f"bundle '{folder}' has another vocabulary than '{bundles[0]}': ensemble members must share "
-                             "theirs (train them on the same captions with the same --min-count)")
+    for (manifest, _, _, _, folder) in parts:
         if manifest.get("training", {}).get("blind"):
             raise ValueError(f"bundle '{folder}' is a language-only baseline, not a member for an ensemble")
+    vocabs = [p[3] for p in parts]
+    vocab, ids, word_vocab = member_vocabularies(vocabs, [p[2].config.object_words for p in parts],
+                                                 [p[4] for p in parts])
     encoders = [p[1] for p in parts]
     encoder = ConcatEncoder(ConcatConfig(members=tuple({"name": e.name, "config": e.describe()["config"]}
                                                        for e in encoders)), members=encoders)
     decoders = [load_decoder(os.path.join(folder, m["decoder"]["file"]), dec.config)
                 for (m, _, dec, _, folder) in parts]
-    decoder = EnsembleDecoder(decoders, encoder.slices)
+    decoder = EnsembleDecoder(decoders, encoder.slices, ids, word_vocab, weights)
     best = manifests[0].get("default_decoding") or {"strategy": "beam", "options": {"beam_width": 3}}
     manifest = {"default_decoding": {"strategy": best["strategy"], "options": dict(best.get("options") or {})}}
     return Captioner(encoder, decoder, vocab, manifest), manifests
+
+
+def member_vocabularies(vocabs: list, reads_words: list, names: list[str]):
+    """The members' vocabularies -> (the ensemble's vocabulary, each member's word ids or None, the vocabulary of the
+    members that read object words where it is not the ensemble's, else None). Members of one vocabulary share it;
+    members of several are decoded over their union (``union_vocabulary``): the words only some know are weighed by
+    those. ValueError when members reading object words have different vocabularies (their tags would differ)."""
+    readers = {tuple(v.id_to_word) for v, r in zip(vocabs, reads_words) if r}
+    if len(readers) > 1:
+        raise ValueError("the members that read object words must share one vocabulary: "
+                         f"{[n for n, r in zip(names, reads_words) if r]} do not")
+    if all(v.id_to_word == vocabs[0].id_to_word for v in vocabs):
+        return vocabs[0], None, None
+    vocab = union_vocabulary(vocabs)
+    ids = [None if v.id_to_word == vocab.id_to_word else member_ids(vocab, v) for v in vocabs]
+    word_vocab = next((v for v, r in zip(vocabs, reads_words) if r), None)
+    return vocab, ids, (None if word_vocab is None or word_vocab.id_to_word == vocab.id_to_word else word_vocab)
 
 
 def member_record(m: dict) -> dict:
@@ -65,7 +85,7 @@ def member_record(m: dict) -> dict:
 
 
 def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weights", cache: str = "cache",
-                   strategies=("greedy", "beam")) -> str:
+                   strategies=("greedy", "beam"), weights: list[float] | None = None) -> str:
     from .build import dataset_name, load_splits, refresh_card
 
     t0 = time.perf_counter()
@@ -73,7 +93,7 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     if away:
         raise ValueError(f"an ensemble refers to its member bundles by name, beside it in {out}: {away} are elsewhere; "
                          f"copy them into {out} first")
-    captioner, manifests = assemble(bundles)
+    captioner, manifests = assemble(bundles, weights=weights)
     captioner.name = name
     test = load_splits(dataset, ["test"])["test"]
     feats, valid = extract_features(captioner.encoder, test, dataset, "test", cache)
@@ -83,7 +103,8 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
         "dataset": dataset, "dataset_name": dataset_name(dataset), "blind": False,
         "train_images": first.get("train_images"), "train_captions": first.get("train_captions"),
         "ensemble": [member_record(m) for m in manifests],
-        "combination": "mean of the members' next-word probabilities at every step",
+        "combination": "mean of the members' next-word probabilities at every step" + (
+            f", weighted {captioner.decoder.weights}" if weights else ""),
         "command": command_line(), "machine": machine(), "versions": versions(), "git_commit": git_commit(),
         "total_seconds": round(time.perf_counter() - t0, 1)}
     folder = os.path.join(out, name)

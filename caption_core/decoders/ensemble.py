@@ -1,4 +1,10 @@
-"""Several decoders over one vocabulary decoded as one: each step averages the members' next-word probabilities."""
+"""Several decoders decoded as one: each step averages the members' next-word probabilities (equally, or with a
+weight per member).
+
+The members may have different vocabularies (a Flickr8k-only decoder beside one that read caption text): the
+ensemble decodes over the union (``union_vocabulary``), each member fed its own id of each word (``<unk>`` where it
+has none) and giving probability 0 to the words it does not know (``member_ids``). A word only some members know is
+then weighed by those members alone: the mean over all members of their probabilities, which still sums to 1."""
 
 from __future__ import annotations
 
@@ -6,7 +12,27 @@ import dataclasses
 
 import numpy as np
 
+from ..text import RESERVED, UNK_ID, Vocabulary
 from .base import NumpyDecoder, teacher_forced_log_probs
+
+
+def union_vocabulary(vocabs: list[Vocabulary]) -> Vocabulary:
+    """The words of every vocabulary: the largest's in its order (its ids unchanged), then each other's words it lacks,
+    in their order. Its minimum count is the smallest of theirs."""
+    first = max(vocabs, key=len)
+    words = list(first.id_to_word)
+    seen = set(words)
+    for v in vocabs:
+        for w in v.id_to_word[len(RESERVED):]:
+            if w not in seen:
+                seen.add(w)
+                words.append(w)
+    return Vocabulary(words, min_count=min(v.min_count for v in vocabs))
+
+
+def member_ids(vocab: Vocabulary, member: Vocabulary) -> np.ndarray:
+    """(V,) the member's id of each word of ``vocab`` (the ensemble's), -1 where the member lacks the word."""
+    return np.array([member.word_to_id.get(w, -1) for w in vocab.id_to_word], np.int64)
 
 
 class EnsembleDecoder:
@@ -15,27 +41,61 @@ class EnsembleDecoder:
     next-word probability. The state is the members' states side by side in one flat tuple, so every
     decoding strategy reorders it like a single decoder's. Members that read object words
     (``DecoderConfig.object_words``, the same tags for all of them) read the photo's after their slice: the ensemble's
-    input is the slices, then those words (N, D + W)."""
+    input is the slices, then those words (N, D + W).
 
-    def __init__(self, members: list, slices: list[tuple[int, int]]):
+    ``ids``: per member, None where it shares the ensemble's vocabulary, else ``member_ids(ensemble's, member's)``
+    (V,): its id of each of the ensemble's words, -1 for none (it gives those probability 0). ``word_vocab``: the
+    vocabulary of the members that read object words, where it is not the ensemble's (their tags, and which word an
+    ImageNet class counts as, are theirs: the captioner computes the photo's object words over it). ``weights``: each
+    member's weight in the mean (None: equal), any positive numbers, normalised to sum to 1."""
+
+    def __init__(self, members: list, slices: list[tuple[int, int]], ids: list[np.ndarray | None] | None = None,
+                 word_vocab: Vocabulary | None = None, weights: list[float] | None = None):
         if not members or len(members) != len(slices):
             raise ValueError(f"an ensemble needs one feature slice per member decoder ({len(members)} decoders, "
                              f"{len(slices)} slices)")
+        ids = list(ids) if ids is not None else [None] * len(members)
+        if len(ids) != len(members):
+            raise ValueError(f"{len(members)} member decoders but {len(ids)} vocabulary maps")
+        size = next((len(i) for i in ids if i is not None), members[0].config.vocab_size)  # the ensemble's vocabulary
         first = members[0].config
-        for m, (a, b) in zip(members, slices):
-            if m.config.vocab_size != first.vocab_size or m.config.max_length != first.max_length:
-                raise ValueError("ensemble members must share the vocabulary and the caption length: "
-                                 f"{m.config.vocab_size}/{m.config.max_length} vs {first.vocab_size}/{first.max_length}")
+        for m, (a, b), i in zip(members, slices, ids):
+            if m.config.max_length != first.max_length:
+                raise ValueError(f"ensemble members must share the caption length: {m.config.max_length} vs "
+                                 f"{first.max_length}")
+            if i is None and m.config.vocab_size != size:
+                raise ValueError(f"ensemble members must share the vocabulary, or each be given its word ids: a member "
+                                 f"of {m.config.vocab_size} words in an ensemble of {size} (python -m training ensemble "
+                                 "maps them)")
+            if i is not None and (len(i) != size or i.max() >= m.config.vocab_size
+                                  or tuple(i[:len(RESERVED)]) != tuple(range(len(RESERVED)))):
+                raise ValueError(f"a member's word ids must map the ensemble's {size} words (reserved ids first) into "
+                                 f"its {m.config.vocab_size}")
             if b - a != m.config.feature_dim:
                 raise ValueError(f"feature slice {a}:{b} does not fit a member that reads {m.config.feature_dim} features")
         tags = {m.config.object_words for m in members if m.config.object_words}
         if len(tags) > 1:
             raise ValueError("ensemble members that read object words must read the same ones (the same vocabulary "
                              "gives the same tags)")
-        self.members, self.slices = members, slices
-        self.config = dataclasses.replace(first, feature_dim=max(b for _, b in slices),
+        self.members, self.slices, self.word_vocab = members, slices, word_vocab
+        self.ids = [None if i is None else np.asarray(i, np.int64) for i in ids]
+        # per mapped member: its id of each ensemble word (<unk> standing in for those it lacks, to read a token),
+        # and the ensemble's ids it knows (the others get probability 0 from it)
+        self._feed = [None if i is None else np.where(i < 0, UNK_ID, i) for i in self.ids]
+        self._known = [None if i is None else np.flatnonzero(i >= 0) for i in self.ids]
+        # a member whose words are the ensemble's first ones, in order (the largest vocabulary's: the union starts with
+        # it): its probabilities fill a slice, no gather
+        self._prefix = [i is not None and len(k) == int(i.max()) + 1 and bool(np.array_equal(i[k], k))
+                        for i, k in zip(self.ids, self._known)]
+        base = next((m.config for m in members if m.config.object_words), first)  # (only a merge kind reads words)
+        self.config = dataclasses.replace(base, feature_dim=max(b for _, b in slices), vocab_size=size,
                                           object_words=next(iter(tags), ()))
         self._sizes = [m.state_arrays for m in members]  # each member's share of the flat state
+        w = np.ones(len(members)) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (len(members),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError(f"ensemble weights must be one positive number per member ({len(members)}), got {weights}")
+        self.weights = None if weights is None else [float(x) for x in w / w.sum()]  # normalised, as saved
+        self._w = (w / w.sum()).astype(np.float32)
 
     blas_threads = staticmethod(NumpyDecoder.blas_threads)
 
@@ -51,13 +111,23 @@ class EnsembleDecoder:
         return tuple(arr for s in states for arr in s)
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        tokens = np.asarray(tokens)
         outs, at = [], 0
-        for member, size in zip(self.members, self._sizes):
-            outs.append(member.step(tokens, state[at:at + size]))
+        for member, size, feed in zip(self.members, self._sizes, self._feed):
+            outs.append(member.step(tokens if feed is None else feed[tokens], state[at:at + size]))
             at += size
-        stacked = np.stack([lp for lp, _ in outs])  # (M, B, V)
-        top = stacked.max(axis=0)  # (B, V)
-        log_mean = top + np.log(np.exp(stacked - top).mean(axis=0))  # (B, V): log of the mean probability
+        total = np.zeros((len(tokens), self.config.vocab_size), np.float32)  # (B, V): the weighted mean probability
+        for (lp, _), ids, known, prefix, w in zip(outs, self.ids, self._known, self._prefix, self._w):
+            p = np.exp(lp)  # (B, V_member): normalised log-probabilities, so no overflow
+            p *= w
+            if ids is None:
+                total += p
+            elif prefix:
+                total[:, :p.shape[1]] += p
+            else:
+                total[:, known] += p[:, ids[known]]  # the words it knows; the others get probability 0 from it
+        # its log; a word every member gives less than float32's smallest normal (1e-38) is floored there
+        log_mean = np.log(np.maximum(total, np.finfo(np.float32).tiny))  # (B, V)
         return log_mean.astype(np.float32, copy=False), tuple(arr for _, s in outs for arr in s)
 
     def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import numpy as np
 from PIL import Image
@@ -54,6 +55,10 @@ class ConcatEncoder(Encoder):
         self.has_imagenet_head = any(m.has_imagenet_head for m in self.members)
         precisions = {m.precision for m in self.members}
         self.precision = precisions.pop() if len(precisions) == 1 else "mixed"
+        # a member that computes what an earlier one does (the same encoder and config: two decoders of one ensemble
+        # reading Xception's pooled features) takes that one's features instead of a second pass
+        keys = [m.name + json.dumps(m.describe()["config"], sort_keys=True, default=str) for m in self.members]
+        self._source = [keys.index(k) for k in keys]
         digest = hashlib.sha256("\n".join(m.weights_fingerprint() for m in self.members).encode())
         self._fingerprint = FINGERPRINT_PREFIX + digest.hexdigest()  # of the members' fingerprints, in order
 
@@ -72,7 +77,10 @@ class ConcatEncoder(Encoder):
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         parts = []
-        for member in self.members:
+        for i, member in enumerate(self.members):
+            if self._source[i] != i:  # the same features as an earlier member's
+                parts.append(parts[self._source[i]])
+                continue
             x = batch
             if member.input_size != batch.shape[1]:  # (N, s, s, 3) -> (N, S, S, 3), as the member resizes a photo
                 x = batch_arrays([Image.fromarray(a) for a in batch], member.input_size)
