@@ -77,8 +77,6 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
             decoder_entry = {"members": [member_reference(folder, b, m, sl, own_vocabulary=own) for b, m, sl, own in
                                          zip(member_bundles, decoder.members, decoder.slices, mapped)],
                              "config": decoder.config.to_dict()}
-            if getattr(decoder, "weights", None):  # the members' weights in the mean (absent: equal)
-                decoder_entry["weights"] = list(decoder.weights)
         elif hasattr(decoder, "members"):  # members that are no bundles: one file each, with its feature slice
             if any(i is not None for i in getattr(decoder, "ids", None) or ()):
                 raise BundleError("an ensemble over several vocabularies refers to its members as bundles (each keeps "
@@ -87,12 +85,12 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
                                           "storage": storage}
                                          for i, (m, sl) in enumerate(zip(decoder.members, decoder.slices))],
                              "config": decoder.config.to_dict()}
-            if getattr(decoder, "weights", None):
-                decoder_entry["weights"] = list(decoder.weights)
             for m, entry in zip(decoder.members, decoder_entry["members"]):
                 m.save(os.path.join(tmp, entry["file"]), storage)
         else:
             decoder.save(os.path.join(tmp, DECODER_FILE), storage)
+        if getattr(decoder, "weights", None):  # an ensemble's members' weights in the mean (absent: equal)
+            decoder_entry["weights"] = list(decoder.weights)
         files = [e["file"] for e in decoder_entry.get("members", [decoder_entry]) if "bundle" not in e] + [VOCAB_FILE]
         vocab.save(os.path.join(tmp, VOCAB_FILE))
         files += encoder.save_files(tmp)
@@ -293,16 +291,16 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
     try:  # NumPy inference on the saved weights: Keras (TensorFlow) is imported only if the encoder needs it
         if "members" in manifest["decoder"]:
             from .decoders import EnsembleDecoder
-            from .decoders.ensemble import member_ids
+            from .decoders.ensemble import member_ids, word_vocabulary
 
             members = manifest["decoder"]["members"]
             configs = [DecoderConfig.from_dict(m["config"]) for m in members]
             own = [Vocabulary.load(member_path(folder, m, check=False, what="vocabulary")) if "vocabulary" in m
                    else None for m in members]  # (checked by verify_bundle)
-            word_vocab = next((v for v, c in zip(own, configs) if v is not None and c.object_words), None)
             decoder = EnsembleDecoder([load_inference(decoder_path(folder, m), c) for m, c in zip(members, configs)],
                                       [tuple(m["features"]) for m in members],
-                                      [None if v is None else member_ids(vocab, v) for v in own], word_vocab,
+                                      [None if v is None else member_ids(vocab, v) for v in own],
+                                      word_vocabulary(vocab, own, [c.object_words for c in configs]),
                                       manifest["decoder"].get("weights"))
         else:
             decoder = load_inference(_safe_member(folder, manifest["decoder"]["file"]), config)
@@ -424,19 +422,15 @@ def best_first(names_manifests: dict[str, dict]) -> list[str]:
     Flickr8k dev CIDEr is within ``DEFAULT_MAX_DEV_DROP`` of the best, the one with the best out-of-domain dev CIDEr
     (coco-mini, recorded by ``choose``); the best on Flickr8k dev where none of them has one. Test scores never
     choose."""
-    def key(name: str):
-        score = dev_score(names_manifests[name])
-        return (score is None, -(score or 0.0), name)
-
-    ranked = sorted(names_manifests, key=key)
-    scored = [n for n in ranked if dev_score(names_manifests[n]) is not None]
-    if not scored:
+    dev = {n: dev_score(m) for n, m in names_manifests.items()}
+    ood = {n: ood_score(m) for n, m in names_manifests.items()}
+    ranked = sorted(names_manifests, key=lambda n: (dev[n] is None, -(dev[n] or 0.0), n))
+    if dev[ranked[0]] is None:
         return ranked
-    top = dev_score(names_manifests[scored[0]])
-    near = [n for n in scored if dev_score(names_manifests[n]) >= top - DEFAULT_MAX_DEV_DROP
-            and ood_score(names_manifests[n]) is not None]
+    near = [n for n in ranked if dev[n] is not None and dev[n] >= dev[ranked[0]] - DEFAULT_MAX_DEV_DROP
+            and ood[n] is not None]
     if near:
-        first = max(near, key=lambda n: (ood_score(names_manifests[n]), -ranked.index(n)))
+        first = max(near, key=lambda n: (ood[n], -ranked.index(n)))
         ranked.remove(first)
         ranked.insert(0, first)
     return ranked

@@ -11,7 +11,7 @@ import numpy as np
 from .decoding import Constraint, get_strategy
 from .encoders.base import class_probabilities, top_probabilities
 from .images import DEFAULT_LIMITS, ImageLimits, load_image
-from .text import END_ID, START_ID, UNK_ID, Vocabulary, clean_caption
+from .text import END_ID, START_ID, Vocabulary, clean_caption
 
 
 @dataclasses.dataclass
@@ -83,7 +83,7 @@ class Captioner:
         # vocabulary its members were trained on (an ensemble over a union of vocabularies keeps it: ``word_vocab``)
         own = getattr(decoder, "word_vocab", None)
         self.object_words = None if not decoder.config.object_words else \
-            ObjectWords.for_decoder(decoder.config, own, None) if own is not None and own is not vocab else \
+            ObjectWords.for_decoder(decoder.config, own) if own is not None else \
             ObjectWords.for_decoder(decoder.config, vocab, self.word_map)  # (the guidance's word map, read once)
 
     @property
@@ -318,9 +318,8 @@ class Captioner:
         feats = np.zeros_like(features, np.float32) if self.blind else np.asarray(features, np.float32)
         if sl is not None:
             feats = feats[:, sl[0]:sl[1]]  # the member's share
-        own_ids = self.decoder.ids[index] if index is not None and getattr(self.decoder, "ids", None) else None
-        if own_ids is not None:  # a member of its own vocabulary (an ensemble over several) reads its own ids
-            tokens = np.where(own_ids[tokens] < 0, UNK_ID, own_ids[tokens])
+        if index is not None:  # an ensemble's member reads its own ids (its vocabulary may not be the ensemble's)
+            tokens = self.decoder.member_tokens(index, tokens)
         with self.decoder.blas_threads(len(feats)):
             alpha = decoder.attention_maps(feats, tokens)  # (N, T, cells): weights that chose word t
         out = []

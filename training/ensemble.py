@@ -18,7 +18,7 @@ import time
 from caption_core.bundle import load_bundle, read_manifest, resolve_bundle, save_bundle, test_metrics
 from caption_core.captioner import Captioner
 from caption_core.decoders import EnsembleDecoder, load_decoder
-from caption_core.decoders.ensemble import member_ids, union_vocabulary
+from caption_core.decoders.ensemble import member_ids, union_vocabulary, word_vocabulary
 from caption_core.encoders import supported_options
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 
@@ -59,16 +59,14 @@ def member_vocabularies(vocabs: list, reads_words: list, names: list[str]):
     members that read object words where it is not the ensemble's, else None). Members of one vocabulary share it;
     members of several are decoded over their union (``union_vocabulary``): the words only some know are weighed by
     those. ValueError when members reading object words have different vocabularies (their tags would differ)."""
-    readers = {tuple(v.id_to_word) for v, r in zip(vocabs, reads_words) if r}
-    if len(readers) > 1:
-        raise ValueError("the members that read object words must share one vocabulary: "
-                         f"{[n for n, r in zip(names, reads_words) if r]} do not")
-    if all(v.id_to_word == vocabs[0].id_to_word for v in vocabs):
-        return vocabs[0], None, None
-    vocab = union_vocabulary(vocabs)
-    ids = [None if v.id_to_word == vocab.id_to_word else member_ids(vocab, v) for v in vocabs]
-    word_vocab = next((v for v, r in zip(vocabs, reads_words) if r), None)
-    return vocab, ids, (None if word_vocab is None or word_vocab.id_to_word == vocab.id_to_word else word_vocab)
+    vocab = union_vocabulary(vocabs)  # (the members' own, where they share one)
+    own = [None if v.id_to_word == vocab.id_to_word else v for v in vocabs]
+    try:
+        word_vocab = word_vocabulary(vocab, own, reads_words)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: {[n for n, r in zip(names, reads_words) if r]} do not") from None
+    ids = [None if v is None else member_ids(vocab, v) for v in own]
+    return vocab, (None if all(i is None for i in ids) else ids), word_vocab
 
 
 def member_record(m: dict) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..text import RESERVED, UNK_ID, Vocabulary
 from .base import NumpyDecoder, teacher_forced_log_probs
+from .fusion import vocabulary_map
 
 
 def union_vocabulary(vocabs: list[Vocabulary]) -> Vocabulary:
@@ -32,7 +33,17 @@ def union_vocabulary(vocabs: list[Vocabulary]) -> Vocabulary:
 
 def member_ids(vocab: Vocabulary, member: Vocabulary) -> np.ndarray:
     """(V,) the member's id of each word of ``vocab`` (the ensemble's), -1 where the member lacks the word."""
-    return np.array([member.word_to_id.get(w, -1) for w in vocab.id_to_word], np.int64)
+    return vocabulary_map(vocab, member, missing=-1)
+
+
+def word_vocabulary(vocab: Vocabulary, vocabs: list[Vocabulary | None], reads_words: list) -> Vocabulary | None:
+    """The vocabulary of the members that read object words (``vocabs``: each member's, None for the ensemble's own),
+    where it is not the ensemble's ``vocab``; else None. ValueError when those members' vocabularies differ (their
+    tags would)."""
+    readers = [vocab if v is None else v for v, r in zip(vocabs, reads_words) if r]
+    if len({tuple(v.id_to_word) for v in readers}) > 1:
+        raise ValueError("the members that read object words must share one vocabulary")
+    return readers[0] if readers and readers[0].id_to_word != vocab.id_to_word else None
 
 
 class EnsembleDecoder:
@@ -83,10 +94,6 @@ class EnsembleDecoder:
         # and the ensemble's ids it knows (the others get probability 0 from it)
         self._feed = [None if i is None else np.where(i < 0, UNK_ID, i) for i in self.ids]
         self._known = [None if i is None else np.flatnonzero(i >= 0) for i in self.ids]
-        # a member whose words are the ensemble's first ones, in order (the largest vocabulary's: the union starts with
-        # it): its probabilities fill a slice, no gather
-        self._prefix = [i is not None and len(k) == int(i.max()) + 1 and bool(np.array_equal(i[k], k))
-                        for i, k in zip(self.ids, self._known)]
         base = next((m.config for m in members if m.config.object_words), first)  # (only a merge kind reads words)
         self.config = dataclasses.replace(base, feature_dim=max(b for _, b in slices), vocab_size=size,
                                           object_words=next(iter(tags), ()))
@@ -98,6 +105,11 @@ class EnsembleDecoder:
         self._w = (w / w.sum()).astype(np.float32)
 
     blas_threads = staticmethod(NumpyDecoder.blas_threads)
+
+    def member_tokens(self, k: int, tokens: np.ndarray) -> np.ndarray:
+        """The ensemble's token ids (any shape) as member ``k`` reads them: its own ids, <unk> for words it lacks."""
+        tokens = np.asarray(tokens)
+        return tokens if self._feed[k] is None else self._feed[k][tokens]
 
     @property
     def state_arrays(self) -> int:
@@ -111,19 +123,16 @@ class EnsembleDecoder:
         return tuple(arr for s in states for arr in s)
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
-        tokens = np.asarray(tokens)
         outs, at = [], 0
-        for member, size, feed in zip(self.members, self._sizes, self._feed):
-            outs.append(member.step(tokens if feed is None else feed[tokens], state[at:at + size]))
+        for k, (member, size) in enumerate(zip(self.members, self._sizes)):
+            outs.append(member.step(self.member_tokens(k, tokens), state[at:at + size]))
             at += size
         total = np.zeros((len(tokens), self.config.vocab_size), np.float32)  # (B, V): the weighted mean probability
-        for (lp, _), ids, known, prefix, w in zip(outs, self.ids, self._known, self._prefix, self._w):
+        for (lp, _), ids, known, w in zip(outs, self.ids, self._known, self._w):
             p = np.exp(lp)  # (B, V_member): normalised log-probabilities, so no overflow
             p *= w
             if ids is None:
                 total += p
-            elif prefix:
-                total[:, :p.shape[1]] += p
             else:
                 total[:, known] += p[:, ids[known]]  # the words it knows; the others get probability 0 from it
         # its log; a word every member gives less than float32's smallest normal (1e-38) is floored there

@@ -15,9 +15,9 @@ from ..text import UNK_ID, Vocabulary
 from .base import NumpyDecoder, teacher_forced_log_probs
 
 
-def vocabulary_map(words: Vocabulary, lm_words: Vocabulary) -> np.ndarray:
-    """(V,) the language model's id of each word of ``words`` (``<unk>`` where it lacks one)."""
-    return np.array([lm_words.word_to_id.get(w, UNK_ID) for w in words.id_to_word], np.int64)
+def vocabulary_map(words: Vocabulary, lm_words: Vocabulary, missing: int = UNK_ID) -> np.ndarray:
+    """(V,) the language model's id of each word of ``words`` (``missing`` where it lacks one: ``<unk>``)."""
+    return np.array([lm_words.word_to_id.get(w, missing) for w in words.id_to_word], np.int64)
 
 
 class FusedDecoder:
