@@ -425,7 +425,7 @@ def best_first(names_manifests: dict[str, dict]) -> list[str]:
     dev = {n: dev_score(m) for n, m in names_manifests.items()}
     ood = {n: ood_score(m) for n, m in names_manifests.items()}
     ranked = sorted(names_manifests, key=lambda n: (dev[n] is None, -(dev[n] or 0.0), n))
-    if dev[ranked[0]] is None:
+    if not ranked or dev[ranked[0]] is None:
         return ranked
     near = [n for n in ranked if dev[n] is not None and dev[n] >= dev[ranked[0]] - DEFAULT_MAX_DEV_DROP
             and ood[n] is not None]
