@@ -213,3 +213,113 @@ def test_vectorised_no_repeat_ngram_matches_a_plain_scan():
             prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
             banned = {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix}
             assert {int(v) for v in np.flatnonzero(np.isinf(lp[row])) if v >= 4} == banned
+
+
+def test_top_k_is_a_stable_sort_of_the_best():
+    """The candidates' selection (a bound from interleaved groups' maxima, then a sort of what passes it) picks what
+    a full stable sort picks: ties to the lower index, rows of -inf, a row all -inf, rows too short for the bound."""
+    from caption_core.decoding import _top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n, m = int(rng.integers(1, 5)), int(rng.choice([3, 100, 255, 256, 257, 2533 * 5, 4373 * 2]))
+        k = int(rng.integers(1, min(m, 21) + 1))
+        scores = rng.normal(size=(n, m))
+        if trial % 3 == 0:
+            scores = np.round(scores, 1)  # many ties
+        if trial % 5 == 0:
+            scores[rng.random((n, m)) < 0.9] = -np.inf
+        if trial % 7 == 0:
+            scores[0] = -np.inf
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        assert _top_k(scores, k).tolist() == expected.tolist(), (n, m, k)
+
+
+def random_model(seed: int, vocab: int = 12, states: int = 500):
+    """A step function over a random table: the next word's distribution depends on a hash of the whole prefix (and
+    the image), so beams stay apart and scores rarely tie. Counts the rows it steps."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=2.0, size=(states, vocab))
+    logits[:, END_ID] -= 1.0
+
+    def step(tokens, state):
+        (h,) = state
+        h = (h * 31 + np.asarray(tokens) + 7) % states  # (B,)
+        z = logits[h]
+        step.rows += len(tokens)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True)), (h,)
+
+    step.rows = 0
+    return step
+
+
+def textbook_beam(step, n_images: int, width: int, alpha: float, max_length: int):
+    """Plain beam search, one image at a time, each candidate scored as it is and every beam stepped: the W best
+    continuing candidates live on, an <end> candidate ahead of the W-th continuing one finishes, and an image stops
+    once it has W finished hypotheses that no live beam can beat. Returns each image's hypotheses, best first."""
+    from caption_core.decoding import length_normaliser
+
+    out = []
+    for image in range(n_images):
+        beams, finished = [(0.0, [], image)], []  # (log-probability, words, step state)
+        for t in range(max_length):
+            tokens = np.array([ws[-1] if ws else START_ID for _, ws, _ in beams])
+            lp, (h,) = step(tokens, (np.array([s for _, _, s in beams]),))
+            lp = lp.copy()
+            lp[:, [0, START_ID, 3]] = -np.inf  # <pad>, <start>, <unk>
+            if t < 1:
+                lp[:, END_ID] = -np.inf  # min_length 1
+            cands = sorted(((b_lp + lp[b, v], b * lp.shape[1] + v, b, v) for b, (b_lp, _, _) in enumerate(beams)
+                            for v in range(lp.shape[1]) if np.isfinite(lp[b, v])), key=lambda c: (-c[0], c[1]))
+            kept = []
+            for score, _, b, v in cands[:2 * width]:
+                if (v == END_ID or t == max_length - 1) and len(kept) < width:
+                    words = beams[b][1] + [v]
+                    finished.append((score / length_normaliser(len(words), alpha), score, words))
+                elif v != END_ID and len(kept) < width:
+                    kept.append((score, beams[b][1] + [v], h[b]))
+            beams = kept
+            ranked = sorted((f[0] for f in finished), reverse=True)
+            best = max((b[0] for b in beams), default=-np.inf)
+            bound = best / length_normaliser(max_length, alpha) if alpha > 0 else best
+            if not beams or (len(ranked) >= width and bound <= ranked[width - 1]):
+                break
+        out.append(sorted(finished, key=lambda f: -f[0]))
+    return out
+
+
+@pytest.mark.parametrize("width,alpha", [(3, 0.0), (5, 1.0), (4, 0.7)])
+def test_beam_search_returns_what_textbook_beam_search_returns_with_fewer_rows(width, alpha):
+    """Beam search stops once no live beam can beat the hypotheses it returns and stops stepping the beams that
+    cannot: the same captions and scores as searching every beam on to W finished hypotheses, in fewer rows."""
+    for seed in range(6):
+        n_images, T = 3, 9
+        reference = textbook_beam(random_model(seed), n_images, width, alpha, T)
+        for n_return in (1, 2, width):
+            step = random_model(seed)
+            got = decode(step, (np.arange(n_images),), n_images, "beam", beam_width=width, length_penalty=alpha,
+                         num_return=n_return, max_length=T, no_repeat_ngram_size=0)
+            for per, ref in zip(got, reference):
+                assert [h.tokens for h in per] == [r[2] for r in ref[:n_return]]
+                assert [h.score for h in per] == pytest.approx([r[0] for r in ref[:n_return]], abs=1e-6)
+            if n_return == 1:
+                textbook = random_model(seed)
+                textbook_beam(textbook, n_images, width, alpha, T)
+                assert step.rows < textbook.rows, (seed, step.rows, textbook.rows)
+
+
+def test_constrained_search_stops_early_with_the_same_best_caption():
+    """The constrained search's early stop and dead-beam pruning (one caption returned) give the caption and score
+    that searching on for W does (every caption returned)."""
+    from caption_core.decoding import Constraint, guided_beam_search
+
+    for seed in range(8):
+        opts = lambda n: get_strategy("guided").make_options(  # noqa: E731
+            {"beam_width": 4, "max_length": 9, "num_return": n, "length_penalty": 1.0, "no_repeat_ngram_size": 0})
+        required = [Constraint(frozenset({9 + seed % 3})), Constraint(frozenset({4, 11}), frozenset({6}))]
+        one, all_ = random_model(seed), random_model(seed)
+        first = guided_beam_search(one, (np.arange(2),), 2, opts(1), required)
+        every = guided_beam_search(all_, (np.arange(2),), 2, opts(4), required)
+        assert [[h.tokens for h in per] for per in first] == [[h.tokens for h in per[:1]] for per in every]
+        assert [h.score for per in first for h in per] == pytest.approx([per[0].score for per in every], abs=1e-6)
+        assert one.rows <= all_.rows
