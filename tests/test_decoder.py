@@ -114,3 +114,30 @@ def test_tiny_decoder_learns_and_loss_falls():
     out = decode(dec.step, dec.initial_state(feats[:4]), 4, "greedy")
     expect = [[4, 5, END_ID] if k == 0 else [7, 8, 9, END_ID] for k in kind[:4]]
     assert [o[0].tokens for o in out] == expect
+
+
+@pytest.mark.parametrize("small_kernels", [True, False])
+def test_dense_gives_the_gemm_product_for_any_number_of_rows(small_kernels):
+    """Both ways Dense multiplies a photo's few beam rows (column blocks for OpenBLAS's small kernels, or
+    matrix-vector products on the transposed copy), and one gemm for one row or many: x @ W up to float rounding."""
+    from caption_core.decoders.base import Dense
+
+    rng = np.random.default_rng(0)
+    for k, n in ((256, 2533), (40, 7), (300, 1000)):
+        w = rng.normal(size=(k, n)).astype(np.float32)
+        dense = Dense(w, small_kernels=small_kernels)
+        for rows in (1, 2, 5, 7, 8, 20, 21, 40):
+            x = rng.normal(size=(rows, k)).astype(np.float32)
+            got = dense(x)
+            assert got.shape == (rows, n) and got.dtype == np.float32
+            np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-3)
+
+
+def test_small_gemm_kernels_can_be_forced(monkeypatch):
+    from caption_core.decoders.base import has_small_gemm_kernels
+
+    for value, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("CAPTION_SMALL_GEMM", value)
+        has_small_gemm_kernels.cache_clear()
+        assert has_small_gemm_kernels() is expected
+    has_small_gemm_kernels.cache_clear()

@@ -356,34 +356,65 @@ def _one_blas_thread():
 
 
 class Dense:
-    """A weight matrix (K, N) for decoding's matmuls, kept in both layouts: x (B, K) @ W is one BLAS gemm for a
-    batch, but for the few rows of one photo's beams OpenBLAS's gemm packs the whole matrix at every call (a
-    (5, 256) x (256, 2533) product took 1.4x the time of five matrix-vector products here, and MKL's gemm no less),
-    so up to ``SMALL`` rows it runs one matrix-vector product per row on the transposed copy, a block of ``BLOCK``
-    bytes of it at a time (each block is then read from the core's cache by every row: 13% less again), the rows of
-    a block in one stacked ``matmul`` call (9% less than a call per row). The sums are the same dot products,
-    accumulated in another order: float rounding apart, the same numbers."""
+    """A weight matrix (K, N) for decoding's matmuls, multiplied the fastest way found for the rows at hand.
 
-    SMALL = 7  # up to this many rows: matrix-vector products (a photo's beams); more: one gemm (benchmarks/
-    # attention_speed.json: at 8 rows the gemm was as fast, at 10 faster)
+    A beam step multiplies a photo's few beam rows (B = 5) by matrices of 256 x 1,000-2,500, and OpenBLAS's gemm
+    packs the whole matrix at every such call (for (5, 256) x (256, 2533) it took 1.4x the time of five
+    matrix-vector products on an AVX2 machine, and MKL's gemm no less). Where NumPy's OpenBLAS has its small-matrix
+    kernels (its AVX-512 cores: ``small_kernels``), a product of at most ``SMALL_KERNEL_MACS`` multiply-adds runs
+    without packing: the rows go through column blocks that size, each block's weights read once for all rows (0.55-
+    0.65x the time of the matrix-vector products on an AVX-512 machine, from 2 to 20 rows). Elsewhere, up to
+    ``SMALL`` rows run one matrix-vector product per row on the transposed copy, a block of ``BLOCK`` bytes of it at
+    a time (each block is then read from the core's cache by every row: 13% less again), the rows of a block in one
+    stacked ``matmul`` call (9% less than a call per row). One row, or many: one gemm. The sums are the same dot
+    products, accumulated in another order: float rounding apart, the same numbers."""
+
+    SMALL = 7  # without small kernels, up to this many rows: matrix-vector products (a photo's beams); more: one
+    # gemm (benchmarks/attention_speed.json: at 8 rows the gemm was as fast, at 10 faster)
     BLOCK = 1 << 19  # bytes of the transposed matrix per block: 512 KiB, a core's L2 cache here
+    SMALL_KERNEL_ROWS = 20  # with small kernels, up to this many rows in column blocks (at 40 one gemm was as fast)
+    SMALL_KERNEL_MACS = 100 ** 3  # the largest product OpenBLAS gives its small-matrix kernels (M * N * K)
 
-    def __init__(self, w: np.ndarray):
+    def __init__(self, w: np.ndarray, small_kernels: bool | None = None):
         self.w = np.ascontiguousarray(w, np.float32)  # (K, N)
-        self.t = np.ascontiguousarray(self.w.T)  # (N, K)
+        self.small_kernels = has_small_gemm_kernels() if small_kernels is None else small_kernels
         k, n = self.w.shape
+        self.t = None if self.small_kernels else np.ascontiguousarray(self.w.T)  # (N, K)
         step = max(16, self.BLOCK // (4 * k))
         self.blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x (B, K) -> (B, N) float32."""
-        if len(x) > self.SMALL:
+        rows = len(x)
+        if rows == 1 or rows > (self.SMALL_KERNEL_ROWS if self.small_kernels else self.SMALL):
             return x @ self.w
-        out = np.empty((len(x), self.w.shape[1]), np.float32)
-        rows = x[:, :, None]  # (B, K, 1): a stack of vectors, one matrix-vector product each (in NumPy's C loop)
+        k, n = self.w.shape
+        out = np.empty((rows, n), np.float32)
+        if self.small_kernels:
+            cols = max(16, self.SMALL_KERNEL_MACS // (rows * k) // 16 * 16)  # (rows, k) x (k, cols): one small kernel
+            for a in range(0, n, cols):
+                np.matmul(x, self.w[:, a:a + cols], out=out[:, a:a + cols])  # (B, cols)
+            return out
+        vectors = x[:, :, None]  # (B, K, 1): a stack of vectors, one matrix-vector product each (in NumPy's C loop)
         for a, b in self.blocks:
-            out[:, a:b] = np.matmul(self.t[None, a:b], rows)[..., 0]  # (B, n)
+            out[:, a:b] = np.matmul(self.t[None, a:b], vectors)[..., 0]  # (B, n)
         return out
+
+
+# OpenBLAS cores with small-matrix sgemm kernels (kernel/x86_64: SkylakeX and its successors, AVX-512), as
+# threadpoolctl names them
+SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+@functools.lru_cache(maxsize=1)
+def has_small_gemm_kernels() -> bool:
+    """True where NumPy's BLAS is an OpenBLAS whose core has small-matrix sgemm kernels (``Dense``). Set
+    CAPTION_SMALL_GEMM=0 or 1 to decide instead (to compare the two paths on one machine)."""
+    forced = os.environ.get("CAPTION_SMALL_GEMM")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return any(getattr(lib, "internal_api", "") == "openblas"
+               and str(getattr(lib, "architecture", "")).lower() in SMALL_KERNEL_CORES for lib in _blas_libraries())
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DecoderConfig, KerasDecoder, NumpyDecoder, register_decoder, sigmoid
+from .base import Dense, DecoderConfig, KerasDecoder, NumpyDecoder, register_decoder, sigmoid
 
 
 def build_merge_decoder(config: DecoderConfig):
@@ -49,7 +49,7 @@ class MergeInference(NumpyDecoder):
     Decoding calls ``step`` once per word. Through Keras each call paid a fixed overhead (a
     ``tf.function`` call and numpy round trips) far above its arithmetic, so inference runs on the
     trained weights in NumPy: an embedding lookup whose input projection is precomputed for every word,
-    one (B, U) x (U, 4U) matmul, the merge and the (B, U) x (U, V) head. The arithmetic is the Keras
+    one (B, U) x (U, 4U) matmul, the merge and the (B, U) x (U, V) head (each a ``Dense``). The arithmetic is the Keras
     graph's, in float32, in the same order. ``load`` reads a saved ``.keras`` file with h5py alone, so
     serving a bundle whose encoder is not a Keras model never imports TensorFlow.
     """
@@ -73,8 +73,10 @@ class MergeInference(NumpyDecoder):
                "feature_projection": self._proj_w.shape, "merge_dense": self._merge_w.shape, "logits": self._head_w.shape}
         self._check_shapes(expected, got)
         self._word_gates = f32(f32(emb) @ f32(kernel))  # (V, 4U): each word's input projection, computed once
-        self._recurrent = f32(recurrent)  # (U, 4U), gates i, f, c, o
+        self._recurrent = Dense(recurrent)  # (U, 4U), gates i, f, c, o
         self._lstm_bias = f32(bias)  # (4U,)
+        self._merge = Dense(self._merge_w)  # (U, U)
+        self._head = Dense(self._head_w)  # (U, V): the step's matmuls in Dense's fastest way for a photo's beams
 
     state_arrays = 3  # img, h, c
 
@@ -89,15 +91,15 @@ class MergeInference(NumpyDecoder):
         """tokens (B,) int, state (img, h, c) -> log_probs (B, V) float32, new state. Decoding's step."""
         img, h, c = state
         U = self.config.units
-        z = self._word_gates[tokens] + h @ self._recurrent  # (B, 4U)
+        z = self._word_gates[tokens] + self._recurrent(h)  # (B, 4U)
         z += self._lstm_bias
         gates = sigmoid(z)  # (B, 4U): i, f, (c: unused), o
         c = gates[:, U:2 * U] * c + gates[:, :U] * np.tanh(z[:, 2 * U:3 * U])  # (B, U)
         h = gates[:, 3 * U:] * np.tanh(c)  # (B, U)
-        merged = (img + h) @ self._merge_w  # (B, U)
+        merged = self._merge(img + h)  # (B, U)
         merged += self._merge_b
         np.maximum(merged, 0.0, out=merged)
-        logits = merged @ self._head_w  # (B, V)
+        logits = self._head(merged)  # (B, V)
         logits += self._head_b
         logits -= logits.max(axis=1, keepdims=True)
         logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
