@@ -77,6 +77,15 @@ def test_members_of_different_vocabularies_are_decoded_over_their_union():
         EnsembleDecoder([a, b], [(0, 4), (4, 10)], [ids_a, ids_b], weights=[1, 0])
     with pytest.raises(ValueError, match="word ids must map the ensemble's 11 words"):
         EnsembleDecoder([a, b], [(0, 4), (4, 10)], [ids_a, ids_b[:5]])
+    # members of one vocabulary are summed in it, then spread over the union once: the same mean
+    c, = tiny_decoders(vocab_size=len(vb), dims=(4,), seed=2)
+    lp_c, _ = c.step(np.array([vb.word_to_id["dog"], vb.word_to_id["giraffe"], UNK_ID]), c.initial_state(feats[:, :4]))
+    p_c = np.zeros((3, 11))
+    p_c[:, ids_b >= 0] = np.exp(lp_c)[:, ids_b[ids_b >= 0]]
+    three = EnsembleDecoder([b, a, c], [(4, 10), (0, 4), (0, 4)], [ids_b, ids_a, ids_b], weights=[1, 2, 1])
+    assert [g[0] for g in three._groups] == [[0, 2], [1]]
+    lp_3, _ = three.step(tokens, three.initial_state(feats))
+    np.testing.assert_allclose(np.exp(lp_3), 0.25 * p_b + 0.5 * p_a + 0.25 * p_c, atol=1e-6)
 
 
 def test_ensemble_members_must_fit():
