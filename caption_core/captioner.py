@@ -199,12 +199,12 @@ class Captioner:
     def guide(self, class_probs: np.ndarray, opts, objects: list | None = None) -> list:
         """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None: the classifier's
         reading, and the detector's ``objects`` (per image, or None) where the options use the detector."""
-        with_detector = objects is not None and opts.guide_detector < 1.0
+        with_detector = objects is not None and (opts.guide_detector < 1.0 or opts.guide_unseen)
         return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto, veto_alone=opts.guide_veto_alone,
                                       objects=objects if with_detector else None,
                                       detector_words=self.detector_words if with_detector else None,
                                       detector_threshold=opts.guide_detector, detector_first=opts.guide_detector_first,
-                                      count=opts.guide_count)
+                                      count=opts.guide_count, unseen=opts.guide_unseen)
 
     def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
         """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with

@@ -554,6 +554,9 @@ GUIDE_DETECTOR_FIRST = Option("guide_detector_first", bool, True, "where the det
                               "different words, the detector's win", label="Detector first")
 GUIDE_COUNT = Option("guide_count", bool, False, "the detector's count: two or more of the main object require its plural "
                      "('dogs'), one its singular", label="Name the number")
+GUIDE_UNSEEN = Option("guide_unseen", bool, False, "on an object scene (the detector finds things, and no person) the "
+                      "caption may not name people, nor an animal the detector did not find: what a Flickr8k decoder "
+                      "puts in a kitchen", label="No people where nobody is seen")
 GUIDE_WITHIN = Option("guide_within", int, 0, "the required word must come within the first N words, as the caption's "
                       "subject rather than an accessory (0 = anywhere)", 0, 12, 1, label="Required word within (0 = anywhere)")
 
@@ -582,7 +585,7 @@ def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, 
 
 
 @register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
-                   GUIDE_VETO_ALONE, GUIDE_WITHIN, GUIDE_DETECTOR, GUIDE_DETECTOR_FIRST, GUIDE_COUNT,
+                   GUIDE_VETO_ALONE, GUIDE_WITHIN, GUIDE_DETECTOR, GUIDE_DETECTOR_FIRST, GUIDE_COUNT, GUIDE_UNSEEN,
                    help="beam search guided by what the photo shows: the encoder's ImageNet classifier and the COCO "
                         "object detector; when they are confident, the caption must name what they see (constrained "
                         "beam search, Anderson et al. 2017)",

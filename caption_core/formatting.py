@@ -75,11 +75,16 @@ def guidance_md(g: dict | None, options: dict) -> str:
         return (f"*Guidance did not fire: no word of an object the classifier knows (animals, vehicles, food, "
                 f"furniture, devices, ...) reached {options.get('guide_threshold')}, and it ruled out nothing the "
                 "caption could name (plain beam search). Pick the beam strategy to turn it off.*")
-    more = len(g["banned_words"]) - 8
-    banned = (f"ruled out: {', '.join(g['banned_words'][:8])}" + (f" and {more} more" if more > 0 else "")
-              if g["banned_words"] else "")
+    unseen = set(g.get("unseen_words", ()))
+    vetoed = [w for w in g["banned_words"] if w not in unseen]
+    more = len(vetoed) - 8
+    banned = (f"ruled out: {', '.join(vetoed[:8])}" + (f" and {more} more" if more > 0 else "") if vetoed else "")
+    if unseen:  # an object scene: the people and animals the detector did not find
+        banned = "; ".join(x for x in (banned, "the detector sees things but no one here: no people, and no animal it "
+                                       f"did not find ({', '.join(g['unseen_words'][:4])}, ...)") if x)
     if not g["word"]:  # the veto alone: nothing confident enough to require, but animals it is sure are absent
-        return (f"*Guided by the classifier: no word required (its best class, {g['top_class']}, "
+        who = "the detector" if unseen and not vetoed else "the classifier"
+        return (f"*Guided by {who}: no word required (the classifier's best class, {g['top_class']}, "
                 f"{g['class_probability']:.2f}); {banned}. Pick the beam strategy to turn guidance off.*")
     source = g.get("source", "classifier")
     if source == "classifier":

@@ -287,6 +287,8 @@ def describe_decoding(strategy: str, options: dict) -> str:
             extra.append("veto alone")
         if options.get("guide_within"):
             extra.append(f"within {options['guide_within']} words")
+        if options.get("guide_unseen"):
+            extra.append("no unseen people")
         parts.append(f"guided ({', '.join(extra)})")
     else:
         parts.append(strategy)

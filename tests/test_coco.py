@@ -107,11 +107,18 @@ def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
     cands = candidates({"beam_width": 3}, cfg, detector=False)
     assert cands[0] == ("beam", {"beam_width": 3}) and len(cands) == 3
     assert cands[1][1] == {"beam_width": 3, "guide_threshold": 0.3, "guide_veto": True, "guide_veto_alone": True,
-                           "guide_detector": 1.0, "guide_detector_first": True, "guide_count": False}
-    with_detector = candidates({"beam_width": 3}, cfg)  # + the detector first or not, + the detector alone
-    assert len(with_detector) == 1 + 2 * (1 + 2) + 2
-    assert {(o["guide_threshold"], o["guide_detector"], o["guide_detector_first"]) for _, o in with_detector[1:]} == {
-        (0.3, 1.0, True), (0.3, 0.5, True), (0.3, 0.5, False), (1.0, 0.5, True)}
+                           "guide_detector": 1.0, "guide_detector_first": True, "guide_count": False,
+                           "guide_unseen": False}
+    # + the detector first or not, + the detector alone; each with the detector's unseen people banned or not
+    with_detector = candidates({"beam_width": 3}, cfg)
+    assert len(with_detector) == 1 + 2 * (1 + 2) * 2 + 2 * 2
+    assert {(o["guide_threshold"], o["guide_detector"], o["guide_detector_first"], o["guide_unseen"])
+            for _, o in with_detector[1:]} == {(t, d, f, u) for t, d, f in ((0.3, 1.0, True), (0.3, 0.5, True),
+                                                                           (0.3, 0.5, False), (1.0, 0.5, True))
+                                               for u in (False, True)}
+    only = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true",),
+                                                      detector_thresholds=("0.5",), unseen=("false",)))
+    assert not any(o["guide_unseen"] for _, o in only[1:])
 
 
 def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):
@@ -136,7 +143,9 @@ def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, ti
     chosen = rep["rows"][rep["chosen"]]
     from caption_core.detectors import shared_detector
 
-    assert len(rep["rows"]) == (4 if shared_detector() is not None else 2)  # beam, guided, (guided + the detector, the detector alone)
+    # beam, guided, (guided with the unseen people banned, guided + the detector, the detector alone: each with and
+    # without them)
+    assert len(rep["rows"]) == (7 if shared_detector() is not None else 2)
     assert m["default_decoding"] == {"strategy": chosen["strategy"], "options": chosen["options"]}
     assert m["ood_dev"]["rows"][0]["ood_dev"]["main_object_of"] == 4
     assert dev_score(m) == chosen["flickr_dev"]["CIDEr"] and best_first({"tiny": m}) == ["tiny"]

@@ -382,6 +382,33 @@ def test_detector_and_classifier_agree_or_one_of_them_wins():
     assert g.source == "detector" and g.category == "person"  # the next largest; people are never ruled out
 
 
+def test_an_object_scene_bans_the_people_and_animals_the_detector_did_not_find():
+    """``unseen``: where the detector finds things and nobody, the caption may not name people (collective words such
+    as "group" stay: "a group of cars"), nor an animal it did not find; a person found, or nothing confident found,
+    bans nothing; an animal it found stays allowed. Off, the guidance is what it was."""
+    from caption_core.formatting import guidance_md
+    from caption_core.guidance import DetectorWords
+
+    vocab = Vocabulary(street_vocab().id_to_word + ["group", "plate"])
+    wm, dw = WordMap(vocab), DetectorWords(vocab)
+    probs = np.full((4, 1000), 1e-3, np.float32)  # the classifier rules nothing out and requires nothing
+    found = [objects(("pizza", 0.8, (0, 0, 1, 1)), ("dining table", 0.45, (0, 0, 1, 1))),  # an object scene
+             objects(("pizza", 0.8, (0, 0, 1, 1)), ("person", 0.5, (0, 0, .2, .2))),  # someone eating it
+             objects(("pizza", 0.45, (0, 0, 1, 1))),  # nothing confident: not a scene
+             objects(("dog", 0.6, (0, 0, 1, 1)), ("car", 0.9, (0, 0, .3, .3)))]  # a dog in a car: it is seen
+    kw = dict(threshold=1.0, veto=False, objects=found, detector_words=dw)
+    g = wm.guidance(probs, unseen=True, **kw)
+    people = {"man", "men", "woman", "people", "boy"}
+    assert people | {"dog", "dogs", "cat", "bear"} <= set(g[0].banned_words) and "group" not in g[0].banned_words
+    assert set(g[0].unseen_words) == set(g[0].banned_words) and not g[0].required_words
+    assert g[1] is None and g[2] is None  # someone is there; nothing confident enough to call it a scene
+    assert people <= set(g[3].banned_words) and not {"dog", "dogs"} & set(g[3].banned_words)
+    assert wm.guidance(probs, **kw) == [None] * 4
+    assert not g[0].satisfied_by([vocab.word_to_id["man"]]) and g[0].satisfied_by([vocab.word_to_id["pizza"]])
+    text = guidance_md({**g[0].describe(), "met": True}, {"guide_threshold": 1.0})
+    assert text.startswith("*Guided by the detector") and "no one here" in text
+
+
 def test_a_guided_caption_names_what_the_detector_sees(tiny_parts):
     """The tiny bundle (random decoder, a custom ViT with no classifier) with the real COCO detector on scikit-image's
     cat: with the classifier off (threshold 1), the caption must say "cat" because the detector sees one, whatever

@@ -9,7 +9,8 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
    ``ChooseConfig.thresholds``, with and without the veto alone (``guide_veto_alone``); each of those also with the
    COCO detector at each of ``detector_thresholds``, its word winning a disagreement or not
    (``guide_detector_first``), with and without its count (``guide_count``); and the detector alone (the
-   classifier's threshold at 1: it only vetoes).
+   classifier's threshold at 1: it only vetoes); each with the detector also with and without ``guide_unseen`` (no
+   people, nor animals it did not find, on an object scene).
 2. **Eligible**: Flickr8k dev CIDEr within ``max_dev_drop`` of the best candidate's, no dangling endings on
    either set, and at least ``min_distinct`` distinct dev captions (or as many as beam search gives, where it
    gives fewer).
@@ -40,11 +41,12 @@ class ChooseConfig(Config):
     detector_first: tuple[bool, ...] = (True, False)  # guide_detector_first values tried with each of them
     counts: tuple[bool, ...] = (False,)  # guide_count values tried with each of those (True lowered both dev sets in
     # every pair measured on the default bundle: docs/detector.md)
+    unseen: tuple[bool, ...] = (False, True)  # guide_unseen values tried with each candidate that has the detector
 
     def __post_init__(self):  # command-line values arrive as strings
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         object.__setattr__(self, "detector_thresholds", tuple(float(t) for t in self.detector_thresholds))
-        for name in ("detector_first", "counts"):
+        for name in ("detector_first", "counts", "unseen"):
             object.__setattr__(self, name, tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
                                                  for v in getattr(self, name)))
         object.__setattr__(self, "veto_alone", tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
@@ -57,17 +59,22 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
     out = [("beam", dict(base))]
     detectors = [(1.0, True, False)] + ([(d, first, n) for d in cfg.detector_thresholds for first in cfg.detector_first
                                          for n in cfg.counts] if detector else [])
+    unseen = cfg.unseen if detector else (False,)
     for t in cfg.thresholds:
         for alone in cfg.veto_alone:
             for d, first, n in detectors:
-                out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone,
-                                       "guide_detector": d, "guide_detector_first": first, "guide_count": n}))
+                for u in unseen:
+                    out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone,
+                                           "guide_detector": d, "guide_detector_first": first, "guide_count": n,
+                                           "guide_unseen": u}))
     if detector:  # the detector alone requires; the classifier only vetoes
         for alone in cfg.veto_alone:
             for d in cfg.detector_thresholds:
                 for n in cfg.counts:
-                    out.append(("guided", {**base, "guide_threshold": 1.0, "guide_veto": True, "guide_veto_alone": alone,
-                                           "guide_detector": d, "guide_detector_first": True, "guide_count": n}))
+                    for u in unseen:
+                        out.append(("guided", {**base, "guide_threshold": 1.0, "guide_veto": True,
+                                               "guide_veto_alone": alone, "guide_detector": d,
+                                               "guide_detector_first": True, "guide_count": n, "guide_unseen": u}))
     return out
 
 
