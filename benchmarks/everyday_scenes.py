@@ -8,7 +8,8 @@ references mentions any, and an animal none of its references names.
 1. **No people where the detector sees nobody**: the words for people (the detector's person words, without the
    collective ones: group, crowd, couple, family, team) banned, like the classifier's veto, where the detector
    found no person; everywhere, or on object scenes only (no person, and another object at >= 0.5); and on object
-   scenes the words of COCO's animals it did not find too.
+   scenes the words of COCO's animals it did not find too: the guided strategy's ``guide_unseen``, measured through
+   the option itself.
 2. **The object-word member weighs more on object scenes**: an ensemble's weight of the member that reads object
    words (0.5, 0.7, 1 of the mean) on object scenes, the equal mean elsewhere.
 
@@ -30,22 +31,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-COLLECTIVE = {"group", "crowd", "couple", "family", "team"}  # person words that also count animals and things
-ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")  # COCO's animals
-
-
-def object_scenes(objects) -> np.ndarray:
-    """(N,) bool: the detector found no person and some other object at >= 0.5."""
-    return np.array([o is not None and not any(d.category == "person" for d in o.detections)
-                     and any(d.category != "person" and d.score >= 0.5 for d in o.detections) for o in objects])
-
-
-def ban_unseen(captioner, guidance: list, objects, where: np.ndarray, categories: tuple[str, ...] = ("person",)) -> list:
-    """``guidance`` with the words of ``categories`` the detector did not find banned on the rows of ``where``."""
-    from caption_core.guidance import Guidance
+def ban_unseen(captioner, guidance: list, objects, where: np.ndarray, categories: tuple[str, ...]) -> list:
+    """``guidance`` with the words of ``categories`` the detector did not find banned on the rows of ``where`` (the
+    variants that do not ship: people alone, everywhere or on object scenes; ``guide_unseen`` is the shipped one)."""
+    from caption_core.guidance import COLLECTIVE_WORDS, Guidance
 
     known = captioner.vocab.word_to_id
-    words = {cat: captioner.detector_words.all_words(cat) - COLLECTIVE for cat in categories}
+    words = {cat: captioner.detector_words.all_words(cat) - COLLECTIVE_WORDS for cat in categories}
     out = []
     for g, o, w in zip(guidance, objects, where):
         unseen = [] if not w or o is None else \
@@ -78,6 +70,7 @@ def main() -> int:
     from caption_core.captioner import Captioner
     from caption_core.decoders.ensemble import EnsembleDecoder
     from caption_core.encoders import supported_options
+    from caption_core.guidance import COLLECTIVE_WORDS, UNSEEN_CATEGORIES, object_scene
     from training.coco import coco_features, load_coco, score_coco
     from training.common import machine, write_json
     from training.detections import coco_objects, split_objects
@@ -91,33 +84,34 @@ def main() -> int:
     d_ids, d_feats, d_probs, d_refs = flickr_split(c, args.dataset, "dev", args.cache)
     sets = {"flickr_dev": (d_feats, d_probs, split_objects(c.detector, args.dataset, "dev", d_ids, args.cache)),
             "ood_dev": (o_feats, o_probs, coco_objects(c.detector, photos, o_ids, args.cache))}
-    scenes = {k: object_scenes(v[2]) for k, v in sets.items()}
+    scenes = {k: np.array([o is not None and object_scene(o) for o in v[2]]) for k, v in sets.items()}
     s, opts = c.decoding()
     members = getattr(c.decoder, "members", None)
     reader = next((k for k, m in enumerate(members or []) if m.config.object_words), None)
 
-    def captions(name: str, people: str = "", categories: tuple[str, ...] = ("person",)) -> dict:
-        """Each dev set's captions: ``people`` '' (no ban), 'all' or 'scenes': where the words of ``categories`` the
-        detector did not find are banned."""
+    def captions(name: str, people: str = "", **overrides) -> dict:
+        """Each dev set's captions: ``people`` '' (no ban of its own), 'all' or 'scenes': where people's words are
+        banned if the detector found nobody; ``overrides``: decoding options on top of the default's."""
+        checked = c.decoding(s.name, c.default_options, **overrides)[1]
         out = {}
         for key, (feats, probs, objects) in sets.items():
             texts = []
             for b in range(0, len(feats), 250):
                 rows = slice(b, b + 250)
-                guidance = c.guide(probs[rows], opts, objects[rows])
+                guidance = c.guide(probs[rows], checked, objects[rows])
                 if people:
                     where = scenes[key][rows] if people == "scenes" else np.ones(len(guidance), bool)
-                    guidance = ban_unseen(c, guidance, objects[rows], where, categories)
+                    guidance = ban_unseen(c, guidance, objects[rows], where, ("person",))
                 texts += [per[0].text for per in c.decode(feats[rows], s.name, c.default_options, guidance=guidance,
-                                                          objects=objects[rows], class_probs=probs[rows])]
+                                                          objects=objects[rows], class_probs=probs[rows],
+                                                          **overrides)]
             out[key] = texts
         print(name, "decoded", flush=True)
         return out
 
     runs = {"default": captions("default"), "no people (nobody detected)": captions("no people", "all"),
             "no people (object scenes)": captions("no people on scenes", "scenes"),
-            "no people or animals unseen (object scenes)": captions("no people or animals on scenes", "scenes",
-                                                                    ("person", *ANIMALS))}
+            "no people or animals unseen (object scenes)": captions("guide_unseen", guide_unseen=True)}
     if reader is not None:
         equal = c.decoder
         for share in (0.5, 0.7, 1.0):
@@ -129,10 +123,10 @@ def main() -> int:
             runs[f"object-word member at {share} on object scenes"] = {
                 k: [weighted[k][i] if scenes[k][i] else runs["default"][k][i] for i in range(len(weighted[k]))]
                 for k in weighted}
-    people = c.detector_words.all_words("person") - COLLECTIVE
+    people = c.detector_words.all_words("person") - COLLECTIVE_WORDS
     says_people = lambda text: bool(set(text.lower().replace(".", " ").split()) & people)  # noqa: E731
     nobody = [i for i, ph in enumerate(photos_by_id(photos, o_ids)) if not any(map(says_people, ph.captions))]
-    beasts = set().union(*(c.detector_words.all_words(a) for a in ANIMALS))
+    beasts = set().union(*(c.detector_words.all_words(a) for a in UNSEEN_CATEGORIES if a != "person"))
 
     def invents_animals(text: str, ph) -> bool:  # names an animal that none of the photo's references names
         said = set(text.lower().split()) & beasts

@@ -291,6 +291,12 @@ def read_coco_words(path: str = COCO_WORDS) -> dict[str, dict[str, tuple[str, ..
     return {k: {n: tuple(v[n].split()) for n in ("one", "many")} for k, v in doc["categories"].items()}
 
 
+def object_scene(objects) -> bool:
+    """The detector's ``objects`` of a photo show things and nobody: no person, something at ``SCENE_SCORE``."""
+    return not any(d.category == "person" for d in objects.detections) and \
+        any(d.score >= SCENE_SCORE for d in objects.detections)
+
+
 class DetectorWords:
     """COCO categories -> this vocabulary's words (``caption_core/data/coco_words.json``), for guided decoding."""
 
@@ -305,13 +311,14 @@ class DetectorWords:
         f = self.words.get(category, {})
         return set(f.get("one", ())) | set(f.get("many", ()))
 
-    def unseen(self, objects) -> set[str]:
-        """On an object scene (``objects``: no person, something else at ``SCENE_SCORE``), the words of the
-        ``UNSEEN_CATEGORIES`` the detector did not find (the collective ones kept); elsewhere none."""
-        found = {d.category for d in objects.detections}
-        if "person" in found or not any(d.score >= SCENE_SCORE for d in objects.detections):
+    def unseen(self, objects, categories: Sequence[str] = UNSEEN_CATEGORIES) -> set[str]:
+        """On an object scene (``object_scene``), the words of ``categories`` the detector did not find (the
+        collective ones kept); elsewhere none."""
+        if not object_scene(objects):
             return set()
-        return {w for cat in UNSEEN_CATEGORIES if cat not in found for w in self.all_words(cat)} - COLLECTIVE_WORDS
+        found = {d.category for d in objects.detections}
+        return {w for cat in categories if cat not in found for w in self.all_words(cat)} - COLLECTIVE_WORDS
+
 
     def pick(self, objects, threshold: float, count: bool = True, ruled_out: set[str] = frozenset(),
              known: set[str] = frozenset()) -> DetectorPick | None:

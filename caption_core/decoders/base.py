@@ -379,9 +379,11 @@ class Dense:
         self.w = np.ascontiguousarray(w, np.float32)  # (K, N)
         self.small_kernels = has_small_gemm_kernels() if small_kernels is None else small_kernels
         k, n = self.w.shape
-        self.t = None if self.small_kernels else np.ascontiguousarray(self.w.T)  # (N, K)
-        step = max(16, self.BLOCK // (4 * k))
-        self.blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
+        self.t, self.blocks = None, []  # the matrix-vector products' transposed copy and its blocks, where used
+        if not self.small_kernels:
+            self.t = np.ascontiguousarray(self.w.T)  # (N, K)
+            step = max(16, self.BLOCK // (4 * k))
+            self.blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x (B, K) -> (B, N) float32."""

@@ -113,7 +113,7 @@ class EnsembleDecoder:
         self._groups: list[tuple[list[int], np.ndarray | None, int]] = []  # (members, spread or None, width)
         for k, i in enumerate(self.ids):
             vm = members[k].config.vocab_size
-            group = next((g for g in self._groups if g[0] and _same(self.ids[g[0][0]], i)), None)
+            group = next((g for g in self._groups if _same(self.ids[g[0][0]], i)), None)
             if group is not None:
                 group[0].append(k)
             elif i is None or (np.array_equal(i[:vm], np.arange(vm)) and np.all(i[vm:] < 0)):
