@@ -91,6 +91,8 @@ def save_bundle(folder: str, *, encoder, decoder, vocab: Vocabulary, training: d
             decoder.save(os.path.join(tmp, DECODER_FILE), storage)
         if getattr(decoder, "weights", None):  # an ensemble's members' weights in the mean (absent: equal)
             decoder_entry["weights"] = list(decoder.weights)
+        if getattr(decoder, "scenes", None) is not None:  # what its object-word members do on an unfamiliar scene
+            decoder_entry["scenes"] = decoder.scenes.to_dict()
         files = [e["file"] for e in decoder_entry.get("members", [decoder_entry]) if "bundle" not in e] + [VOCAB_FILE]
         vocab.save(os.path.join(tmp, VOCAB_FILE))
         files += encoder.save_files(tmp)
@@ -291,7 +293,7 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
     try:  # NumPy inference on the saved weights: Keras (TensorFlow) is imported only if the encoder needs it
         if "members" in manifest["decoder"]:
             from .decoders import EnsembleDecoder
-            from .decoders.ensemble import member_ids, word_vocabulary
+            from .decoders.ensemble import SceneConfig, member_ids, word_vocabulary
 
             members = manifest["decoder"]["members"]
             configs = [DecoderConfig.from_dict(m["config"]) for m in members]
@@ -301,7 +303,9 @@ def load_bundle(ref: str, encoder_options: dict | None = None, shared_encoders: 
                                       [tuple(m["features"]) for m in members],
                                       [None if v is None else member_ids(vocab, v) for v in own],
                                       word_vocabulary(vocab, own, [c.object_words for c in configs]),
-                                      manifest["decoder"].get("weights"))
+                                      manifest["decoder"].get("weights"),
+                                      SceneConfig.from_dict(manifest["decoder"]["scenes"])
+                                      if manifest["decoder"].get("scenes") else None)
         else:
             decoder = load_inference(_safe_member(folder, manifest["decoder"]["file"]), config)
     except ValueError as exc:

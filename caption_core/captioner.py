@@ -49,6 +49,8 @@ class CaptionResult:
     detect_ms: float = 0.0  # detector time for this call, per image
     object_words: list[str] | None = None  # a decoder that reads object words: the ones it read for this photo
     # ('coco:<category>' from the detector, 'imagenet:<word>' from the classifier); None for other decoders
+    words_alone: bool = False  # an ensemble's object-word members read those words without the photo: an unfamiliar
+    # scene (caption_core.decoders.ensemble.SceneConfig)
 
 
 def default_detector():
@@ -276,9 +278,11 @@ class Captioner:
         n = len(per_image)
         found = objects if objects is not None else [None] * n
         read = [None] * n if words is None else [self.object_words.names(w) for w in words]
+        alone = self.decoder.unfamiliar(words) if words is not None and hasattr(self.decoder, "unfamiliar") \
+            else np.zeros(n, bool)
         return [CaptionResult(c, (t1 - t0 - t_detect) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m,
-                              None if o is None else o.to_dict(), t_detect * 1000 / n, r)
-                for c, lab, gd, m, o, r in zip(per_image, labels, described, maps, found, read)]
+                              None if o is None else o.to_dict(), t_detect * 1000 / n, r, bool(a))
+                for c, lab, gd, m, o, r, a in zip(per_image, labels, described, maps, found, read, alone)]
 
     @property
     def attends(self) -> bool:

@@ -46,7 +46,7 @@ def caption_md(a: dict) -> str:
     if a["strategy"] == "guided":
         lines += ["", guidance_md(a["guidance"], a["options"])]
     if a.get("object_words") is not None:
-        lines += ["", object_words_md(a["object_words"])]
+        lines += ["", object_words_md(a["object_words"], a.get("words_alone", False))]
     if a.get("attention"):  # an attention bundle: its maps are drawn in the explanation tab
         att = a["attention"]
         whose = f" (the ensemble's attention member, `{att['member']}`)" if att.get("member") else ""
@@ -57,8 +57,9 @@ def caption_md(a: dict) -> str:
                                   f"encode {a['encode_ms']:.0f} ms{detect} · decode {a['decode_ms']:.0f} ms*"])
 
 
-def object_words_md(words: list[str]) -> str:
-    """What a decoder that reads object words was given beside the photo, by who gave it."""
+def object_words_md(words: list[str], alone: bool = False) -> str:
+    """What a decoder that reads object words was given beside the photo, by who gave it; ``alone``: an ensemble's
+    object-word members read them without the photo (an unfamiliar scene)."""
     coco = [w.split(":", 1)[1] for w in words if w.startswith("coco:")]
     imagenet = [w.split(":", 1)[1] for w in words if w.startswith("imagenet:")]
     if not coco and not imagenet:
@@ -66,6 +67,11 @@ def object_words_md(words: list[str]) -> str:
                 "here: every word is the decoder's own reading of the features.*")
     said = ([f"the detector's {', '.join(coco)}"] if coco else []) + ([f"the classifier's {', '.join(imagenet)}"]
                                                                      if imagenet else [])
+    if alone:
+        return (f"*An unfamiliar scene: nothing the detector found is among what the photo-trained members' captions "
+                f"name often, so the member that reads object words wrote from these words alone, not the photo, as "
+                f"it learned to from caption text: {'; '.join(said)}. Which words it writes, and in what order, are "
+                "its own.*")
     return (f"*Object words it read beside the photo: {'; '.join(said)}. They steer what it writes; which words it "
             "writes, and in what order, are the decoder's own.*")
 

@@ -395,6 +395,8 @@ class CaptionService:
                 "guidance": result.guidance,  # guided strategy: the word required, its class, the words banned
                 # a decoder that reads object words: the ones it read ('coco:<category>', 'imagenet:<word>'); else None
                 "object_words": result.object_words,
+                # an unfamiliar scene: an ensemble's object-word members read those words without the photo
+                "words_alone": result.words_alone,
                 # attention bundles: the weights over the grid for each word of the best caption (no extra pass)
                 "attention": result.attention,
                 "reference_image": match[0] if match else None, "references": list(match[1]) if match else []}

@@ -333,3 +333,107 @@ def test_an_ensemble_over_two_vocabularies_refers_to_each_members_own(tmp_path, 
         f.write(" ")  # the member's vocabulary altered: its ids would no longer be the decoder's
     with pytest.raises(BundleError, match="member bundle 'm1': its vocab.json is not the one ensemble 'both' was made"):
         load_bundle(folder)
+
+
+def test_on_an_unfamiliar_scene_the_object_word_members_read_the_words_alone():
+    import keras
+
+    from caption_core.decoders.ensemble import SceneConfig
+
+    tags = ("coco:person", "coco:dog", "coco:sink", "imagenet:cup")
+    (a,) = tiny_decoders(dims=(4,))
+    keras.utils.set_random_seed(5)
+    w = MergeDecoder(DecoderConfig(vocab_size=9, feature_dim=6, embed_dim=8, units=8, max_length=7, object_words=tags))
+    scenes = SceneConfig(share=0.6, familiar=("coco:person", "coco:dog", "imagenet:cup"))
+    assert SceneConfig.from_json(scenes.to_json()) == scenes
+    ens = EnsembleDecoder([a, w], [(0, 4), (4, 10)], scenes=scenes)
+    plain = EnsembleDecoder([a, w], [(0, 4), (4, 10)])
+    feats = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+    # a person and a sink (familiar), a sink alone (unfamiliar), the classifier's cup alone (nothing detected),
+    # nothing; and then a sink the classifier calls a cup (familiar)
+    words = np.array([[1, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]], np.float32)
+    x = np.concatenate([feats, words], axis=1)  # (N, D + W)
+    assert ens.unfamiliar(words).tolist() == [False, True, False, False]
+    assert ens.unfamiliar(np.array([[0, 0, 1, 1]])).tolist() == [False]
+    assert not plain.unfamiliar(words).any()
+    tokens = np.array([1, 4, 5, 6])
+    lp, state = ens.step(tokens, ens.initial_state(x))
+    lp_plain, _ = plain.step(tokens, plain.initial_state(x))
+    np.testing.assert_allclose(lp[[0, 2, 3]], lp_plain[[0, 2, 3]], atol=1e-6)  # elsewhere: the plain mean
+    lp_a, _ = a.step(tokens[1:2], a.initial_state(feats[1:2, :4]))
+    blind = np.concatenate([np.zeros((1, 6), np.float32), words[1:2]], axis=1)  # no photo, the words
+    lp_w, _ = w.step(tokens[1:2], w.initial_state(blind))
+    np.testing.assert_allclose(np.exp(lp[1:2]), 0.4 * np.exp(lp_a) + 0.6 * np.exp(lp_w), atol=1e-6)
+    assert len(state) == plain.state_arrays + 1 == ens.state_arrays and state[-1].shape == (4, 2)
+    # every strategy reorders each row's weights with its beam: a photo's captions are those it gets alone
+    for strategy in ("greedy", "beam", "diverse_beam"):
+        together = decode(ens.step, ens.initial_state(x), 4, strategy)
+        alone = [decode(ens.step, ens.initial_state(x[i:i + 1]), 1, strategy)[0] for i in range(4)]
+        assert [[h.tokens for h in r] for r in together] == [[h.tokens for h in r] for r in alone]
+    with pytest.raises(ValueError, match="must be ones the members read: \\['coco:giraffe'\\]; valid: \\['coco:person'"):
+        EnsembleDecoder([a, w], [(0, 4), (4, 10)], scenes=SceneConfig(share=0.5, familiar=("coco:giraffe",)))
+    with pytest.raises(ValueError, match="members that read object words and members that do not: 0 of 2"):
+        EnsembleDecoder([a, a], [(0, 4), (0, 4)], scenes=SceneConfig(share=0.5))
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        SceneConfig(share=1.0)
+    assert EnsembleDecoder([a, w], [(0, 4), (4, 10)], scenes=SceneConfig(share=0.0)).scenes is None  # 0: off
+
+
+def test_familiar_object_words_are_those_the_training_captions_name_often():
+    from caption_core.object_words import ObjectWords
+    from caption_core.text import Vocabulary, clean_caption
+    from training.ensemble import familiar_tags
+
+    captions = ["A dog runs on the grass .", "Two dogs play", "A man rides a bike", "A woman sits", "A cat sleeps"]
+    vocab = Vocabulary.build([clean_caption(c) for c in captions])
+    words = ObjectWords(("coco:person", "coco:dog", "coco:bicycle", "coco:cat", "coco:giraffe", "imagenet:dog"), vocab)
+    # person 3 of 5, dog 2 (the detector's and the classifier's word), bicycle and cat 1, giraffe none
+    assert familiar_tags(captions, words, 0.4) == ("coco:person", "coco:dog", "imagenet:dog")
+    assert familiar_tags(captions, words, 0.2) == ("coco:person", "coco:dog", "coco:bicycle", "coco:cat", "imagenet:dog")
+    with pytest.raises(ValueError, match="none given"):
+        familiar_tags([], words, 0.1)
+
+
+def test_the_ensemble_command_writes_what_object_word_members_do_on_unfamiliar_scenes(tmp_path, lite_pair,
+                                                                                        monkeypatch):
+    import keras
+
+    from caption_core import detectors
+    from caption_core.bundle import read_manifest, save_bundle
+    from caption_core.captioner import Captioner
+    from caption_core.decoders.ensemble import SceneConfig
+    from caption_core.detectors import Detection, Objects
+    from caption_core.formatting import object_words_md
+    from caption_core.text import Vocabulary, clean_caption
+    from helpers import make_flickr
+    from training.__main__ import main
+
+    tiny = detectors.build_detector("coco_ssd", {"weights": "random", "width": 0.25})
+    monkeypatch.setitem(detectors._SHARED, "detector", tiny)  # the process's detector: a tiny random copy
+    data = make_flickr(tmp_path / "flickr", per_split=(4, 2, 3), bad=False)
+    vocab = Vocabulary.build([clean_caption(c) for c in ["a red square", "a blue square", "a giraffe", "a person"]])
+    (plain,) = tiny_decoders(vocab_size=len(vocab), dims=(1280,))
+    keras.utils.set_random_seed(3)
+    reads = MergeDecoder(DecoderConfig(vocab_size=len(vocab), feature_dim=1280, embed_dim=8, units=8, max_length=7,
+                                       object_words=("coco:person", "coco:giraffe")))
+    folders = []
+    for i, (enc, dec) in enumerate(zip(lite_pair, (plain, reads))):
+        folders.append(str(tmp_path / "weights" / f"m{i}"))
+        save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab)
+    assert main(["ensemble", *folders, "--name", "scenes", "--out", str(tmp_path / "weights"), "--dataset", data,
+                 "--cache", str(tmp_path / "cache"), "--scene-share", "0.6", "--familiar-min-share", "0.3"]) == 0
+    folder = str(tmp_path / "weights" / "scenes")
+    manifest = read_manifest(folder)
+    # the squares' captions name no COCO category often: nothing is familiar, anything detected is unfamiliar
+    assert manifest["decoder"]["scenes"] == {"share": 0.6, "familiar": []}
+    assert manifest["training"]["familiar_min_share"] == 0.3 and "words alone" in manifest["training"]["combination"]
+    captioner = Captioner.from_bundle(folder, detector=tiny)
+    assert captioner.decoder.scenes == SceneConfig(share=0.6, familiar=())
+    giraffe = Objects((Detection("giraffe", 0.9, (0, 0, 1, 1)),))
+    from PIL import Image
+
+    batch = captioner.encoder.preprocess([Image.fromarray(np.zeros((30, 30, 3), np.uint8))] * 2)
+    alone, seen = captioner.caption_arrays(batch, strategy="greedy", objects=[giraffe, None], maps=False)
+    assert alone.words_alone and alone.object_words == ["coco:giraffe"] and not seen.words_alone
+    assert "wrote from these words alone" in object_words_md(alone.object_words, alone.words_alone)
+    assert "wrote from these words alone" not in object_words_md(seen.object_words, seen.words_alone)

@@ -235,6 +235,13 @@ def parser() -> argparse.ArgumentParser:
     en.add_argument("--cache", default="cache", help="feature cache folder (default: %(default)s)")
     en.add_argument("--weights", nargs="+", type=float, metavar="W",
                     help="each member's weight in the mean, in the members' order (default: equal)")
+    en.add_argument("--scene-share", type=float, default=0.0,
+                    help="on an unfamiliar scene (the detector finds things, none that the members' training captions "
+                         "name often), the members that read object words write from the words alone and weigh this "
+                         "part of the mean (default: %(default)s, off)")
+    en.add_argument("--familiar-min-share", type=float, default=0.01,
+                    help="a COCO category is familiar when at least this share of the dataset's train captions name it "
+                         "(default: %(default)s)")
 
     from .probe import PROBED, ProbeConfig
 
@@ -550,7 +557,8 @@ def cmd_card(args) -> int:
 def cmd_ensemble(args) -> int:
     from .ensemble import build_ensemble
 
-    build_ensemble(args.bundles, args.name, args.dataset, args.out, args.cache, weights=args.weights)
+    build_ensemble(args.bundles, args.name, args.dataset, args.out, args.cache, weights=args.weights,
+                   scene_share=args.scene_share, familiar_min_share=args.familiar_min_share)
     return 0
 
 

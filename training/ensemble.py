@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
+
 from caption_core.bundle import load_bundle, read_manifest, resolve_bundle, save_bundle, test_metrics
 from caption_core.captioner import Captioner
 from caption_core.decoders import EnsembleDecoder, load_decoder
-from caption_core.decoders.ensemble import member_ids, union_vocabulary, word_vocabulary
+from caption_core.decoders.ensemble import SceneConfig, member_ids, union_vocabulary, word_vocabulary
 from caption_core.encoders import supported_options
 from caption_core.encoders.concat import ConcatConfig, ConcatEncoder
 
@@ -27,10 +29,26 @@ from .evaluate import score_test
 from .features import extract_features
 
 
-def assemble(bundles: list[str], encoder_options: dict | None = None, weights: list[float] | None = None):
+def familiar_tags(captions, words, min_share: float) -> tuple[str, ...]:
+    """The object words (``words``: an ``ObjectWords``, the tags the members read) that at least ``min_share`` of
+    ``captions`` (raw training captions) name, the way a text row's tags are read off its caption: what members
+    trained on those captions have seen. Flickr8k train at 0.01: the detector's person, dog, bicycle, car, boat,
+    bench, skateboard, sports ball (and orange, a colour there), the classifier's dog, ball, bike..."""
+    from caption_core.text import clean_caption
+
+    said = [words.caption_indices(clean_caption(c)) for c in captions]
+    if not said:
+        raise ValueError("familiar object words are counted over training captions: none given")
+    counts = np.bincount([t for ix in said for t in ix], minlength=words.size)  # (W,)
+    return tuple(t for t, n in zip(words.tags, counts) if n >= min_share * len(said))
+
+
+def assemble(bundles: list[str], encoder_options: dict | None = None, weights: list[float] | None = None,
+             scenes: SceneConfig | None = None):
     """-> (Captioner of the ensemble, member manifests). ValueError when the members cannot be one model.
     ``encoder_options``: run-time encoder fields, each member given those its config has ({"precision": "float32"});
-    ``weights``: each member's weight in the mean of their probabilities (None: equal)."""
+    ``weights``: each member's weight in the mean of their probabilities (None: equal); ``scenes``: what its
+    object-word members do on an unfamiliar scene (``SceneConfig``; None: nothing of their own)."""
     if len(bundles) < 2:
         raise ValueError("an ensemble needs two or more bundles")
     # each member's checksums and encoder fingerprint are verified
@@ -48,7 +66,7 @@ def assemble(bundles: list[str], encoder_options: dict | None = None, weights: l
                                                        for e in encoders)), members=encoders)
     decoders = [load_decoder(os.path.join(folder, m["decoder"]["file"]), dec.config)
                 for (m, _, dec, _, folder) in parts]
-    decoder = EnsembleDecoder(decoders, encoder.slices, ids, word_vocab, weights)
+    decoder = EnsembleDecoder(decoders, encoder.slices, ids, word_vocab, weights, scenes)
     best = manifests[0].get("default_decoding") or {"strategy": "beam", "options": {"beam_width": 3}}
     manifest = {"default_decoding": {"strategy": best["strategy"], "options": dict(best.get("options") or {})}}
     return Captioner(encoder, decoder, vocab, manifest), manifests
@@ -83,7 +101,11 @@ def member_record(m: dict) -> dict:
 
 
 def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weights", cache: str = "cache",
-                   strategies=("greedy", "beam"), weights: list[float] | None = None) -> str:
+                   strategies=("greedy", "beam"), weights: list[float] | None = None, scene_share: float = 0.0,
+                   familiar_min_share: float = 0.01) -> str:
+    """``scene_share``: on an unfamiliar scene (the detector names things, none of the categories at least
+    ``familiar_min_share`` of the training captions name), the object-word members' part of the mean, read
+    without the photo (``SceneConfig``; 0: off)."""
     from .build import dataset_name, load_splits, refresh_card
 
     t0 = time.perf_counter()
@@ -93,6 +115,18 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
                          f"copy them into {out} first")
     captioner, manifests = assemble(bundles, weights=weights)
     captioner.name = name
+    if scene_share > 0:
+        from caption_core.object_words import ObjectWords
+
+        train = load_splits(dataset, ["train"])["train"]
+        dec = captioner.decoder
+        words = ObjectWords(dec.config.object_words, dec.word_vocab or captioner.vocab)
+        scenes = SceneConfig(share=scene_share, familiar=familiar_tags([c for e in train for c in e.captions], words,
+                                                                       familiar_min_share))
+        captioner.decoder = EnsembleDecoder(dec.members, dec.slices, dec.ids, dec.word_vocab, dec.weights, scenes)
+        print(f"unfamiliar scenes: the detector finds things, none of {' '.join(scenes.familiar)} (named in >= "
+              f"{familiar_min_share:.1%} of {dataset_name(dataset)} train's captions); the object-word members read "
+              f"the words alone there and weigh {scene_share}", flush=True)
     test = load_splits(dataset, ["test"])["test"]
     feats, valid = extract_features(captioner.encoder, test, dataset, "test", cache)
     metrics, files, _ = score_test(captioner, name, dataset_name(dataset), test, feats, valid, strategies, cache=cache)
@@ -102,7 +136,10 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
         "train_images": first.get("train_images"), "train_captions": first.get("train_captions"),
         "ensemble": [member_record(m) for m in manifests],
         "combination": "mean of the members' next-word probabilities at every step" + (
-            f", weighted {captioner.decoder.weights}" if weights else ""),
+            f", weighted {captioner.decoder.weights}" if weights else "") + (
+            f"; on an unfamiliar scene the object-word members read the words alone and weigh {scene_share}"
+            if scene_share > 0 else ""),
+        **({"familiar_min_share": familiar_min_share} if scene_share > 0 else {}),
         "command": command_line(), "machine": machine(), "versions": versions(), "git_commit": git_commit(),
         "total_seconds": round(time.perf_counter() - t0, 1)}
     folder = os.path.join(out, name)

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from ..config import Config
 from ..text import RESERVED, UNK_ID, Vocabulary
 from .base import NumpyDecoder, teacher_forced_log_probs
 from .fusion import vocabulary_map
@@ -46,6 +47,28 @@ def word_vocabulary(vocab: Vocabulary, vocabs: list[Vocabulary | None], reads_wo
     return readers[0] if readers and readers[0].id_to_word != vocab.id_to_word else None
 
 
+COCO_TAG = "coco:"  # the detector's object words (caption_core.object_words.COCO_PREFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneConfig(Config):
+    """Unfamiliar scenes: photos of things the members that read only the photo never saw in their training photos
+    (a kitchen, a plate, a parked bus for Flickr8k's members), where they write the scene they know, people included.
+    On such a photo the members that read object words write from the words alone, as they learned to from caption
+    text (zero features: their "no photo" input), and weigh ``share`` of the mean. A photo is unfamiliar when the
+    detector's words it reads name something and none of the words it reads (the detector's or the classifier's) is
+    ``familiar``: a dog the detector takes for a bear is still a dog to the classifier."""
+    share: float = 0.0  # the object-word members' part of the mean on an unfamiliar scene, split among them (0: off)
+    familiar: tuple[str, ...] = ()  # the object words the other members know ('coco:dog', 'imagenet:dog'; python -m
+    # training ensemble: those named in at least --familiar-min-share of their training captions)
+
+    def __post_init__(self):
+        if not 0.0 <= self.share < 1.0:
+            raise ValueError(f"SceneConfig.share is the object-word members' part of the mean: in [0, 1), got "
+                             f"{self.share}")
+        object.__setattr__(self, "familiar", tuple(self.familiar))
+
+
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     """Whether two members map the ensemble's words the same way (None: they are its own)."""
     return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
@@ -63,10 +86,13 @@ class EnsembleDecoder:
     (V,): its id of each of the ensemble's words, -1 for none (it gives those probability 0). ``word_vocab``: the
     vocabulary of the members that read object words, where it is not the ensemble's (their tags, and which word an
     ImageNet class counts as, are theirs: the captioner computes the photo's object words over it). ``weights``: each
-    member's weight in the mean (None: equal), any positive numbers, normalised to sum to 1."""
+    member's weight in the mean (None: equal), any positive numbers, normalised to sum to 1. ``scenes``: on an
+    unfamiliar scene (``SceneConfig``) the members that read object words read them without the photo and weigh its
+    ``share``; each row's weights then travel in the state (its last array, (N, M)), reordered with its beam."""
 
     def __init__(self, members: list, slices: list[tuple[int, int]], ids: list[np.ndarray | None] | None = None,
-                 word_vocab: Vocabulary | None = None, weights: list[float] | None = None):
+                 word_vocab: Vocabulary | None = None, weights: list[float] | None = None,
+                 scenes: SceneConfig | None = None):
         if not members or len(members) != len(slices):
             raise ValueError(f"an ensemble needs one feature slice per member decoder ({len(members)} decoders, "
                              f"{len(slices)} slices)")
@@ -106,6 +132,9 @@ class EnsembleDecoder:
             raise ValueError(f"ensemble weights must be one positive number per member ({len(members)}), got {weights}")
         self.weights = None if weights is None else [float(x) for x in w / w.sum()]  # normalised, as saved
         self._w = (w / w.sum()).astype(np.float32)
+        self.scenes = scenes if scenes is not None and scenes.share > 0 else None
+        if self.scenes is not None:
+            self._scene_setup(self.scenes)
         # members over the same vocabulary are summed in it and spread over the ensemble's once (a member's own
         # vocabulary is the ensemble's, or its first words: a slice; else one gather, its missing words reading a
         # zero column): the default's three Flickr8k members share one, and a gather and scatter per member cost
@@ -121,6 +150,32 @@ class EnsembleDecoder:
             else:
                 self._groups.append(([k], np.where(i < 0, vm, i), vm))  # (V,) where each ensemble word is
 
+    def _scene_setup(self, scenes: SceneConfig) -> None:
+        readers = np.array([bool(m.config.object_words) for m in self.members])
+        if not readers.any() or readers.all():
+            raise ValueError("unfamiliar scenes need members that read object words and members that do not: "
+                             f"{int(readers.sum())} of {len(readers)} read them")
+        tags = self.config.object_words
+        unknown = [t for t in scenes.familiar if t not in tags]
+        if unknown:
+            raise ValueError(f"familiar object words must be ones the members read: {unknown}; valid: {list(tags)}")
+        self._coco_cols = np.array([i for i, t in enumerate(tags) if t.startswith(COCO_TAG)])
+        self._familiar_cols = np.array([tags.index(t) for t in scenes.familiar], np.int64)
+        self._readers = readers
+        w = self._w.astype(np.float64)
+        on = np.where(readers, scenes.share / readers.sum(), (1 - scenes.share) * w / w[~readers].sum())
+        self._scene_w = on.astype(np.float32)  # (M,): the weights on an unfamiliar scene
+
+    def unfamiliar(self, words: np.ndarray) -> np.ndarray:
+        """(N,) bool: the photos whose object words (N, W) hold something the detector found and nothing familiar
+        (all False where the ensemble has no ``scenes``)."""
+        words = np.asarray(words) > 0
+        if self.scenes is None:
+            return np.zeros(len(words), bool)
+        found = words[:, self._coco_cols].any(axis=1)  # (N,)
+        known = words[:, self._familiar_cols].any(axis=1) if len(self._familiar_cols) else np.zeros(len(words), bool)
+        return found & ~known
+
     blas_threads = staticmethod(NumpyDecoder.blas_threads)
 
     def member_tokens(self, k: int, tokens: np.ndarray) -> np.ndarray:
@@ -130,26 +185,38 @@ class EnsembleDecoder:
 
     @property
     def state_arrays(self) -> int:
-        return sum(self._sizes)
+        return sum(self._sizes) + (self.scenes is not None)  # (+ each row's weights)
 
     def initial_state(self, features: np.ndarray) -> tuple:
         x = np.asarray(features, dtype=np.float32)  # (N, D + W)
         words = x[:, self.config.feature_dim:]  # (N, W): the object words, for the members that read them
-        states = [m.initial_state(np.concatenate([x[:, a:b], words], axis=1) if m.config.object_words else x[:, a:b])
-                  for m, (a, b) in zip(self.members, self.slices)]
-        return tuple(arr for s in states for arr in s)
+        unfamiliar = self.unfamiliar(words)  # (N,)
+        states = []
+        for m, (a, b) in zip(self.members, self.slices):
+            if not m.config.object_words:
+                states.append(m.initial_state(x[:, a:b]))
+                continue
+            own = np.concatenate([x[:, a:b], words], axis=1)  # (N, d + W)
+            own[unfamiliar, :b - a] = 0.0  # on an unfamiliar scene: the words alone, no photo
+            states.append(m.initial_state(own))
+        flat = tuple(arr for s in states for arr in s)
+        if self.scenes is None:
+            return flat
+        w = np.where(unfamiliar[:, None], self._scene_w, self._w)  # (N, M): each row's weights
+        return (*flat, w.astype(np.float32))
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         outs, at = [], 0
         for k, (member, size) in enumerate(zip(self.members, self._sizes)):
             outs.append(member.step(self.member_tokens(k, tokens), state[at:at + size]))
             at += size
+        w = self._w if self.scenes is None else state[-1]  # (M,) or (B, M)
         total = np.zeros((len(tokens), self.config.vocab_size), np.float32)  # (B, V): the weighted mean probability
         for members, spread, width in self._groups:
             acc = np.zeros((len(tokens), width + 1), np.float32)  # (B, V_member + 1): a zero column last
             for k in members:
                 p = np.exp(outs[k][0])  # (B, V_member): normalised log-probabilities, so no overflow
-                p *= self._w[k]
+                p *= w[k] if w.ndim == 1 else w[:, k:k + 1]
                 acc[:, :width] += p
             if spread is None:
                 total[:, :width] += acc[:, :width]
@@ -157,7 +224,8 @@ class EnsembleDecoder:
                 total += np.take(acc, spread, axis=1)  # (B, V)
         # its log; a word every member gives less than float32's smallest normal (1e-38) is floored there
         log_mean = np.log(np.maximum(total, np.finfo(np.float32).tiny))  # (B, V)
-        return log_mean.astype(np.float32, copy=False), tuple(arr for _, s in outs for arr in s)
+        new = tuple(arr for _, s in outs for arr in s)
+        return log_mean.astype(np.float32, copy=False), (new if self.scenes is None else (*new, w))
 
     def token_log_probs(self, features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         return teacher_forced_log_probs(self, features, token_ids)
