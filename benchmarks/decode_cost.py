@@ -7,7 +7,7 @@ same decoding (default: beam search, width 3; --strategy guided adds the detecto
 Per photo, ``Captioner.caption`` end to end; reported: the medians of its decode time (``CaptionResult.decode_ms``:
 the decoder's steps, the object words' vector put after the features included) and of the whole call, and the
 candidate / base ratios. The detector runs for both (its objects are what the candidate reads). Flickr8k test photos
-when ../shared has them, else scikit-image's.
+when ../shared has them, else scikit-image's; ``--source coco``: coco-mini's.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--photos", type=int, default=40)
     p.add_argument("--strategy", default="beam")
     p.add_argument("--beam-width", type=int, default=3)
+    p.add_argument("--source", choices=("flickr", "coco"), default="flickr",
+                   help="Flickr8k test photos, or coco-mini's everyday ones (default: %(default)s)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
 
@@ -39,7 +41,7 @@ def main(argv=None) -> int:
     caps = {kind: float32_captioner(folder) for kind, folder in (("base", args.base), ("candidate", args.candidate))}
     if caps["base"].encoder.name != caps["candidate"].encoder.name:
         raise SystemExit("the two bundles must share the encoder: the decoders are what is compared")
-    images = photos(args.photos)
+    images = photos(args.photos, args.source)
     opts = {"beam_width": args.beam_width}
     if args.strategy == "guided":
         opts.update(guide_threshold=1.0, guide_veto=True, guide_detector=0.5, guide_detector_first=True,

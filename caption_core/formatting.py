@@ -224,7 +224,9 @@ def bundles_table(weights_dir: str) -> str:
         entry = m["decoder"]
         kinds = sorted({x["config"].get("kind", "merge") + (" reading object words" if x["config"].get("object_words")
                                                               else "") for x in entry.get("members", [entry])})
-        decoder = ("ensemble of " if "members" in entry else "") + " + ".join(kinds)
+        decoder = ("ensemble of " if "members" in entry else "") + " + ".join(kinds) + (
+            f" (the words alone on unfamiliar scenes, {entry['scenes']['share']:g} of the mean)" if entry.get("scenes")
+            else "")
         d = m.get("default_decoding") or {}
         s = test_scores(m)
         ood = (m.get("ood_dev") or {})
