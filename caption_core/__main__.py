@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                                   **({"imagenet_top5": [[label, round(p, 4)] for label, p in res.labels]}
                                      if res.labels else {}),
                                   **({"guidance": res.guidance} if res.guidance else {}),
-                                  **({"objects": res.objects} if res.objects is not None else {})}))
+                                  **({"objects": res.objects} if res.objects is not None else {}),
+                                  # a bundle that reads object words: which; whether it read them without the photo
+                                  **({"object_words": res.object_words, "words_alone": res.words_alone}
+                                     if res.object_words is not None else {})}))
             else:
                 print(f"{path}\t{res.captions[0].text}")
         for path, err in bad:

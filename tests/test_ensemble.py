@@ -395,7 +395,7 @@ def test_familiar_object_words_are_those_the_training_captions_name_often():
 
 
 def test_the_ensemble_command_writes_what_object_word_members_do_on_unfamiliar_scenes(tmp_path, lite_pair,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, capsys):
     import keras
 
     from caption_core import detectors
@@ -437,3 +437,13 @@ def test_the_ensemble_command_writes_what_object_word_members_do_on_unfamiliar_s
     assert alone.words_alone and alone.object_words == ["coco:giraffe"] and not seen.words_alone
     assert "wrote from these words alone" in object_words_md(alone.object_words, alone.words_alone)
     assert "wrote from these words alone" not in object_words_md(seen.object_words, seen.words_alone)
+    # the command line's JSON says which words it read, and whether without the photo
+    import json
+
+    from caption_core.__main__ import main as caption_main
+
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "photo.png")
+    capsys.readouterr()
+    assert caption_main([str(tmp_path / "photo.png"), "--bundle", folder, "--json", "--strategy", "greedy"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(line["object_words"], list) and line["words_alone"] is False
