@@ -240,8 +240,8 @@ def parser() -> argparse.ArgumentParser:
                          "name often), the members that read object words write from the words alone and weigh this "
                          "part of the mean (default: %(default)s, off)")
     en.add_argument("--familiar-min-share", type=float, default=0.01,
-                    help="a COCO category is familiar when at least this share of the dataset's train captions name it "
-                         "(default: %(default)s)")
+                    help="an object word (the detector's category, the classifier's word) is familiar when at least "
+                         "this share of the dataset's train captions name it (default: %(default)s)")
 
     from .probe import PROBED, ProbeConfig
 

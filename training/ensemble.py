@@ -103,9 +103,9 @@ def member_record(m: dict) -> dict:
 def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weights", cache: str = "cache",
                    strategies=("greedy", "beam"), weights: list[float] | None = None, scene_share: float = 0.0,
                    familiar_min_share: float = 0.01) -> str:
-    """``scene_share``: on an unfamiliar scene (the detector names things, none of the categories at least
-    ``familiar_min_share`` of the training captions name), the object-word members' part of the mean, read
-    without the photo (``SceneConfig``; 0: off)."""
+    """``scene_share``: on an unfamiliar scene (the detector finds things, and none of the photo's object words is
+    one that at least ``familiar_min_share`` of ``dataset``'s train captions name: ``familiar_tags``), the
+    object-word members' part of the mean, read without the photo (``SceneConfig``; 0: off)."""
     from .build import dataset_name, load_splits, refresh_card
 
     t0 = time.perf_counter()

@@ -161,7 +161,6 @@ class EnsembleDecoder:
             raise ValueError(f"familiar object words must be ones the members read: {unknown}; valid: {list(tags)}")
         self._coco_cols = np.array([i for i, t in enumerate(tags) if t.startswith(COCO_TAG)])
         self._familiar_cols = np.array([tags.index(t) for t in scenes.familiar], np.int64)
-        self._readers = readers
         w = self._w.astype(np.float64)
         on = np.where(readers, scenes.share / readers.sum(), (1 - scenes.share) * w / w[~readers].sum())
         self._scene_w = on.astype(np.float32)  # (M,): the weights on an unfamiliar scene
