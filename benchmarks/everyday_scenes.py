@@ -58,25 +58,25 @@ def photos_by_id(photos, ids: list[str]) -> list:
     return [by_id[i] for i in ids]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", default=os.path.join("weights", "ensemble4-words-flickr8k"))
+def dev_arguments(p: argparse.ArgumentParser, bundle: str = "ensemble4-words-flickr8k") -> None:
+    """The flags of a benchmark over both dev sets: the bundle, the Flickr folder, the COCO folder, the cache."""
+    p.add_argument("--bundle", default=os.path.join("weights", bundle))
     p.add_argument("--dataset", default=os.path.join("..", "shared", "data", "flickr8k"))
     p.add_argument("--coco", default=os.path.join("..", "shared", "data", "coco-mini"))
     p.add_argument("--cache", default="cache")
-    p.add_argument("--json", help="write the figures here")
-    args = p.parse_args()
+
+
+def dev_sets(args) -> tuple:
+    """The bundle's Captioner (float32 encoders) and both dev sets as decoding reads them (cached features, class
+    probabilities and detections) -> (captioner, coco photos, coco ids, Flickr8k dev ids, their references,
+    {"flickr_dev": (features, probabilities, objects), "ood_dev": (...)})."""
     from caption_core.bundle import read_manifest
     from caption_core.captioner import Captioner
-    from caption_core.decoders.ensemble import EnsembleDecoder
     from caption_core.encoders import supported_options
-    from caption_core.guidance import COLLECTIVE_WORDS, UNSEEN_CATEGORIES, object_scene
-    from training.coco import coco_features, load_coco, score_coco
-    from training.common import machine, write_json
+    from training.coco import coco_features, load_coco
     from training.detections import coco_objects, split_objects
-    from training.guide import flickr_split, score
+    from training.guide import flickr_split
 
-    t0 = time.perf_counter()
     c = Captioner.from_bundle(args.bundle, supported_options(read_manifest(args.bundle)["encoder"]["name"],
                                                              {"precision": "float32"}))
     photos = load_coco(args.coco)
@@ -84,6 +84,22 @@ def main() -> int:
     d_ids, d_feats, d_probs, d_refs = flickr_split(c, args.dataset, "dev", args.cache)
     sets = {"flickr_dev": (d_feats, d_probs, split_objects(c.detector, args.dataset, "dev", d_ids, args.cache)),
             "ood_dev": (o_feats, o_probs, coco_objects(c.detector, photos, o_ids, args.cache))}
+    return c, photos, o_ids, d_ids, d_refs, sets
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    dev_arguments(p)
+    p.add_argument("--json", help="write the figures here")
+    args = p.parse_args()
+    from caption_core.decoders.ensemble import EnsembleDecoder
+    from caption_core.guidance import COLLECTIVE_WORDS, UNSEEN_CATEGORIES, object_scene
+    from training.coco import score_coco
+    from training.common import machine, write_json
+    from training.guide import score
+
+    t0 = time.perf_counter()
+    c, photos, o_ids, d_ids, d_refs, sets = dev_sets(args)
     scenes = {k: np.array([o is not None and object_scene(o) for o in v[2]]) for k, v in sets.items()}
     s, opts = c.decoding()
     members = getattr(c.decoder, "members", None)

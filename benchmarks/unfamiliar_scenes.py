@@ -20,43 +20,30 @@ import os
 import sys
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+
+from everyday_scenes import dev_arguments, dev_sets  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", default=os.path.join("weights", "ensemble4-words-flickr8k"))
-    p.add_argument("--dataset", default=os.path.join("..", "shared", "data", "flickr8k"))
-    p.add_argument("--coco", default=os.path.join("..", "shared", "data", "coco-mini"))
-    p.add_argument("--cache", default="cache")
+    dev_arguments(p)
     p.add_argument("--shares", nargs="+", type=float, default=[0.25, 0.4, 0.55, 0.7])
     p.add_argument("--familiar-min-shares", nargs="+", type=float, default=[0.01, 0.05])
     p.add_argument("--best-dev", type=float, help="the best Flickr8k dev CIDEr of the bundle's choose candidates")
     p.add_argument("--max-dev-drop", type=float, default=0.01)
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    from caption_core.bundle import read_manifest
-    from caption_core.captioner import Captioner
     from caption_core.decoders.ensemble import EnsembleDecoder, SceneConfig
-    from caption_core.encoders import supported_options
-    from training.coco import coco_features, load_coco, score_coco
+    from training.coco import score_coco
     from training.common import machine, write_json
     from training.datasets import load_splits
-    from training.detections import coco_objects, split_objects
     from training.ensemble import familiar_tags
-    from training.guide import flickr_split, score
+    from training.guide import score
 
     t0 = time.perf_counter()
-    c = Captioner.from_bundle(args.bundle, supported_options(read_manifest(args.bundle)["encoder"]["name"],
-                                                             {"precision": "float32"}))
-    photos = load_coco(args.coco)
-    o_feats, o_probs, o_ids = coco_features(c, photos, args.cache)
-    d_ids, d_feats, d_probs, d_refs = flickr_split(c, args.dataset, "dev", args.cache)
-    sets = {"flickr_dev": (d_feats, d_probs, split_objects(c.detector, args.dataset, "dev", d_ids, args.cache)),
-            "ood_dev": (o_feats, o_probs, coco_objects(c.detector, photos, o_ids, args.cache))}
+    c, photos, o_ids, d_ids, d_refs, sets = dev_sets(args)
     train = [cap for e in load_splits(args.dataset, ["train"])["train"] for cap in e.captions]
     plain = c.decoder
     s, _ = c.decoding()
