@@ -92,7 +92,6 @@ def main() -> int:
     dev_arguments(p)
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    from caption_core.decoders.ensemble import EnsembleDecoder
     from caption_core.guidance import COLLECTIVE_WORDS, UNSEEN_CATEGORIES, object_scene
     from training.coco import score_coco
     from training.common import machine, write_json
@@ -133,7 +132,7 @@ def main() -> int:
         for share in (0.5, 0.7, 1.0):
             w = np.full(len(members), (1 - share) / (len(members) - 1) if share < 1 else 1e-6)
             w[reader] = share
-            c.decoder = EnsembleDecoder(equal.members, equal.slices, equal.ids, equal.word_vocab, list(w))
+            c.decoder = equal.replace(weights=list(w))
             weighted = captions(f"object-word member at {share}")
             c.decoder = equal
             runs[f"object-word member at {share} on object scenes"] = {

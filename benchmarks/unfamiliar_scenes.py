@@ -35,7 +35,7 @@ def main() -> int:
     p.add_argument("--max-dev-drop", type=float, default=0.01)
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    from caption_core.decoders.ensemble import EnsembleDecoder, SceneConfig
+    from caption_core.decoders.ensemble import SceneConfig
     from training.coco import score_coco
     from training.common import machine, write_json
     from training.datasets import load_splits
@@ -80,7 +80,7 @@ def main() -> int:
         familiar = familiar_tags(train, c.object_words, m)
         for share in args.shares:
             scenes = SceneConfig(share=share, familiar=familiar)
-            dec = EnsembleDecoder(plain.members, plain.slices, plain.ids, plain.word_vocab, plain.weights, scenes)
+            dec = plain.replace(scenes=scenes)
             texts, flagged = captions(dec)
             row = {"share": share, "familiar_min_share": m, "familiar": list(familiar), "unfamiliar_photos": flagged,
                    **scored(texts), "ood_captions": dict(zip(o_ids, texts["ood_dev"]))}

@@ -319,7 +319,6 @@ class DetectorWords:
         found = {d.category for d in objects.detections}
         return {w for cat in categories if cat not in found for w in self.all_words(cat)} - COLLECTIVE_WORDS
 
-
     def pick(self, objects, threshold: float, count: bool = True, ruled_out: set[str] = frozenset(),
              known: set[str] = frozenset()) -> DetectorPick | None:
         """The photo's main object among ``objects`` (a ``caption_core.detectors.Objects``): its largest detection

@@ -422,6 +422,11 @@ def test_the_ensemble_command_writes_what_object_word_members_do_on_unfamiliar_s
         save_bundle(folders[-1], encoder=enc, decoder=dec, vocab=vocab)
     assert main(["ensemble", *folders, "--name", "scenes", "--out", str(tmp_path / "weights"), "--dataset", data,
                  "--cache", str(tmp_path / "cache"), "--scene-share", "0.6", "--familiar-min-share", "0.3"]) == 0
+    from training.ensemble import build_ensemble
+
+    with pytest.raises(ValueError, match="needs a member that reads object words"):
+        build_ensemble([folders[0], folders[0]], "none", data, out=str(tmp_path / "weights"),
+                       cache=str(tmp_path / "cache"), scene_share=0.5)
     folder = str(tmp_path / "weights" / "scenes")
     manifest = read_manifest(folder)
     # the squares' captions name no COCO category often: nothing is familiar, anything detected is unfamiliar

@@ -59,22 +59,15 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
     out = [("beam", dict(base))]
     detectors = [(1.0, True, False)] + ([(d, first, n) for d in cfg.detector_thresholds for first in cfg.detector_first
                                          for n in cfg.counts] if detector else [])
-    unseen = cfg.unseen if detector else (False,)
-    for t in cfg.thresholds:
-        for alone in cfg.veto_alone:
-            for d, first, n in detectors:
-                for u in unseen:
-                    out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone,
-                                           "guide_detector": d, "guide_detector_first": first, "guide_count": n,
-                                           "guide_unseen": u}))
+    guided = [(t, alone, d, first, n) for t in cfg.thresholds for alone in cfg.veto_alone for d, first, n in detectors]
     if detector:  # the detector alone requires; the classifier only vetoes
-        for alone in cfg.veto_alone:
-            for d in cfg.detector_thresholds:
-                for n in cfg.counts:
-                    for u in unseen:
-                        out.append(("guided", {**base, "guide_threshold": 1.0, "guide_veto": True,
-                                               "guide_veto_alone": alone, "guide_detector": d,
-                                               "guide_detector_first": True, "guide_count": n, "guide_unseen": u}))
+        guided += [(1.0, alone, d, True, n) for alone in cfg.veto_alone for d in cfg.detector_thresholds
+                   for n in cfg.counts]
+    for t, alone, d, first, n in guided:
+        for u in (cfg.unseen if detector else (False,)):
+            out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone,
+                                   "guide_detector": d, "guide_detector_first": first, "guide_count": n,
+                                   "guide_unseen": u}))
     return out
 
 

@@ -43,12 +43,10 @@ def familiar_tags(captions, words, min_share: float) -> tuple[str, ...]:
     return tuple(t for t, n in zip(words.tags, counts) if n >= min_share * len(said))
 
 
-def assemble(bundles: list[str], encoder_options: dict | None = None, weights: list[float] | None = None,
-             scenes: SceneConfig | None = None):
+def assemble(bundles: list[str], encoder_options: dict | None = None, weights: list[float] | None = None):
     """-> (Captioner of the ensemble, member manifests). ValueError when the members cannot be one model.
     ``encoder_options``: run-time encoder fields, each member given those its config has ({"precision": "float32"});
-    ``weights``: each member's weight in the mean of their probabilities (None: equal); ``scenes``: what its
-    object-word members do on an unfamiliar scene (``SceneConfig``; None: nothing of their own)."""
+    ``weights``: each member's weight in the mean of their probabilities (None: equal)."""
     if len(bundles) < 2:
         raise ValueError("an ensemble needs two or more bundles")
     # each member's checksums and encoder fingerprint are verified
@@ -66,7 +64,7 @@ def assemble(bundles: list[str], encoder_options: dict | None = None, weights: l
                                                        for e in encoders)), members=encoders)
     decoders = [load_decoder(os.path.join(folder, m["decoder"]["file"]), dec.config)
                 for (m, _, dec, _, folder) in parts]
-    decoder = EnsembleDecoder(decoders, encoder.slices, ids, word_vocab, weights, scenes)
+    decoder = EnsembleDecoder(decoders, encoder.slices, ids, word_vocab, weights)
     best = manifests[0].get("default_decoding") or {"strategy": "beam", "options": {"beam_width": 3}}
     manifest = {"default_decoding": {"strategy": best["strategy"], "options": dict(best.get("options") or {})}}
     return Captioner(encoder, decoder, vocab, manifest), manifests
@@ -116,14 +114,13 @@ def build_ensemble(bundles: list[str], name: str, dataset: str, out: str = "weig
     captioner, manifests = assemble(bundles, weights=weights)
     captioner.name = name
     if scene_share > 0:
-        from caption_core.object_words import ObjectWords
-
+        if captioner.object_words is None:
+            raise ValueError("--scene-share needs a member that reads object words (python -m training build "
+                             "--read-words)")
         train = load_splits(dataset, ["train"])["train"]
-        dec = captioner.decoder
-        words = ObjectWords(dec.config.object_words, dec.word_vocab or captioner.vocab)
-        scenes = SceneConfig(share=scene_share, familiar=familiar_tags([c for e in train for c in e.captions], words,
-                                                                       familiar_min_share))
-        captioner.decoder = EnsembleDecoder(dec.members, dec.slices, dec.ids, dec.word_vocab, dec.weights, scenes)
+        scenes = SceneConfig(share=scene_share, familiar=familiar_tags([c for e in train for c in e.captions],
+                                                                       captioner.object_words, familiar_min_share))
+        captioner.decoder = captioner.decoder.replace(scenes=scenes)
         print(f"unfamiliar scenes: the detector finds things, none of {' '.join(scenes.familiar)} (named in >= "
               f"{familiar_min_share:.1%} of {dataset_name(dataset)} train's captions); the object-word members read "
               f"the words alone there and weigh {scene_share}", flush=True)

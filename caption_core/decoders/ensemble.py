@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from ..config import Config
+from ..object_words import COCO_PREFIX
 from ..text import RESERVED, UNK_ID, Vocabulary
 from .base import NumpyDecoder, teacher_forced_log_probs
 from .fusion import vocabulary_map
@@ -45,9 +46,6 @@ def word_vocabulary(vocab: Vocabulary, vocabs: list[Vocabulary | None], reads_wo
     if len({tuple(v.id_to_word) for v in readers}) > 1:
         raise ValueError("the members that read object words must share one vocabulary")
     return readers[0] if readers and readers[0].id_to_word != vocab.id_to_word else None
-
-
-COCO_TAG = "coco:"  # the detector's object words (caption_core.object_words.COCO_PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +157,7 @@ class EnsembleDecoder:
         unknown = [t for t in scenes.familiar if t not in tags]
         if unknown:
             raise ValueError(f"familiar object words must be ones the members read: {unknown}; valid: {list(tags)}")
-        self._coco_cols = np.array([i for i, t in enumerate(tags) if t.startswith(COCO_TAG)])
+        self._coco_cols = np.array([i for i, t in enumerate(tags) if t.startswith(COCO_PREFIX)])
         self._familiar_cols = np.array([tags.index(t) for t in scenes.familiar], np.int64)
         w = self._w.astype(np.float64)
         on = np.where(readers, scenes.share / readers.sum(), (1 - scenes.share) * w / w[~readers].sum())
@@ -171,9 +169,13 @@ class EnsembleDecoder:
         words = np.asarray(words) > 0
         if self.scenes is None:
             return np.zeros(len(words), bool)
-        found = words[:, self._coco_cols].any(axis=1)  # (N,)
-        known = words[:, self._familiar_cols].any(axis=1) if len(self._familiar_cols) else np.zeros(len(words), bool)
-        return found & ~known
+        return words[:, self._coco_cols].any(axis=1) & ~words[:, self._familiar_cols].any(axis=1)  # (N,)
+
+    def replace(self, **changes) -> "EnsembleDecoder":
+        """The same members with other ``weights`` or ``scenes`` (any argument of the constructor)."""
+        return EnsembleDecoder(**{"members": self.members, "slices": self.slices, "ids": self.ids,
+                                  "word_vocab": self.word_vocab, "weights": self.weights, "scenes": self.scenes,
+                                  **changes})
 
     blas_threads = staticmethod(NumpyDecoder.blas_threads)
 
