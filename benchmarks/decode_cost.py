@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--beam-width", type=int, default=3)
     p.add_argument("--source", choices=("flickr", "coco"), default="flickr",
                    help="Flickr8k test photos, or coco-mini's everyday ones (default: %(default)s)")
+    p.add_argument("--candidate-options", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="decoding options for the candidate only, on top of the shared ones (consensus=true beam_width=10)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
 
@@ -46,11 +48,12 @@ def main(argv=None) -> int:
     if args.strategy == "guided":
         opts.update(guide_threshold=1.0, guide_veto=True, guide_detector=0.5, guide_detector_first=True,
                     guide_count=False)
-    rows = interleaved(caps, images, args.strategy, opts)
+    extra = {"candidate": dict(_option(kv) for kv in args.candidate_options)}
+    rows = interleaved(caps, images, args.strategy, opts, extra=extra)
     med = {kind: {k: round(statistics.median(r[kind][k] for r in rows), 2) for k in ("total_ms", "decode_ms", "words")}
            for kind in caps}
     out = {"base": args.base, "candidate": args.candidate, "photos": len(images), "strategy": args.strategy,
-           "options": opts, "precision": "float32", "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
+           "options": opts, "candidate_options": extra["candidate"], "precision": "float32", "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
            "object_words": {k: (c.object_words.size if c.object_words else 0) for k, c in caps.items()},
            "median": med, "decode_ratio": round(med["candidate"]["decode_ms"] / med["base"]["decode_ms"], 3),
            "total_ratio": round(med["candidate"]["total_ms"] / med["base"]["total_ms"], 3), "machine": machine()}
@@ -59,6 +62,14 @@ def main(argv=None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1)
     return 0
+
+
+def _option(text: str) -> tuple[str, object]:
+    """'beam_width=10' -> ('beam_width', '10'): the strategy's options check and convert the value."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--candidate-options takes KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), value
 
 
 if __name__ == "__main__":

@@ -51,18 +51,20 @@ def float32_captioner(folder: str):
                                                            {"precision": "float32"}))
 
 
-def interleaved(captioners: dict, images, strategy: str, opts: dict, check=None) -> list[dict]:
+def interleaved(captioners: dict, images, strategy: str, opts: dict, check=None,
+                extra: dict | None = None) -> list[dict]:
     """Each photo captioned by every captioner in turn (after one warm-up caption each), one at a time -> per photo,
     per label: total_ms (the whole call), encode_ms, decode_ms, words (the best caption's ids). ``check(label,
-    result)``: asserts on each result."""
-    for c in captioners.values():
-        c.caption(images[0], strategy=strategy, **opts)
+    result)``: asserts on each result; ``extra``: per label, options on top of ``opts``."""
+    extra = extra or {}
+    for label, c in captioners.items():
+        c.caption(images[0], strategy=strategy, **{**opts, **extra.get(label, {})})
     rows = []
     for img in images:
         row = {}
         for label, c in captioners.items():
             t = time.perf_counter()
-            r = c.caption(img, strategy=strategy, **opts)[0]
+            r = c.caption(img, strategy=strategy, **{**opts, **extra.get(label, {})})[0]
             row[label] = {"total_ms": 1000 * (time.perf_counter() - t), "encode_ms": r.encode_ms,
                           "decode_ms": r.decode_ms, "words": len(r.captions[0].tokens)}
             if check is not None:

@@ -97,6 +97,12 @@ BEAM_WIDTH = Option("beam_width", int, 3, "beams kept per image", 1, 10, 1, labe
 LENGTH_PENALTY = Option("length_penalty", float, 0.0,
                         "ranking: score = log_prob / ((5 + length) / 6) ** alpha (0 = plain log-probability)",
                         0.0, 2.0, 0.1, label="Length penalty (alpha)")
+CONSENSUS = Option("consensus", bool, False, "of the captions the beams finish (as many as there are beams), return first "
+                   "the one that agrees most with the others, each weighed by its probability (minimum Bayes risk "
+                   "over n-grams), not the single most probable", label="Consensus of the beams")
+CONSENSUS_TEMPERATURE = Option("consensus_temperature", float, 1.0, "how the beams' captions weigh in the consensus: "
+                               "exp(score / T); 0 = all alike, small = the most probable wins as without consensus",
+                               0.0, 5.0, 0.1, label="Consensus temperature (0 = equal weights)")
 
 
 @dataclasses.dataclass
@@ -104,6 +110,7 @@ class Hypothesis:
     tokens: list[int]  # generated ids, <start> excluded, <end> included when emitted
     log_prob: float  # sum of the model's log-probabilities of those ids
     score: float  # what the ranking used (log_prob, length-normalised where asked)
+    agreement: float | None = None  # with ``consensus``: its expected agreement with the pool's captions, in [0, 1]
 
 
 # -- the registry ----------------------------------------------------------------------------------
@@ -161,7 +168,8 @@ def register_strategy(name: str, *options: Option, help: str, defaults: Mapping[
               dataclasses.field(default=o.check(defaults[o.name]) if o.name in defaults else o.default))
              for o in options],
             bases=(Config,), frozen=True, namespace={"__post_init__": post_init, "__module__": __name__})
-        STRATEGIES[name] = Strategy(name, fn, tuple(options), help, cls, defaults, guided)
+        STRATEGIES[name] = Strategy(name, _with_consensus(fn) if CONSENSUS in options else fn, tuple(options), help,
+                                    cls, defaults, guided)
         return fn
 
     return wrap
@@ -312,13 +320,75 @@ def _run_rows(step: StepFn, state: tuple, n_rows: int, opts, choose, alpha: floa
             for r in range(n_rows)]
 
 
+# -- consensus: minimum Bayes risk over the beams' captions --------------------------------------------
+def _ngram_profile(tokens: Sequence[int], n: int = 4) -> tuple[list[dict], list[float], int]:
+    """A caption's ids (<end> left out) -> (its n-gram counts for 1..n, their norms, its length)."""
+    words = [t for t in tokens if t != END_ID]
+    counts, norms = [], []
+    for k in range(1, n + 1):
+        c: dict = {}
+        for i in range(len(words) - k + 1):
+            g = tuple(words[i:i + k])
+            c[g] = c.get(g, 0) + 1
+        counts.append(c)
+        norms.append(float(np.sqrt(sum(v * v for v in c.values()))))
+    return counts, norms, len(words)
+
+
+def agreement(a: tuple, b: tuple, sigma: float = 6.0) -> float:
+    """How much caption ``a`` says what ``b`` says, from ``_ngram_profile``s: CIDEr-D's form (clipped n-gram cosine for
+    n = 1..4, a Gaussian penalty on the length difference, averaged) with every n-gram weighed alike, in [0, 1]."""
+    (ca, na, la), (cb, nb, lb) = a, b
+    total = 0.0
+    for ga, gb, xa, xb in zip(ca, cb, na, nb):
+        if xa and xb:
+            total += sum(min(v, gb.get(g, 0)) * gb.get(g, 0) for g, v in ga.items()) / (xa * xb)
+    return float(np.exp(-((la - lb) ** 2) / (2 * sigma ** 2))) * total / len(ca)
+
+
+def consensus_order(hyps: Sequence[Hypothesis], temperature: float = 1.0) -> list[Hypothesis]:
+    """The hypotheses re-ranked by consensus: minimum Bayes risk with ``agreement`` as the gain (Kumar and Byrne
+    2004). The pool stands for the model's distribution, each caption weighing exp(its score / ``temperature``) (0:
+    all alike); each one's expected agreement with a caption drawn from it (itself included, agreeing fully) ranks it.
+    As the temperature falls the most probable caption comes first, as in the search; at 1 and above, the caption
+    that most of the probable others agree with. Ties keep the search's order. Sets ``agreement``."""
+    hyps = list(hyps)
+    if len(hyps) < 2:
+        return hyps
+    scores = np.array([h.score for h in hyps])  # (P,)
+    votes = np.exp((scores - scores.max()) / temperature) if temperature > 0 else np.ones(len(hyps))  # (P,)
+    profiles = [_ngram_profile(h.tokens) for h in hyps]
+    gain = np.array([[agreement(a, b) if i != j else 1.0 for j, b in enumerate(profiles)]
+                     for i, a in enumerate(profiles)])  # (P, P): row i = how much i says what j says
+    expected = gain @ (votes / votes.sum())  # (P,)
+    for h, e in zip(hyps, expected):
+        h.agreement = float(e)
+    order = sorted(range(len(hyps)), key=lambda i: (-expected[i], i))
+    return [hyps[i] for i in order]
+
+
+def _with_consensus(fn):
+    """A beam strategy that, with ``consensus``, searches for as many finished captions as it keeps beams (its
+    ``num_return`` raised to that) and returns them re-ranked by ``consensus_order``, the ``num_return`` best."""
+    def run(step: StepFn, state: tuple, n_images: int, opts, **kwargs) -> list[list[Hypothesis]]:
+        if not opts.consensus:
+            return fn(step, state, n_images, opts, **kwargs)
+        beams = opts.beam_width if hasattr(opts, "beam_width") else opts.beam_groups * opts.group_width
+        wide = dataclasses.replace(opts, num_return=max(opts.num_return, min(beams, int(NUM_RETURN.max))))
+        hyps = fn(step, state, n_images, wide, **kwargs)
+        return [consensus_order(per, opts.consensus_temperature)[: opts.num_return] for per in hyps]
+
+    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+    return run
+
+
 # -- the strategies -------------------------------------------------------------------------------
 @register_strategy("greedy", *COMMON, help="the most likely word at every step: one caption, fastest")
 def greedy(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
     return [[h] for h in _run_rows(step, state, n_images, opts, lambda lp: lp.argmax(axis=1))]
 
 
-@register_strategy("beam", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN,
+@register_strategy("beam", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, CONSENSUS, CONSENSUS_TEMPERATURE,
                    help="keep the beam_width best partial captions at every step: usually the best captions")
 def beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
     """Beam search, ``beam_width`` beams per image, all images batched.
@@ -381,7 +451,7 @@ def sample(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothe
     Option("group_width", int, 2, "beams per group", 1, 5, 1, label="Beams per group"),
     Option("diversity_penalty", float, 1.0, "log-probability each earlier group's choice of a word at the same step "
            "costs a later group (Hamming diversity)", 0.0, 5.0, 0.1, label="Diversity penalty"),
-    LENGTH_PENALTY, NUM_RETURN,
+    LENGTH_PENALTY, NUM_RETURN, CONSENSUS, CONSENSUS_TEMPERATURE,
     defaults={"num_return": 3},
     help="diverse beam search (Vijayakumar et al. 2016): groups of beams pushed apart, so the n-best list shows "
          "different captions, not variants of one")
@@ -586,6 +656,7 @@ def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, 
 
 @register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
                    GUIDE_VETO_ALONE, GUIDE_WITHIN, GUIDE_DETECTOR, GUIDE_DETECTOR_FIRST, GUIDE_COUNT, GUIDE_UNSEEN,
+                   CONSENSUS, CONSENSUS_TEMPERATURE,
                    help="beam search guided by what the photo shows: the encoder's ImageNet classifier and the COCO "
                         "object detector; when they are confident, the caption must name what they see (constrained "
                         "beam search, Anderson et al. 2017)",
@@ -613,6 +684,9 @@ def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
         for i, f in zip(redo, found):
             if f:
                 hyps[i] = f
+    for i, r in enumerate(required):  # the n best: those that meet the constraint, where the best does
+        if r and hyps[i] and set(hyps[i][0].tokens[:within]) & r:
+            hyps[i] = [h for h in hyps[i] if set(h.tokens[:within]) & r]
     return hyps
 
 

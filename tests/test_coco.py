@@ -119,6 +119,13 @@ def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
     only = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true",),
                                                       detector_thresholds=("0.5",), unseen=("false",)))
     assert not any(o["guide_unseen"] for _, o in only[1:])
+    # consensus widths: every candidate again with consensus at each width, after the plain ones
+    agreed = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true",),
+                                                        detector_thresholds=("0.5",), unseen=("false",),
+                                                        consensus_widths=("5", "7")))
+    assert agreed[:len(only)] == only and len(agreed) == 3 * len(only)
+    assert agreed[len(only)] == ("beam", {"beam_width": 5, "consensus": True})
+    assert [o["beam_width"] for _, o in agreed[2 * len(only):]] == [7] * len(only)
 
 
 def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):

@@ -323,3 +323,62 @@ def test_constrained_search_stops_early_with_the_same_best_caption():
         assert [[h.tokens for h in per] for per in first] == [[h.tokens for h in per[:1]] for per in every]
         assert [h.score for per in first for h in per] == pytest.approx([per[0].score for per in every], abs=1e-6)
         assert one.rows <= all_.rows
+
+
+def _hyp(tokens, score):
+    from caption_core.decoding import Hypothesis
+    return Hypothesis(list(tokens) + [END_ID], score, score)
+
+
+def test_agreement_is_one_for_the_same_caption_and_zero_for_nothing_shared():
+    from caption_core.decoding import _ngram_profile, agreement
+    same = _ngram_profile([A, B, C, D, END_ID])
+    assert agreement(same, _ngram_profile([A, B, C, D])) == pytest.approx(1.0)  # <end> is not a word
+    assert agreement(same, _ngram_profile([E, E, E, E, END_ID])) == 0.0
+    # one word of two shared, no bigram: a quarter of the unigram cosine (0.5), the lengths alike
+    assert agreement(_ngram_profile([A, B]), _ngram_profile([C, B])) == pytest.approx(0.5 / 4)
+    # a length difference costs what CIDEr-D's Gaussian (sigma 6) says
+    longer = agreement(_ngram_profile([A, B]), _ngram_profile([A, B, A, B, A, B, A, B]))
+    assert 0 < longer < agreement(_ngram_profile([A, B]), _ngram_profile([A, B, A, B]))
+
+
+def test_consensus_picks_what_the_others_agree_with_and_low_temperature_keeps_the_search_order():
+    from caption_core.decoding import _ngram_profile, agreement, consensus_order
+    pool = [_hyp([A, B, C], -0.5), _hyp([D, E, D], -1.0), _hyp([D, E, D, E], -1.1), _hyp([D, E, E], -1.2)]
+    fresh = lambda: [_hyp(h.tokens[:-1], h.score) for h in pool]  # noqa: E731
+    equal = consensus_order(fresh(), temperature=0.0)
+    assert equal[0].tokens[0] == D and equal[-1].tokens[0] == A  # three say "D E ...", one says "A B C"
+    assert equal[-1].agreement == pytest.approx(1 / 4)  # it agrees with itself alone
+    # the expected agreement under equal weights: the row means of the agreement matrix (1 on the diagonal)
+    profiles = [_ngram_profile(h.tokens) for h in pool]
+    want = [np.mean([1.0 if i == j else agreement(a, b) for j, b in enumerate(profiles)]) for i, a in enumerate(profiles)]
+    assert sorted(h.agreement for h in equal) == pytest.approx(sorted(want))
+    # weighed exp(score / T): with a small T the most probable caption's weight is nearly all: it comes first
+    assert consensus_order(fresh(), temperature=0.05)[0].tokens == [A, B, C, END_ID]
+    assert consensus_order(fresh(), temperature=1.0)[0].tokens[0] == D  # at 1, the three outvote it
+    assert consensus_order(pool[:1]) == pool[:1]  # one caption: nothing to vote
+
+
+def test_beam_with_consensus_returns_the_caption_the_beams_agree_on():
+    # START -> A .4 (then <end>), B .3 or C .3 (each then D, then <end>): the most probable caption is "A", but
+    # the other two beams share "D": consensus prefers one of them
+    table = {START_ID: {A: 0.4, B: 0.3, C: 0.3}, A: {END_ID: 1.0}, B: {D: 1.0}, C: {D: 1.0}, D: {END_ID: 1.0}}
+    [[plain]] = decode(markov(table), state_for(1), 1, "beam", beam_width=3)
+    assert plain.tokens == [A, END_ID] and plain.agreement is None
+    [[agreed]] = decode(markov(table), state_for(1), 1, "beam", beam_width=3, consensus=True,
+                        consensus_temperature=0.0)
+    assert agreed.tokens[1:] == [D, END_ID] and agreed.agreement == pytest.approx((1.0 + 0.5 / 4 + 0.0) / 3)
+    both = decode(markov(table), state_for(1), 1, "beam", beam_width=3, consensus=True, num_return=3,
+                  consensus_temperature=0.0)[0]
+    assert [h.tokens[0] for h in both][2] == A and len(both) == 3  # the n best, in consensus order
+    # weighed by probability (T = 1): "A" (0.4) expects 0.4, "B D" 0.3 + 0.3 x 1/8: the probable one stays
+    [[weighed]] = decode(markov(table), state_for(1), 1, "beam", beam_width=3, consensus=True)
+    assert weighed.tokens == [A, END_ID] and weighed.agreement == pytest.approx(0.4, abs=1e-4)
+    # batched like every strategy: each image its own pool
+    out = decode(markov(None, per_image=[table, TRAP]), state_for(2), 2, "beam", beam_width=3, consensus=True,
+                 consensus_temperature=0.0)
+    assert out[0][0].tokens[1:] == [D, END_ID] and len(out[1]) == 1
+    # diverse beam search's pool is its groups' beams
+    div = decode(markov(table), state_for(1), 1, "diverse_beam", beam_groups=3, group_width=1, consensus=True,
+                 consensus_temperature=0.0, num_return=1)[0]
+    assert div[0].tokens[1:] == [D, END_ID]

@@ -10,7 +10,8 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
    COCO detector at each of ``detector_thresholds``, its word winning a disagreement or not
    (``guide_detector_first``), with and without its count (``guide_count``); and the detector alone (the
    classifier's threshold at 1: it only vetoes); each with the detector also with and without ``guide_unseen`` (no
-   people, nor animals it did not find, on an object scene).
+   people, nor animals it did not find, on an object scene); and each of those with ``consensus`` at each of
+   ``consensus_widths`` (none unless asked).
 2. **Eligible**: Flickr8k dev CIDEr within ``max_dev_drop`` of the best candidate's, no dangling endings on
    either set, and at least ``min_distinct`` distinct dev captions (or as many as beam search gives, where it
    gives fewer).
@@ -42,10 +43,14 @@ class ChooseConfig(Config):
     counts: tuple[bool, ...] = (False,)  # guide_count values tried with each of those (True lowered both dev sets in
     # every pair measured on the default bundle: docs/detector.md)
     unseen: tuple[bool, ...] = (False, True)  # guide_unseen values tried with each candidate that has the detector
+    consensus_widths: tuple[int, ...] = ()  # each candidate also with consensus (the beams' captions re-ranked by
+    # what they agree on: caption_core.decoding.consensus_order) at each of these beam widths (wider: more voters,
+    # slower; keep the decode cost in mind: benchmarks/decode_cost.py)
 
     def __post_init__(self):  # command-line values arrive as strings
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         object.__setattr__(self, "detector_thresholds", tuple(float(t) for t in self.detector_thresholds))
+        object.__setattr__(self, "consensus_widths", tuple(int(w) for w in self.consensus_widths))
         for name in ("detector_first", "counts", "unseen"):
             object.__setattr__(self, name, tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
                                                  for v in getattr(self, name)))
@@ -68,7 +73,7 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
             out.append(("guided", {**base, "guide_threshold": t, "guide_veto": True, "guide_veto_alone": alone,
                                    "guide_detector": d, "guide_detector_first": first, "guide_count": n,
                                    "guide_unseen": u}))
-    return out
+    return out + [(name, {**o, "beam_width": w, "consensus": True}) for w in cfg.consensus_widths for name, o in out]
 
 
 def eligible(rows: list[dict], cfg: ChooseConfig) -> list[dict]:
