@@ -50,6 +50,27 @@ def test_caption_handler_with_references_matched_by_content(app_setup, tmp_path)
     assert details["reference_image"] is None and "Not a Flickr8k photo" in refs_md
 
 
+def test_consensus_through_the_page_reorders_the_beams_captions(app_setup):
+    """The page's "Consensus of the beams" control: the same captions as beam search's n-best, in the order of their
+    expected agreement (each caption's, from consensus_order, highest first)."""
+    demo, _, _ = app_setup
+    h = demo.handlers
+    opts = {"beam_width": 4, "max_length": 10, "num_return": 4}
+    plain = h.caption(demo.example_paths[0], "tiny-a", "beam", opts)[2]
+    agreed = h.caption(demo.example_paths[0], "tiny-a", "beam", {**opts, "consensus": True,
+                                                                   "consensus_temperature": 0.0})[2]
+    assert agreed["options"]["consensus"] is True and agreed["options"]["consensus_temperature"] == 0.0
+    assert sorted(c["caption"] for c in agreed["captions"]) == sorted(c["caption"] for c in plain["captions"])
+    from caption_core.decoding import Hypothesis, consensus_order
+
+    ids = {c["caption"]: c["caption"].split() for c in plain["captions"]}
+    vocab = {w: i + 4 for i, w in enumerate(sorted({w for v in ids.values() for w in v}))}
+    pool = [Hypothesis([vocab[w] for w in ids[c["caption"]]], 0.0, 0.0) for c in plain["captions"]]
+    want = [" ".join(sorted(vocab, key=vocab.get)[t - 4] for t in h_.tokens) for h_ in consensus_order(pool, 0.0)]
+    assert [c["caption"] for c in agreed["captions"]] == want  # equal weights: the order from the words alone
+    assert want != [c["caption"] for c in plain["captions"]]  # (this tiny decoder's beams: consensus reorders them)
+
+
 def test_sampling_options_and_seed(app_setup):
     demo, _, _ = app_setup
     h = demo.handlers
