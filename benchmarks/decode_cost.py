@@ -3,6 +3,7 @@ object words over a larger vocabulary must stay within 1.5x): one photo at a tim
 same decoding (default: beam search, width 3; --strategy guided adds the detector-guided search they ship).
 
     .venv/bin/python benchmarks/decode_cost.py BASE_BUNDLE CANDIDATE_BUNDLE [--photos 40] [--json OUT]
+        [--candidate-options consensus=true beam_width=7]   # the candidate with options of its own on top
 
 Per photo, ``Captioner.caption`` end to end; reported: the medians of its decode time (``CaptionResult.decode_ms``:
 the decoder's steps, the object words' vector put after the features included) and of the whole call, and the
