@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         for (path, _), res in zip(good, results):
             if args.json:
                 print(json.dumps({"image": path, "bundle": captioner.name,
-                                  "captions": [{"text": c.text, "score": round(c.score, 4)} for c in res.captions],
+                                  "captions": [{"text": c.text, "score": round(c.score, 4),
+                                                **({} if c.agreement is None else {"agreement": round(c.agreement, 4)})}
+                                               for c in res.captions],
                                   "encode_ms": round(res.encode_ms, 1), "decode_ms": round(res.decode_ms, 1),
                                   **({"imagenet_top5": [[label, round(p, 4)] for label, p in res.labels]}
                                      if res.labels else {}),

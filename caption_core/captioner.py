@@ -20,6 +20,7 @@ class Caption:
     score: float  # what the strategy ranked by (length-normalised log-probability where asked)
     log_prob: float  # total log-probability of the words and <end>
     tokens: list[int]  # generated ids (<end> included when emitted)
+    agreement: float | None = None  # with consensus decoding: its expected agreement with the beams' captions, [0, 1]
 
 
 @dataclasses.dataclass
@@ -188,7 +189,8 @@ class Captioner:
         with self.decoder.blas_threads(len(features)):
             state = self.decoder.initial_state(features)
             hyps = s.run(self.decoder.step, state, len(features), opts, **extra)
-        return [[Caption(self.vocab.decode(h.tokens), h.score, h.log_prob, h.tokens) for h in per] for per in hyps]
+        return [[Caption(self.vocab.decode(h.tokens), h.score, h.log_prob, h.tokens, h.agreement) for h in per]
+                for per in hyps]
 
     def decoder_inputs(self, features: np.ndarray, words: np.ndarray | None) -> np.ndarray:
         """What the decoder reads: the features (N, D), then the object words (N, W) where it reads them."""

@@ -382,6 +382,8 @@ class CaptionService:
         rows = []
         for c in result.captions:
             row = {"caption": c.text, "score": round(c.score, 3), "log_prob": round(c.log_prob, 3)}
+            if c.agreement is not None:  # consensus decoding: what ordered them
+                row["agreement"] = round(c.agreement, 4)
             if match:
                 row.update(self.refs.scores(c.text, match[1]))
             rows.append(row)

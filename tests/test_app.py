@@ -69,6 +69,9 @@ def test_consensus_through_the_page_reorders_the_beams_captions(app_setup):
     want = [" ".join(sorted(vocab, key=vocab.get)[t - 4] for t in h_.tokens) for h_ in consensus_order(pool, 0.0)]
     assert [c["caption"] for c in agreed["captions"]] == want  # equal weights: the order from the words alone
     assert want != [c["caption"] for c in plain["captions"]]  # (this tiny decoder's beams: consensus reorders them)
+    agreements = [c["agreement"] for c in agreed["captions"]]  # what ordered them, in the API's details
+    assert agreements == sorted(agreements, reverse=True) and all(0 < a <= 1 for a in agreements)
+    assert "agreement" not in plain["captions"][0]
 
 
 def test_sampling_options_and_seed(app_setup):

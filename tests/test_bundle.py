@@ -134,6 +134,12 @@ def test_cli_captions_files_and_reports_bad_ones(bundle, tmp_path, capsys):
     assert lines[0]["image"] == str(good) and lines[0]["captions"][0]["text"]
     assert lines[1]["image"] == str(bad) and "not an image" in lines[1]["error"]
     assert main([str(good), "--bundle", str(tmp_path / "missing")]) == 2
+    # consensus from the command line (a flag made from the registry): the n best with their agreement
+    assert main([str(good), "--bundle", bundle, "--json", "--strategy", "beam", "--beam-width", "3", "--num-return", "3",
+                 "--consensus", "true"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    agreements = [c["agreement"] for c in line["captions"]]
+    assert len(agreements) == 3 and agreements == sorted(agreements, reverse=True)
 
 
 def test_hf_bundle_offline_fails_fast(tmp_path, monkeypatch):
