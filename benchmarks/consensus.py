@@ -19,7 +19,19 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from everyday_scenes import dev_arguments, dev_sets  # noqa: E402
+from everyday_scenes import dev_arguments  # noqa: E402
+from guided_latency import float32_captioner  # noqa: E402
+
+
+def decodings(base: dict, widths: list[int], temperatures: list[float]) -> list[dict]:
+    """The default's options, then at each width: without consensus (unless the default's width), with it at each
+    temperature."""
+    out = [dict(base)]
+    for w in widths:
+        if w != base.get("beam_width"):
+            out.append({**base, "beam_width": w})
+        out += [{**base, "beam_width": w, "consensus": True, "consensus_temperature": t} for t in temperatures]
+    return out
 
 
 def main() -> int:
@@ -29,39 +41,14 @@ def main() -> int:
     p.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 1.0, 2.0])
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
-    from training.coco import score_coco
+    from training.choose import score_candidates
     from training.common import machine, write_json
-    from training.guide import score
 
     t0 = time.perf_counter()
-    c, photos, o_ids, d_ids, d_refs, sets = dev_sets(args)
+    c = float32_captioner(args.bundle)
     s, _ = c.decoding()
-    base = dict(c.default_options)
-
-    def row(options: dict) -> dict:
-        texts = {}
-        for key, (feats, probs, objects) in sets.items():
-            texts[key] = [per[0].text for b in range(0, len(feats), 250)
-                          for per in c.decode(feats[b:b + 250], s.name, options, objects=objects[b:b + 250],
-                                              class_probs=probs[b:b + 250])]
-        dev = score(d_refs, d_ids, texts["flickr_dev"], meteor=False)
-        ood = score_coco(photos, o_ids, texts["ood_dev"])
-        out = {"options": options, "flickr_dev": {k: dev[k] for k in ("CIDEr", "BLEU-4", "distinct_share",
-                                                                       "dangling_endings")},
-               "ood_dev": {k: ood.get(k) for k in ("CIDEr", "main_object_named", "distinct_share",
-                                                   "dangling_endings")}}
-        print(f"beam {options['beam_width']}, consensus {options.get('consensus', False)}"
-              f"{', T ' + str(options['consensus_temperature']) if options.get('consensus') else ''}: Flickr8k dev "
-              f"{dev['CIDEr']:.4f} ({dev['distinct_share']:.0%} distinct), coco-mini {ood['CIDEr']:.4f}, named "
-              f"{ood.get('main_object_named')}", flush=True)
-        return out
-
-    rows = [row(base)]
-    for w in args.widths:
-        if w != base.get("beam_width"):
-            rows.append(row({**base, "beam_width": w}))
-        for t in args.temperatures:
-            rows.append(row({**base, "beam_width": w, "consensus": True, "consensus_temperature": t}))
+    cands = [(s.name, o) for o in decodings(dict(c.default_options), args.widths, args.temperatures)]
+    rows = score_candidates(c, cands, args.dataset, args.coco, args.cache)
     doc = {"bundle": args.bundle, "strategy": s.name, "precision": "float32", "rows": rows,
            "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}
     if args.json:

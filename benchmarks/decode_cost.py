@@ -22,6 +22,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from caption_core.config import parse_option  # noqa: E402
 from guided_latency import float32_captioner, interleaved, photos  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--beam-width", type=int, default=3)
     p.add_argument("--source", choices=("flickr", "coco"), default="flickr",
                    help="Flickr8k test photos, or coco-mini's everyday ones (default: %(default)s)")
-    p.add_argument("--candidate-options", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--candidate-options", nargs="*", default=[], metavar="KEY=VALUE", type=parse_option,
                    help="decoding options for the candidate only, on top of the shared ones (consensus=true beam_width=10)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     if args.strategy == "guided":
         opts.update(guide_threshold=1.0, guide_veto=True, guide_detector=0.5, guide_detector_first=True,
                     guide_count=False)
-    extra = {"candidate": dict(_option(kv) for kv in args.candidate_options)}
+    extra = {"candidate": dict(args.candidate_options)}
     rows = interleaved(caps, images, args.strategy, opts, extra=extra)
     med = {kind: {k: round(statistics.median(r[kind][k] for r in rows), 2) for k in ("total_ms", "decode_ms", "words")}
            for kind in caps}
@@ -63,14 +64,6 @@ def main(argv=None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1)
     return 0
-
-
-def _option(text: str) -> tuple[str, object]:
-    """'beam_width=10' -> ('beam_width', '10'): the strategy's options check and convert the value."""
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise SystemExit(f"--candidate-options takes KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), value
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def main() -> int:
     from training.common import machine, write_json
     from training.datasets import load_splits
     from training.ensemble import familiar_tags
-    from training.guide import score
+    from training.guide import decode_captions, score
 
     t0 = time.perf_counter()
     c, photos, o_ids, d_ids, d_refs, sets = dev_sets(args)
@@ -49,17 +49,12 @@ def main() -> int:
     s, _ = c.decoding()
 
     def captions(decoder) -> tuple[dict, dict]:
+        """Each dev set's captions with ``decoder`` in the bundle's place, and how many of its photos it flags."""
         c.decoder = decoder
-        out, flagged = {}, {}
-        for key, (feats, probs, objects) in sets.items():
-            texts, rows_flagged = [], 0
-            for b in range(0, len(feats), 250):
-                rows = slice(b, b + 250)
-                texts += [per[0].text for per in c.decode(feats[rows], s.name, c.default_options,
-                                                          objects=objects[rows], class_probs=probs[rows])]
-                words = c.object_words.photo_vectors(probs[rows], objects[rows], len(probs[rows]))
-                rows_flagged += int(decoder.unfamiliar(words).sum())
-            out[key], flagged[key] = texts, rows_flagged
+        out = {k: decode_captions(c, feats, probs, s.name, c.default_options, objects=objects)[0]
+               for k, (feats, probs, objects) in sets.items()}
+        flagged = {k: int(decoder.unfamiliar(c.object_words.photo_vectors(probs, objects, len(probs))).sum())
+                   for k, (feats, probs, objects) in sets.items()}
         c.decoder = plain
         return out, flagged
 

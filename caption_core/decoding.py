@@ -676,7 +676,11 @@ def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
     bstep, bstate = _with_bans(step, state, banned)
     hyps = beam_search(bstep, bstate, n_images, opts)
     within = opts.guide_within or opts.max_length  # where the required word must come (guide_within: the subject)
-    redo = [i for i, (r, h) in enumerate(zip(required, hyps)) if r and not (h and set(h[0].tokens[:within]) & r)]
+
+    def meets(h: Hypothesis, r: frozenset) -> bool:
+        return bool(set(h.tokens[:within]) & r)
+
+    redo = [i for i, (r, h) in enumerate(zip(required, hyps)) if r and not (h and meets(h[0], r))]
     if redo:
         index = np.asarray(redo)
         sub_step, sub_state = _with_bans(step, _take(state, index), banned[index])
@@ -684,10 +688,8 @@ def guided_beam_search(step: StepFn, state: tuple, n_images: int, opts,
         for i, f in zip(redo, found):
             if f:
                 hyps[i] = f
-    for i, r in enumerate(required):  # the n best: those that meet the constraint, where the best does
-        if r and hyps[i] and set(hyps[i][0].tokens[:within]) & r:
-            hyps[i] = [h for h in hyps[i] if set(h.tokens[:within]) & r]
-    return hyps
+    # the n best are those that meet the constraint (where none does, the beam search's: the constraint was impossible)
+    return [[h for h in per if meets(h, r)] or per if r else per for per, r in zip(hyps, required)]
 
 
 def _constrained_beam_search(step: StepFn, state: tuple, required_ids: np.ndarray, opts) -> list[list[Hypothesis]]:

@@ -145,7 +145,9 @@ def score_candidates(captioner, cands: list[tuple[str, dict]], dataset: str, coc
         ood.pop("named_per_category", None)
         rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood,
                      **({"ood_captions": dict(zip(o_ids, ood_texts))} if keep_captions else {})})
-        print(f"{label or captioner.name} {strategy} {({k[6:]: v for k, v in options.items() if k.startswith('guide_')})}: "
+        shown = {k[6:] if k.startswith("guide_") else k: v for k, v in options.items()
+                 if k.startswith(("guide_", "consensus")) or k == "beam_width"}
+        print(f"{label or captioner.name} {strategy} {shown}: "
               f"Flickr8k dev CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr "
               f"{ood['CIDEr']:.4f}, main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}",
               flush=True)
