@@ -582,3 +582,39 @@ def test_scst_eligibility_keeps_diversity_where_the_model_started():
     assert not eligible(cfg, row(0.69), strong)  # a strong model may not fall under 70%
     assert eligible(cfg, row(0.41), weak) and eligible(cfg, weak, weak)  # a weak one may not lose diversity...
     assert not eligible(cfg, row(0.36), weak)  # ...but need not reach 70% either
+
+
+def test_scst_patience_waits_for_captions_that_improve_but_are_not_eligible_yet():
+    """The dev curve of a real run (Lite0 attention, seed 1): the cross-entropy model's greedy dev captions had one
+    dangling ending, kept until epoch 5. Counting only eligible improvements stopped the run after epoch 2 with the
+    cross-entropy model; counting any better dev CIDEr runs on and chooses epoch 5, the first without one."""
+    from training.scst import SCSTConfig, record_epoch
+
+    def run(curve, **fields):
+        cfg = SCSTConfig(**fields)
+        state = {"best_epoch": 0, "best_dev_cider": None, "bad_epochs": 0, "stopped": None,
+                 "history": [{"epoch": 0, **curve[0]}]}
+        chosen = []
+        for epoch, dev in enumerate(curve[1:], 1):
+            if state["stopped"]:
+                break
+            improved, ok = record_epoch(cfg, state, epoch, dev)
+            chosen += [epoch] if improved else []
+            assert ok == (dev["dangling_endings"] <= cfg.max_dangling)
+            state["history"].append({"epoch": epoch, **dev})
+        return state, chosen
+
+    row = lambda cider, dangling: {"CIDEr": cider, "distinct_share": 0.85, "dangling_endings": dangling}  # noqa: E731
+    measured = [row(0.4706, 1), row(0.4789, 1), row(0.4913, 1), row(0.4943, 1), row(0.4997, 1), row(0.5039, 0)]
+    state, chosen = run(measured)
+    assert chosen == [5] and state["best_epoch"] == 5 and state["stopped"] is None
+    assert state["best_seen_cider"] == 0.5039
+    state, chosen = run(measured, max_dangling=1)  # what that run was given instead: every epoch eligible
+    assert chosen == [1, 2, 3, 4, 5] and state["best_epoch"] == 5
+    stalled = [row(0.47, 0), row(0.49, 0), row(0.485, 1), row(0.48, 0), row(0.50, 0)]
+    state, chosen = run(stalled)  # two epochs without a better CIDEr: stopped before the fourth epoch's figures
+    assert chosen == [1] and state["stopped"].startswith("early stopping") and len(state["history"]) == 4
+    ineligible_peak = [row(0.47, 0), row(0.52, 1), row(0.50, 0), row(0.49, 0), row(0.48, 0)]
+    state, chosen = run(ineligible_peak)  # a new chosen epoch resets patience though the peak was ineligible
+    assert chosen == [2] and state["best_epoch"] == 2 and state["best_dev_cider"] == 0.50
+    assert state["stopped"] and len(state["history"]) == 5

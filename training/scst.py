@@ -55,7 +55,7 @@ class SCSTConfig(Config):
     batch_images: int = 50  # photos per gradient step (batch_images x samples captions)
     temperature: float = 1.0  # sampling temperature (1 = the model's own distribution: on-policy)
     clipnorm: float = 5.0  # gradient clipping (global norm per variable)
-    patience: int = 2  # stop after this many epochs without a better dev CIDEr
+    patience: int = 2  # stop after this many epochs without a better dev CIDEr (any epoch's, eligible or not)
     min_distinct: float = 0.7  # never choose an epoch whose dev captions are less distinct than this share (or than
     # the cross-entropy model's, where that is lower: a weak encoder's SCST may not cost diversity either)
     max_dangling: int = 0  # never choose an epoch with more dev captions ending on 'with a', 'of the', ...
@@ -208,6 +208,28 @@ def eligible(cfg: SCSTConfig, row: dict, start: dict | None = None) -> bool:
     return row["distinct_share"] >= floor and row["dangling_endings"] <= cfg.max_dangling
 
 
+def record_epoch(cfg: SCSTConfig, state: dict, epoch: int, dev: dict) -> tuple[bool, bool]:
+    """An epoch's dev scores into the run's ``state`` -> (chosen now, eligible). The chosen epoch is the eligible one
+    with the best dev CIDEr. Patience counts the epochs that bring neither a new chosen epoch nor a better dev CIDEr
+    than any epoch before, eligible or not: a run whose captions still improve but are not eligible yet (a dangling
+    ending the cross-entropy model already had) goes on until they are, rather than stopping at ``patience``."""
+    ok = eligible(cfg, dev, state["history"][0])
+    improved = ok and (state["best_dev_cider"] is None or dev["CIDEr"] > state["best_dev_cider"])
+    seen = state.get("best_seen_cider")
+    if seen is None:  # a run begun before this field: the best of its curve so far
+        seen = max(row["CIDEr"] for row in state["history"])
+    if improved:
+        state.update(best_epoch=epoch, best_dev_cider=dev["CIDEr"])
+    if improved or dev["CIDEr"] > seen:
+        state["bad_epochs"] = 0
+    else:
+        state["bad_epochs"] += 1
+    state["best_seen_cider"] = max(seen, dev["CIDEr"])
+    if state["bad_epochs"] >= cfg.patience:
+        state["stopped"] = f"early stopping: no better dev CIDEr for {cfg.patience} epochs"
+    return improved, ok
+
+
 def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples, train_feats, train_valid,
                dev_examples, dev_feats, dev_valid, resume: bool = True, stop_after_epochs: int | None = None,
                cache: str = "cache") -> dict:
@@ -260,19 +282,13 @@ def train_scst(cfg: SCSTConfig, captioner, decoder: KerasDecoder, train_examples
         epoch = state["epochs_done"] + 1
         stats = trainer.run_epoch(train_feats, photos, rewards, np.random.default_rng([cfg.seed, epoch]), references)
         dev = dev_scores(captioner, dev_examples, dev_feats, dev_valid, cfg.dev_limit, cache)
-        ok = eligible(cfg, dev, state["history"][0])
-        improved = ok and (state["best_dev_cider"] is None or dev["CIDEr"] > state["best_dev_cider"])
+        improved, ok = record_epoch(cfg, state, epoch, dev)
         if improved:
             save_keras_atomic(trainer.model, best_path)
-            state.update(best_epoch=epoch, best_dev_cider=dev["CIDEr"], bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
         state["history"].append({"epoch": epoch, **dev, "train_reward": round(stats["reward"], 4),
                                  "loss": round(stats["loss"], 5), "seconds": round(stats["seconds"], 1),
                                  **{k: v for k, v in stats.items() if k.endswith("_s")}})
         state["epochs_done"] = epoch
-        if state["bad_epochs"] >= cfg.patience:
-            state["stopped"] = f"early stopping: no better eligible dev CIDEr for {cfg.patience} epochs"
         save_checkpoint(trainer.model, trainer.optimizer, ckpt)
         write_json(state_path, state)
         print(f"epoch {epoch}: train reward {stats['reward']:.4f}, dev {_row(dev)}"
