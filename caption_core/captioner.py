@@ -180,6 +180,8 @@ class Captioner:
         """``decode`` once the strategy and its options are checked (``caption`` checks them once for both);
         ``words`` (N, W): the object words a decoder that reads them gets after the features."""
         extra = {}
+        if getattr(opts, "no_repeat_within", 0):
+            extra["repeatable"] = self.vocab.repeatable()
         if s.guided:
             extra["constraints"] = [None if g is None else Constraint(frozenset(g.required_ids), frozenset(g.banned_ids))
                                     for g in guidance]

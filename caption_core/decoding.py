@@ -90,7 +90,10 @@ NO_REPEAT = Option("no_repeat_ngram_size", int, 0, "forbid any n-gram of this si
                    0, 4, 1, label="No-repeat n-gram size (0 = off)")
 BAN_UNKNOWN = Option("ban_unknown", bool, True, "never write <unk> (words outside the vocabulary)",
                      label="Never write <unk>")
-COMMON = (MAX_LENGTH, MIN_LENGTH, NO_REPEAT, BAN_UNKNOWN)
+NO_REPEAT_WITHIN = Option("no_repeat_within", int, 0, "a word other than a function word (a, the, and, of, on, ...) "
+                          "may not come again within this many words: no 'a woman and a woman', 'a bike on a bike' "
+                          "(0 = off)", 0, 8, 1, label="No word again within (0 = off)")
+COMMON = (MAX_LENGTH, MIN_LENGTH, NO_REPEAT, NO_REPEAT_WITHIN, BAN_UNKNOWN)
 NUM_RETURN = Option("num_return", int, 1, "captions returned per image (the n best)", 1, 10, 1,
                     label="Captions returned (n-best)")
 BEAM_WIDTH = Option("beam_width", int, 3, "beams kept per image", 1, 10, 1, label="Beam width")
@@ -168,8 +171,9 @@ def register_strategy(name: str, *options: Option, help: str, defaults: Mapping[
               dataclasses.field(default=o.check(defaults[o.name]) if o.name in defaults else o.default))
              for o in options],
             bases=(Config,), frozen=True, namespace={"__post_init__": post_init, "__module__": __name__})
-        STRATEGIES[name] = Strategy(name, _with_consensus(fn) if CONSENSUS in options else fn, tuple(options), help,
-                                    cls, defaults, guided)
+        run = _with_consensus(fn) if CONSENSUS in options else fn
+        STRATEGIES[name] = Strategy(name, _with_word_gap(run) if NO_REPEAT_WITHIN in options else run,
+                                    tuple(options), help, cls, defaults, guided)
         return fn
 
     return wrap
@@ -183,13 +187,16 @@ def get_strategy(name: str) -> Strategy:
 
 
 def decode(step: StepFn, state: tuple, n_images: int, strategy: str = "greedy",
-           options: Mapping[str, Any] | None = None, **overrides) -> list[list[Hypothesis]]:
+           options: Mapping[str, Any] | None = None, repeatable: np.ndarray | None = None,
+           **overrides) -> list[list[Hypothesis]]:
     """Run a strategy by name; ``options`` (a dict, or that strategy's options) and ``overrides`` set
-    its options (keys of other strategies are ignored)."""
+    its options (keys of other strategies are ignored); ``repeatable``: the ids ``no_repeat_within`` lets repeat
+    ((V,) bool, ``Vocabulary.repeatable()``)."""
     s = get_strategy(strategy)
     if isinstance(options, Config):
         options = options.to_dict()
-    return s.run(step, state, n_images, s.make_options(options, **overrides))
+    extra = {} if repeatable is None else {"repeatable": repeatable}
+    return s.run(step, state, n_images, s.make_options(options, **overrides), **extra)
 
 
 def add_decoding_arguments(parser, strategy_default: str | None = None, exclude: Sequence[str] = ()) -> None:
@@ -377,6 +384,37 @@ def _with_consensus(fn):
         wide = dataclasses.replace(opts, num_return=max(opts.num_return, min(beams, int(NUM_RETURN.max))))
         hyps = fn(step, state, n_images, wide, **kwargs)
         return [consensus_order(per, opts.consensus_temperature)[: opts.num_return] for per in hyps]
+
+    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+    return run
+
+
+def _with_word_gap(fn):
+    """A strategy that, with ``no_repeat_within`` = g, never writes a word that is among the row's last g words,
+    unless ``repeatable`` ((V,) bool, a keyword of the run: ``Vocabulary.repeatable()``) allows it; without
+    ``repeatable``, only the reserved ids may repeat. The step's state carries each row's last g ids (every
+    strategy reorders state rows together, so they follow their row)."""
+    def run(step: StepFn, state: tuple, n_images: int, opts, repeatable: np.ndarray | None = None,
+            **kwargs) -> list[list[Hypothesis]]:
+        gap = opts.no_repeat_within
+        if not gap:
+            return fn(step, state, n_images, opts, **kwargs)
+        if repeatable is None:
+            repeatable = np.zeros(max(PAD_ID, START_ID, END_ID, UNK_ID) + 1, bool)
+            repeatable[[PAD_ID, START_ID, END_ID, UNK_ID]] = True
+        allowed = np.asarray(repeatable, bool)  # (V0,): ids past its end may not repeat
+
+        def gap_step(tokens, st):
+            log_probs, new = step(tokens, st[:-1])  # (B, V)
+            recent = np.concatenate([st[-1][:, 1:], np.asarray(tokens, np.int64)[:, None]], axis=1)  # (B, g)
+            free = (recent < 0) | ((recent < len(allowed)) & allowed[np.clip(recent, 0, len(allowed) - 1)])  # (B, g)
+            rows, cols = np.nonzero(~free)
+            if len(rows):
+                log_probs = np.array(log_probs)  # never write into the decoder's own array
+                log_probs[rows, recent[rows, cols]] = NEG_INF
+            return log_probs, (*new, recent)
+
+        return fn(gap_step, (*state, np.full((n_images, gap), -1, np.int64)), n_images, opts, **kwargs)
 
     run.__name__, run.__doc__ = fn.__name__, fn.__doc__
     return run

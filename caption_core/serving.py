@@ -296,6 +296,10 @@ def describe_decoding(strategy: str, options: dict) -> str:
         parts.append(f"beam {options['beam_width']}")
         if options.get("length_penalty"):
             parts.append(f"alpha {options['length_penalty']}")
+    if options.get("consensus"):
+        parts.append("consensus")
+    if options.get("no_repeat_within"):
+        parts.append(f"no word again within {options['no_repeat_within']}")
     return ", ".join(parts)
 
 

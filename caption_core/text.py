@@ -14,6 +14,8 @@ import os
 import re
 from typing import Iterable, Sequence
 
+import numpy as np
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 RESERVED = (PAD, START, END, UNK)
 PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
@@ -21,6 +23,17 @@ PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
 _NON_WORD = re.compile(r"[^a-z\s]+")
 _SPLIT = re.compile(r"\s+")
 VOCAB_FORMAT = "caption_core.vocabulary/1"
+# The words a caption may repeat close together ("a man and a woman on a bench", "in front of a building"):
+# articles, prepositions, conjunctions, pronouns, auxiliaries, numbers. Any other word written twice within a few
+# words is almost always a loop of the decoder: "a woman and a woman", "a bike on a bike", "a white and white cat"
+# (decoding's ``no_repeat_within``).
+FUNCTION_WORDS = frozenset("""
+a an the this that these those and or but while as than
+of in on at to into onto from by with without for about over under above below near next behind beside besides
+between among through across along around up down out off away toward towards against during after before
+is are was were be been being has have had do does it its he she his her him they them their there here who
+which what one two three four five some many several each another other others both all very just also
+""".split())
 
 
 def clean_caption(text: str) -> str:
@@ -61,6 +74,13 @@ class Vocabulary:
         self.id_to_word: list[str] = words
         self.word_to_id: dict[str, int] = {w: i for i, w in enumerate(words)}
         self.min_count = int(min_count)
+
+    def repeatable(self) -> np.ndarray:
+        """(V,) bool: the ids a caption may repeat close together: the reserved ids and ``FUNCTION_WORDS``."""
+        mask = np.zeros(len(self.id_to_word), bool)  # (V,)
+        mask[: len(RESERVED)] = True
+        mask[[i for w, i in self.word_to_id.items() if w in FUNCTION_WORDS]] = True
+        return mask
 
     # -- building -------------------------------------------------------------------------
     @classmethod

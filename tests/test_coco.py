@@ -126,6 +126,16 @@ def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
     assert agreed[:len(only)] == only and len(agreed) == 3 * len(only)
     assert agreed[len(only)] == ("beam", {"beam_width": 5, "consensus": True})
     assert [o["beam_width"] for _, o in agreed[2 * len(only):]] == [7] * len(only)
+    # repeat gaps: every candidate so far (consensus ones too) again with no_repeat_within at each gap, after them
+    gapped = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true",),
+                                                        detector_thresholds=("0.5",), unseen=("false",),
+                                                        consensus_widths=("5",), repeat_gaps=("3", "6")))
+    plain = 2 * len(only)
+    assert gapped[:plain] == agreed[:plain] and len(gapped) == 3 * plain
+    assert gapped[plain] == ("beam", {"beam_width": 3, "no_repeat_within": 3})
+    assert [(o.get("consensus", False), o["no_repeat_within"]) for _, o in gapped[plain:]] == \
+        [(c, g) for g in (3, 6) for c in [False] * len(only) + [True] * len(only)]
+    assert not any("no_repeat_within" in o for _, o in gapped[:plain])
 
 
 def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):

@@ -83,6 +83,42 @@ def test_no_repeat_ngram_holds():
     assert h.tokens == [A, B, A, B, A, B]  # without the rule it loops until max_length
 
 
+def test_no_repeat_within_keeps_content_words_apart_but_lets_function_words_repeat():
+    loop = {START_ID: {A: 1.0}, A: {B: 0.9, C: 0.05}, B: {A: 0.9, C: 0.05}, C: {D: 0.9}, D: {A: 0.9}}
+    [[h]] = decode(markov(loop), state_for(1), 1, "greedy", max_length=8, no_repeat_within=2)
+    assert h.tokens[:4] == [A, B, C, D]  # A B A (A again 2 words on) is what it would write: C instead
+    repeatable = np.zeros(V, bool)
+    repeatable[:4] = True
+    repeatable[A] = True  # A as a function word ("a", "the") may come again at once
+    [[h]] = decode(markov(loop), state_for(1), 1, "greedy", max_length=6, no_repeat_within=2, repeatable=repeatable)
+    assert h.tokens == [A, B, A, C, D, A]  # B may not: after A B A, not B
+    [[h]] = decode(markov(loop), state_for(1), 1, "greedy", max_length=6, no_repeat_within=0, repeatable=repeatable)
+    assert h.tokens == [A, B, A, B, A, B]  # off: the loop
+
+
+@pytest.mark.parametrize("gap", [1, 3, 5])
+def test_no_repeat_within_holds_for_every_strategy_and_every_caption(gap):
+    repeatable = np.zeros(12, bool)
+    repeatable[:4] = True
+    repeatable[[4, 5]] = True  # two function words
+    for strategy, extra in (("greedy", {}), ("beam", {"beam_width": 4, "num_return": 4}),
+                            ("beam", {"beam_width": 4, "num_return": 4, "consensus": True}),
+                            ("sample", {"num_return": 5, "seed": 1}), ("diverse_beam", {"num_return": 4}),
+                            ("guided", {"beam_width": 3, "num_return": 3})):
+        kwargs = {}
+        if strategy == "guided":
+            from caption_core.decoding import Constraint
+            kwargs["constraints"] = [Constraint(frozenset({9})), None, Constraint(frozenset({10}), frozenset({7}))]
+        s = get_strategy(strategy)
+        opts = s.make_options(max_length=20, no_repeat_within=gap, **extra)
+        for per in s.run(random_model(3), (np.arange(3),), 3, opts, repeatable=repeatable, **kwargs):
+            assert per, strategy
+            for h in per:
+                words = [t for t in h.tokens if t != END_ID]
+                for i, t in enumerate(words):
+                    assert repeatable[t] or t not in words[max(0, i - gap):i], (strategy, gap, words)
+
+
 def test_top_k_and_top_p_never_emit_excluded_tokens():
     first = {START_ID: {A: 0.5, B: 0.3, C: 0.1, D: 0.06, E: 0.04}}
     n = 400

@@ -122,3 +122,14 @@ def test_served_files_are_the_examples_and_curves_alone(weights, tmp_path):
     files = service.served_files()
     assert len(files) == 2 and all(f.endswith(".jpg") and os.path.isfile(f) for f in files)
     assert not any(f.endswith(".txt") for f in files)
+
+
+def test_a_decoding_in_a_few_words():
+    from caption_core.serving import describe_decoding
+
+    options = {"beam_width": 5, "length_penalty": 1.0, "guide_threshold": 0.5, "guide_veto": True,
+               "guide_veto_alone": True, "guide_detector": 0.5, "guide_detector_first": True}
+    assert describe_decoding("guided", options) == "guided (detector 0.5 first, classifier 0.5, veto alone), beam 5, alpha 1.0"
+    assert describe_decoding("guided", {**options, "no_repeat_within": 4}).endswith("alpha 1.0, no word again within 4")
+    assert describe_decoding("beam", {"beam_width": 7, "consensus": True}) == "beam, beam 7, consensus"
+    assert describe_decoding("greedy", {"no_repeat_within": 0}) == "greedy"

@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from caption_core.text import END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary, clean_caption
+import numpy as np
+
+from caption_core.text import END_ID, FUNCTION_WORDS, PAD_ID, START_ID, UNK_ID, Vocabulary, clean_caption
 
 
 def test_clean_caption_classic_rules():
@@ -49,3 +51,29 @@ def test_sentence_bleu_and_cider():
     cider = CiderD(corpus)
     good, bad = cider.score("a dog runs on the grass", refs), cider.score("a man rides a bike", refs)
     assert good > 1.0 and bad < 0.3 * good
+
+
+def test_repeatable_ids_are_the_reserved_ones_and_the_function_words():
+    v = Vocabulary.build(["a woman and a man sit on a bench", "two dogs run in the snow"])
+    mask = v.repeatable()
+    assert mask.shape == (len(v),) and mask.dtype == bool and mask[:4].all()
+    assert {w for w, i in v.word_to_id.items() if mask[i] and i >= 4} == {"a", "and", "on", "two", "in", "the"}
+    assert not mask[[v.word_to_id[w] for w in ("woman", "man", "bench", "dogs", "snow", "sit", "run")]].any()
+    assert {"a", "the", "of", "with", "and"} <= FUNCTION_WORDS and not {"man", "dog", "white", "bike"} & FUNCTION_WORDS
+
+
+def test_a_captioner_keeps_content_words_apart_with_no_repeat_within(tiny_parts):
+    from caption_core.captioner import Captioner
+
+    enc, dec, vocab = tiny_parts
+    feats = np.random.default_rng(0).normal(size=(6, dec.config.feature_dim)).astype(np.float32)  # (N, D)
+    cap = Captioner(enc, dec, vocab, detector=None)
+    mask = vocab.repeatable()
+
+    def repeats(per_image, gap):
+        return sum(any(not mask[t] and t in h.tokens[max(0, i - gap):i] for i, t in enumerate(h.tokens))
+                   for per in per_image for h in per)
+
+    for strategy in ("greedy", "beam"):
+        assert repeats(cap.decode(feats, strategy, {"max_length": 12, "min_length": 10}), 3) > 0  # a random decoder loops
+        assert repeats(cap.decode(feats, strategy, {"max_length": 12, "min_length": 10, "no_repeat_within": 3}), 3) == 0
