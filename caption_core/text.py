@@ -76,10 +76,15 @@ class Vocabulary:
         self.min_count = int(min_count)
 
     def repeatable(self) -> np.ndarray:
-        """(V,) bool: the ids a caption may repeat close together: the reserved ids and ``FUNCTION_WORDS``."""
-        mask = np.zeros(len(self.id_to_word), bool)  # (V,)
-        mask[: len(RESERVED)] = True
-        mask[[i for w, i in self.word_to_id.items() if w in FUNCTION_WORDS]] = True
+        """(V,) bool, read-only: the ids a caption may repeat close together: the reserved ids and
+        ``FUNCTION_WORDS`` (made once per vocabulary: every decode call with ``no_repeat_within`` asks for it)."""
+        mask = self.__dict__.get("_repeatable")
+        if mask is None:
+            mask = np.zeros(len(self.id_to_word), bool)  # (V,)
+            mask[: len(RESERVED)] = True
+            mask[[i for w, i in self.word_to_id.items() if w in FUNCTION_WORDS]] = True
+            mask.flags.writeable = False
+            self._repeatable = mask
         return mask
 
     # -- building -------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def test_repeatable_ids_are_the_reserved_ones_and_the_function_words():
     assert mask.shape == (len(v),) and mask.dtype == bool and mask[:4].all()
     assert {w for w, i in v.word_to_id.items() if mask[i] and i >= 4} == {"a", "and", "on", "two", "in", "the"}
     assert not mask[[v.word_to_id[w] for w in ("woman", "man", "bench", "dogs", "snow", "sit", "run")]].any()
+    assert v.repeatable() is mask and not mask.flags.writeable  # made once, and nobody writes into it
     assert {"a", "the", "of", "with", "and"} <= FUNCTION_WORDS and not {"man", "dog", "white", "bike"} & FUNCTION_WORDS
 
 
