@@ -393,28 +393,30 @@ def _with_word_gap(fn):
     """A strategy that, with ``no_repeat_within`` = g, never writes a word that is among the row's last g words,
     unless ``repeatable`` ((V,) bool, a keyword of the run: ``Vocabulary.repeatable()``) allows it; without
     ``repeatable``, only the reserved ids may repeat. The step's state carries each row's last g ids (every
-    strategy reorders state rows together, so they follow their row)."""
+    strategy reorders state rows together, so they follow their row), <start> before the first word."""
     def run(step: StepFn, state: tuple, n_images: int, opts, repeatable: np.ndarray | None = None,
             **kwargs) -> list[list[Hypothesis]]:
         gap = opts.no_repeat_within
         if not gap:
             return fn(step, state, n_images, opts, **kwargs)
-        if repeatable is None:
-            repeatable = np.zeros(max(PAD_ID, START_ID, END_ID, UNK_ID) + 1, bool)
-            repeatable[[PAD_ID, START_ID, END_ID, UNK_ID]] = True
-        allowed = np.asarray(repeatable, bool)  # (V0,): ids past its end may not repeat
+        given = np.zeros(0, bool) if repeatable is None else np.asarray(repeatable, bool)
+        allowed = []  # the (V,) mask, made at the first step (where V is known): ids past ``given`` may not repeat
 
         def gap_step(tokens, st):
             log_probs, new = step(tokens, st[:-1])  # (B, V)
+            if not allowed:
+                mask = np.zeros(log_probs.shape[1], bool)  # (V,)
+                mask[[PAD_ID, START_ID, END_ID, UNK_ID]] = True
+                mask[:len(given)] |= given[:log_probs.shape[1]]
+                allowed.append(mask)
             recent = np.concatenate([st[-1][:, 1:], np.asarray(tokens, np.int64)[:, None]], axis=1)  # (B, g)
-            free = (recent < 0) | ((recent < len(allowed)) & allowed[np.clip(recent, 0, len(allowed) - 1)])  # (B, g)
-            rows, cols = np.nonzero(~free)
+            rows, cols = np.nonzero(~allowed[0][recent])
             if len(rows):
                 log_probs = np.array(log_probs)  # never write into the decoder's own array
                 log_probs[rows, recent[rows, cols]] = NEG_INF
             return log_probs, (*new, recent)
 
-        return fn(gap_step, (*state, np.full((n_images, gap), -1, np.int64)), n_images, opts, **kwargs)
+        return fn(gap_step, (*state, np.full((n_images, gap), START_ID, np.int64)), n_images, opts, **kwargs)
 
     run.__name__, run.__doc__ = fn.__name__, fn.__doc__
     return run

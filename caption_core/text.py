@@ -74,18 +74,18 @@ class Vocabulary:
         self.id_to_word: list[str] = words
         self.word_to_id: dict[str, int] = {w: i for i, w in enumerate(words)}
         self.min_count = int(min_count)
+        self._repeatable: np.ndarray | None = None  # made at the first repeatable() call
 
     def repeatable(self) -> np.ndarray:
         """(V,) bool, read-only: the ids a caption may repeat close together: the reserved ids and
         ``FUNCTION_WORDS`` (made once per vocabulary: every decode call with ``no_repeat_within`` asks for it)."""
-        mask = self.__dict__.get("_repeatable")
-        if mask is None:
+        if self._repeatable is None:
             mask = np.zeros(len(self.id_to_word), bool)  # (V,)
             mask[: len(RESERVED)] = True
             mask[[i for w, i in self.word_to_id.items() if w in FUNCTION_WORDS]] = True
             mask.flags.writeable = False
             self._repeatable = mask
-        return mask
+        return self._repeatable
 
     # -- building -------------------------------------------------------------------------
     @classmethod

@@ -608,7 +608,7 @@ def test_scst_patience_waits_for_captions_that_improve_but_are_not_eligible_yet(
     measured = [row(0.4706, 1), row(0.4789, 1), row(0.4913, 1), row(0.4943, 1), row(0.4997, 1), row(0.5039, 0)]
     state, chosen = run(measured)
     assert chosen == [5] and state["best_epoch"] == 5 and state["stopped"] is None
-    assert state["best_seen_cider"] == 0.5039
+    assert state["best_dev_cider"] == 0.5039 and state["bad_epochs"] == 0
     state, chosen = run(measured, max_dangling=1)  # what that run was given instead: every epoch eligible
     assert chosen == [1, 2, 3, 4, 5] and state["best_epoch"] == 5
     stalled = [row(0.47, 0), row(0.49, 0), row(0.485, 1), row(0.48, 0), row(0.50, 0)]

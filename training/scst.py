@@ -215,16 +215,13 @@ def record_epoch(cfg: SCSTConfig, state: dict, epoch: int, dev: dict) -> tuple[b
     ending the cross-entropy model already had) goes on until they are, rather than stopping at ``patience``."""
     ok = eligible(cfg, dev, state["history"][0])
     improved = ok and (state["best_dev_cider"] is None or dev["CIDEr"] > state["best_dev_cider"])
-    seen = state.get("best_seen_cider")
-    if seen is None:  # a run begun before this field: the best of its curve so far
-        seen = max(row["CIDEr"] for row in state["history"])
+    seen = max(row["CIDEr"] for row in state["history"])  # the best of the curve so far, eligible or not
     if improved:
         state.update(best_epoch=epoch, best_dev_cider=dev["CIDEr"])
     if improved or dev["CIDEr"] > seen:
         state["bad_epochs"] = 0
     else:
         state["bad_epochs"] += 1
-    state["best_seen_cider"] = max(seen, dev["CIDEr"])
     if state["bad_epochs"] >= cfg.patience:
         state["stopped"] = f"early stopping: no better dev CIDEr for {cfg.patience} epochs"
     return improved, ok
