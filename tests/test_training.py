@@ -505,6 +505,15 @@ def test_scst_raises_the_reward_and_resumes(flickr, tmp_path, monkeypatch):
     if straight["exported"]:
         m = verify_bundle(str(tmp_path / "out_a"))
         assert m["training"]["scst"]["best_epoch"] == straight["state"]["best_epoch"] > 0
+        with pytest.raises(ValueError, match="already fine-tuned with SCST.*larger --epochs"):
+            scst_bundle(str(tmp_path / "out_a"), scst(tmp_path / "c"), **common)  # a second stage: its record lost
+        # its own run extended in place: the cross-entropy model's record stays the cross-entropy model's
+        scst_bundle(str(tmp_path / "out_a"), dataclasses.replace(scst(tmp_path / "a"), epochs=4), **common)
+        m2 = verify_bundle(str(tmp_path / "out_a"))
+        assert [h["epoch"] for h in m2["training"]["scst"]["dev_curve"]] == [0, 1, 2, 3, 4]
+        assert m2["cross_entropy_metrics"] == m["cross_entropy_metrics"]
+        assert [e["cross_entropy"] for e in m2["training"]["scst"]["examples"]] == \
+            [e["cross_entropy"] for e in m["training"]["scst"]["examples"]]
         assert "cross_entropy_metrics" in m and "Self-critical sequence training" in open(
             os.path.join(tmp_path / "out_a", "README.md")).read()
         # the decoder's weights alone: the optimizer state of the run stays in the run folder

@@ -332,6 +332,15 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
                          "(python -m training ensemble)")
     name = manifest["name"]
     cfg = cfg if cfg.out else dataclasses.replace(cfg, out=os.path.join(runs, f"{name}-scst"))
+    done = manifest.get("training", {}).get("scst")
+    extending = bool(done) and resume and os.path.normpath(done["config"]["out"]) == os.path.normpath(cfg.out) \
+        and os.path.exists(os.path.join(cfg.out, "state.json"))  # its own run, extended (--epochs): it goes on
+    if done and not extending:  # a second stage would replace the first's record and call the SCST model 'cross-entropy'
+        raise ValueError(
+            f"bundle '{bundle}' was already fine-tuned with SCST (epoch {done['best_epoch']} of "
+            f"{done['epochs_run']}, run in {done['config']['out']}): to train longer, run the same command with a "
+            "larger --epochs while that run's folder is there (it resumes from its last checkpoint and goes on), or "
+            "start from its cross-entropy bundle")
     decoder = load_decoder(os.path.join(bundle, manifest["decoder"]["file"]), captioner.decoder.config)
     splits = load_splits(dataset)
     feats = {s: extract_features(captioner.encoder, ex, dataset, s, cache) for s, ex in splits.items()}
@@ -341,7 +350,11 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
                           cache=cache)
 
     captioner.decoder = decoder
-    before, _, before_caps = test_run("cross-entropy")
+    if extending:  # the bundle holds the SCST model: the cross-entropy model's scores and captions are its record's
+        before = manifest["cross_entropy_metrics"]
+        before_caps = {e["image_id"]: {"caption": e["cross_entropy"]} for e in done["examples"]}
+    else:
+        before, _, before_caps = test_run("cross-entropy")
     t0 = time.perf_counter()
     state = train_scst(cfg, captioner, decoder, splits["train"], *feats["train"], splits["dev"], *feats["dev"],
                        resume=resume, cache=cache)
@@ -357,7 +370,8 @@ def scst_bundle(bundle: str, cfg: SCSTConfig, dataset: str, cache: str = "cache"
             "train_images": state["train_images"], "seconds": round(seconds, 1),
             "epoch_seconds": [h["seconds"] for h in epochs], "machine": machine(),
             "examples": [{"image_id": i, "cross_entropy": before_caps[i]["caption"], "scst": after_caps[i]["caption"],
-                          "references": after_caps[i]["references"][:2]} for i in sorted(after_caps)[:10]]}
+                          "references": after_caps[i]["references"][:2]}
+                         for i in sorted(after_caps)[:10] if i in before_caps]}
     target = out or bundle
     training = {**manifest["training"], "scst": scst}
     keep = {k: manifest[k] for k in ("default_decoding",) if k in manifest}
