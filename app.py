@@ -270,8 +270,8 @@ def build_demo(cfg: AppConfig | None = None, background: bool = True, head_start
             with gr.Tab("Compare"):
                 table = gr.HTML(css_template=COMPARE_CSS)
             with gr.Tab("Which part of the photo each word depends on"):
-                gr.Markdown("Attention bundles (`-attention` in the name; an ensemble with an attention member: that "
-                            "member's): where the decoder looked for each word, drawn with every caption (no extra "
+                gr.Markdown("Attention bundles (`-attention` in the name; an ensemble with attention members: the first "
+                            "one's): where the decoder looked for each word, drawn with every caption (no extra "
                             "pass over the photo). Other bundles: an occlusion map "
                             f"(Explain): each of {cfg.occlusion_grid}x{cfg.occlusion_grid} patches is greyed out in turn; "
                             "red marks the patches whose removal lowers that word's probability the most.")

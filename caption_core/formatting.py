@@ -49,7 +49,7 @@ def caption_md(a: dict) -> str:
         lines += ["", object_words_md(a["object_words"], a.get("words_alone", False))]
     if a.get("attention"):  # an attention bundle: its maps are drawn in the explanation tab
         att = a["attention"]
-        whose = f" (the ensemble's attention member, `{att['member']}`)" if att.get("member") else ""
+        whose = f" (the ensemble's first attention member, `{att['member']}`)" if att.get("member") else ""
         lines += ["", f"*Where it looked{whose}: one map per word over the photo's {att['grid'][0]}x{att['grid'][1]} grid, "
                   "in the tab 'Which part of the photo each word depends on' (no extra pass over the photo).*"]
     detect = f" · detect {a['detect_ms']:.0f} ms" if a.get("objects") is not None else ""
