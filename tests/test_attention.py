@@ -127,7 +127,31 @@ def test_an_attention_bundle_round_trips_and_serves_without_keras(grid_parts, tm
     feats = enc.encode([np.zeros((16, 16, 3), np.uint8)])
     tokens = np.array([[START_ID, 5, 6, END_ID]])
     np.testing.assert_allclose(inference.token_log_probs(feats, tokens), dec.token_log_probs(feats, tokens), atol=1e-6)
-    assert inference.state_arrays == 5 == dec.state_arrays
+    assert inference.state_arrays == 4 == dec.state_arrays
+
+
+def test_beams_share_their_photos_grid(grid_parts, rng):
+    """Each state row refers to its photo's projected grid (reordering rows copies references, not grids), and rows
+    of one photo (read once for all) decode as rows of several (read row by row): the same numbers, the same beams."""
+    from caption_core.decoding import decode
+
+    _, dec, _ = grid_parts
+    inf = dec.inference
+    feats = rng.normal(size=(3, dec.config.feature_dim)).astype(np.float32)
+    state = inf.initial_state(feats)
+    assert len(state) == inf.state_arrays == 4 and state[0].dtype == object
+    taken = tuple(s[np.array([0, 0, 0, 2, 2])] for s in state)  # what a beam search's reorder does
+    assert taken[0][0] is taken[0][1] is taken[0][2] is state[0][0] and taken[0][3] is state[0][2]
+    tokens = np.array([START_ID, 5, 6, 5, 6])
+    one, _ = inf.step(tokens[:3], tuple(s[:3] for s in taken))  # (3, V): one photo's rows
+    mixed, _ = inf.step(tokens, taken)  # (5, V): two photos' rows
+    np.testing.assert_allclose(one, mixed[:3], atol=1e-5)
+    together = decode(inf.step, inf.initial_state(feats), 3, "beam", {"beam_width": 3, "max_length": 8, "num_return": 3})
+    for i in range(3):
+        alone = decode(inf.step, inf.initial_state(feats[i:i + 1]), 1, "beam",
+                       {"beam_width": 3, "max_length": 8, "num_return": 3})[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
+        np.testing.assert_allclose([h.log_prob for h in alone], [h.log_prob for h in together[i]], atol=1e-4)
 
 
 def test_an_ensemble_may_mix_decoder_kinds(grid_parts, tiny_parts, rng):

@@ -48,22 +48,43 @@ def build_attention_decoder(config: DecoderConfig):
     return keras.Model({"features": features, "tokens": tokens}, logits, name="attention_decoder")
 
 
+class PhotoGrid:
+    """One photo's projected grid, shared by every state row (beam) of that photo: values (N, E) and keys (N, A)."""
+
+    __slots__ = ("values", "keys")
+
+    def __init__(self, values: np.ndarray, keys: np.ndarray):
+        self.values, self.keys = values, keys
+
+    @staticmethod
+    def rows(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A state's grid references (B,) -> (values, keys): (1, N, E) and (1, N, A) where every row is one photo's,
+        else each row's, (B, N, E) and (B, N, A)."""
+        first = grid[0]
+        if all(g is first for g in grid):
+            return first.values[None], first.keys[None]
+        return np.stack([g.values for g in grid]), np.stack([g.keys for g in grid])
+
+
 class AttentionInference(NumpyDecoder):
     """The attention decoder's inference graph in NumPy, read from the saved weights (h5py; no Keras import).
 
-    State: (values (B, N, E), keys (B, N, A), h (B, U), c (B, U), hq (B, A + E + 4U)); the grid's projection and
-    keys are computed once per photo in ``initial_state`` and travel with the state, so beam search reorders them
-    like h and c; ``hq`` is h's products with the next step's query, gate and recurrent weights, computed with this
-    step's merge (one matmul of the new h). A step costs the merge decoder's step plus the attention: (B, N, A)
-    tanh and two (B, N) x (N, E) sums. Matmuls that read the same input are one each (the new h: the merge and the
-    next step's query, gate and recurrent; the context: the LSTM's input and the merge), and a photo's few beam rows
-    go through ``Dense``'s per-row products: what brought the attention decoder's decoding to its encoder's time
-    (benchmarks/attention_speed.json).
+    State: (grid (B,) object, h (B, U), c (B, U), hq (B, A + E + 4U)); the grid's projection (values (N, E)) and
+    keys (N, A) are computed once per photo in ``initial_state``, and each row of the state holds a reference to its
+    photo's (``PhotoGrid``): beam search reorders references, not the 100-170 KB a row those arrays take (49 or 81
+    cells), and where every row is one photo's (a photo captioned alone: the app's case) the step reads its grid once
+    for all of them (the beams' contexts are one (B, N) x (N, E) product). ``hq`` is h's products with the next
+    step's query, gate and recurrent weights, computed with this step's merge (one matmul of the new h). A step
+    costs the merge decoder's step plus the attention: (B, N, A) tanh and two (B, N) x (N, E) sums. Matmuls that
+    read the same input are one each (the new h: the merge and the next step's query, gate and recurrent; the
+    context: the LSTM's input and the merge), and a photo's few beam rows go through ``Dense``'s per-row products:
+    what brought the attention decoder's decoding to its encoder's time (benchmarks/attention_speed.json).
     """
 
     LAYERS = ("grid_projection", "embedding", "attention_lstm", "merge_dense", "logits")
     WHAT = "attention decoder"
-    state_arrays = 5
+    state_arrays = 4
+    _grid_rows = staticmethod(PhotoGrid.rows)  # a state's grid -> (values, keys) for the step
 
     def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
         self._keep(config, layer_weights)
@@ -95,7 +116,7 @@ class AttentionInference(NumpyDecoder):
         self._score_v = f32(score)  # (A,)
 
     def initial_state(self, features: np.ndarray) -> tuple:
-        """features (N, cells * C) -> (values (N, cells, E), keys (N, cells, A), h (N, U), c (N, U), hq (N, A + E + 4U))."""
+        """features (N, cells * C) -> (grid (N,) of ``PhotoGrid``, h (N, U), c (N, U), hq (N, A + E + 4U))."""
         c = self.config
         x = np.asarray(features, np.float32).reshape(len(features), c.grid_cells, -1)  # (N, cells, C)
         values = np.maximum(x @ self._grid_w + self._grid_b, 0.0)  # (N, cells, E)
@@ -103,7 +124,9 @@ class AttentionInference(NumpyDecoder):
         mean = values.mean(axis=1)  # (N, E)
         h = np.tanh(mean @ self._init_h_w + self._init_h_b)  # (N, U)
         cell = np.tanh(mean @ self._init_c_w + self._init_c_b)  # (N, U)
-        return values, keys, h, cell, self._from_h(h)
+        grid = np.empty(len(x), object)  # (N,): a reference per row, reordered by the strategies like h and c
+        grid[:] = [PhotoGrid(v, k) for v, k in zip(values, keys)]
+        return grid, h, cell, self._from_h(h)
 
     def attend(self, values: np.ndarray, keys: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> alpha (B, N): the weights over the cells, and ctx (B, E): the gated context."""
@@ -111,21 +134,25 @@ class AttentionInference(NumpyDecoder):
 
     def _attend(self, values: np.ndarray, keys: np.ndarray, hq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``hq`` = h @ [query | gate | recurrent] (B, A + E + 4U) -> alpha (B, N), the gated ctx (B, E), and the
-        recurrent part of the gates (B, 4U)."""
+        recurrent part of the gates (B, 4U). ``values`` (B, N, E) and ``keys`` (B, N, A) are each row's, or (1, N, E)
+        and (1, N, A): one photo's for all."""
         a, e = self.config.attention_dim, self.config.context_dim
-        hidden = np.add(keys, hq[:, None, :a])  # (B, N, A)
+        hidden = np.add(keys, hq[:, None, :a])  # (B, N, A): keys (B or 1, N, A)
         scores = np.tanh(hidden, out=hidden) @ self._score_v  # (B, N)
         scores -= scores.max(axis=1, keepdims=True)
         alpha = np.exp(scores)
         alpha /= alpha.sum(axis=1, keepdims=True)  # (B, N)
-        ctx = np.matmul(alpha[:, None, :], values)[:, 0]  # (B, E)
+        if len(values) == 1:  # one photo's grid for every row: one product
+            ctx = alpha @ values[0]  # (B, E)
+        else:
+            ctx = np.matmul(alpha[:, None, :], values)[:, 0]  # (B, E)
         ctx *= sigmoid(hq[:, a:a + e] + self._gate_b)
         return alpha, ctx, hq[:, a + e:]
 
     def _step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple, np.ndarray]:
-        values, keys, h, c, hq = state
+        grid, h, c, hq = state
         U = self.config.units
-        alpha, ctx, recurrent = self._attend(values, keys, hq)
+        alpha, ctx, recurrent = self._attend(*self._grid_rows(grid), hq)
         from_ctx = self._from_ctx(ctx)  # (B, 4U + U): the LSTM's input from the context, the merge's
         z = self._word_gates[tokens] + from_ctx[:, :4 * U]  # (B, 4U)
         z += recurrent
@@ -141,7 +168,7 @@ class AttentionInference(NumpyDecoder):
         logits += self._head_b
         logits -= logits.max(axis=1, keepdims=True)
         logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log_softmax
-        return logits, (values, keys, h, c, from_h[:, U:]), alpha
+        return logits, (grid, h, c, from_h[:, U:]), alpha
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         """tokens (B,) int, state -> log_probs (B, V) float32, new state. Decoding's step."""
