@@ -144,8 +144,11 @@ def test_beams_share_their_photos_grid(grid_parts, rng):
     assert taken[0][0] is taken[0][1] is taken[0][2] is state[0][0] and taken[0][3] is state[0][2]
     tokens = np.array([START_ID, 5, 6, 5, 6])
     one, _ = inf.step(tokens[:3], tuple(s[:3] for s in taken))  # (3, V): one photo's rows
-    mixed, _ = inf.step(tokens, taken)  # (5, V): two photos' rows
+    mixed, handed = inf.step(tokens, taken)  # (5, V): two photos' rows
     np.testing.assert_allclose(one, mixed[:3], atol=1e-5)
+    # the grid is handed on, and its rows, gathered once, are read again without another copy until a reorder
+    assert handed[0] is taken[0] and handed[0].rows()[0] is taken[0].rows()[0]
+    assert state[0].rows()[0] is state[0][0].values  # the batch's photos in order: its own arrays
     together = decode(inf.step, inf.initial_state(feats), 3, "beam", {"beam_width": 3, "max_length": 8, "num_return": 3})
     for i in range(3):
         alone = decode(inf.step, inf.initial_state(feats[i:i + 1]), 1, "beam",

@@ -49,31 +49,58 @@ def build_attention_decoder(config: DecoderConfig):
 
 
 class PhotoGrid:
-    """One photo's projected grid, shared by every state row (beam) of that photo: values (N, E) and keys (N, A)."""
+    """One photo's place in its batch's projected grid (values (P, N, E), keys (P, N, A), made once by
+    ``initial_state``): what every state row (beam) of that photo refers to, instead of a copy."""
 
-    __slots__ = ("values", "keys")
+    __slots__ = ("values", "keys", "index")
 
-    def __init__(self, values: np.ndarray, keys: np.ndarray):
-        self.values, self.keys = values, keys
+    def __init__(self, values: np.ndarray, keys: np.ndarray, index: int):
+        self.values, self.keys, self.index = values, keys, index
 
-    @staticmethod
-    def rows(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A state's grid references (B,) -> (values, keys): (1, N, E) and (1, N, A) where every row is one photo's,
-        else each row's, (B, N, E) and (B, N, A)."""
-        first = grid[0]
-        if all(g is first for g in grid):
-            return first.values[None], first.keys[None]
-        return np.stack([g.values for g in grid]), np.stack([g.keys for g in grid])
+
+class GridRows(np.ndarray):
+    """The state's grid: (B,) object array of each row's ``PhotoGrid``. The strategies reorder it like h and c (a
+    reorder copies references); ``rows`` gives the step the rows' values and keys: one photo's grid, (1, N, E) and
+    (1, N, A), where every row is that photo's (a photo captioned alone: no copy at all), the batch's own where the
+    rows are its photos in order, else (B, N, E) and (B, N, A) gathered, once: kept with the array, for as long as its
+    rows refer to the same photos (the step hands the array on; a reorder makes another), as the rows' own copies
+    used to be."""
+
+    def __array_finalize__(self, obj):
+        self._kept = None  # (the rows' photo indices, their values and keys), once read
+
+    @classmethod
+    def of(cls, values: np.ndarray, keys: np.ndarray) -> "GridRows":
+        """One row per photo of the batch: values (P, N, E), keys (P, N, A)."""
+        grid = np.empty(len(values), object).view(cls)
+        grid[:] = [PhotoGrid(values, keys, i) for i in range(len(values))]
+        return grid
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        first = self[0]
+        if not all(g.values is first.values for g in self):  # rows of several batches (put together by hand)
+            return np.stack([g.values[g.index] for g in self]), np.stack([g.keys[g.index] for g in self])
+        index = np.fromiter((g.index for g in self), np.int64, len(self))  # (B,)
+        if self._kept is not None and self._kept[0] is first.values and np.array_equal(self._kept[1], index):
+            return self._kept[2]
+        if np.all(index == first.index):  # one photo's rows
+            rows = first.values[first.index:first.index + 1], first.keys[first.index:first.index + 1]
+        elif np.array_equal(index, np.arange(len(first.values))):  # the batch's photos in order
+            rows = first.values, first.keys
+        else:
+            rows = first.values[index], first.keys[index]
+        self._kept = (first.values, index, rows)
+        return rows
 
 
 class AttentionInference(NumpyDecoder):
     """The attention decoder's inference graph in NumPy, read from the saved weights (h5py; no Keras import).
 
-    State: (grid (B,) object, h (B, U), c (B, U), hq (B, A + E + 4U)); the grid's projection (values (N, E)) and
-    keys (N, A) are computed once per photo in ``initial_state``, and each row of the state holds a reference to its
-    photo's (``PhotoGrid``): beam search reorders references, not the 100-170 KB a row those arrays take (49 or 81
-    cells), and where every row is one photo's (a photo captioned alone: the app's case) the step reads its grid once
-    for all of them (the beams' contexts are one (B, N) x (N, E) product). ``hq`` is h's products with the next
+    State: (grid (B,) ``GridRows``, h (B, U), c (B, U), hq (B, A + E + 4U)); the grid's projection (values (N, E))
+    and keys (N, A) are computed once per photo in ``initial_state``, and each row of the state refers to its
+    photo's: beam search reorders references, not the 100-170 KB a row those arrays take (49 or 81 cells), and where
+    every row is one photo's (a photo captioned alone: the app's case) the step reads its grid once for all of them
+    (the beams' contexts are one (B, N) x (N, E) product). ``hq`` is h's products with the next
     step's query, gate and recurrent weights, computed with this step's merge (one matmul of the new h). A step
     costs the merge decoder's step plus the attention: (B, N, A) tanh and two (B, N) x (N, E) sums. Matmuls that
     read the same input are one each (the new h: the merge and the next step's query, gate and recurrent; the
@@ -84,7 +111,6 @@ class AttentionInference(NumpyDecoder):
     LAYERS = ("grid_projection", "embedding", "attention_lstm", "merge_dense", "logits")
     WHAT = "attention decoder"
     state_arrays = 4
-    _grid_rows = staticmethod(PhotoGrid.rows)  # a state's grid -> (values, keys) for the step
 
     def __init__(self, config: DecoderConfig, layer_weights: dict[str, list[np.ndarray]]):
         self._keep(config, layer_weights)
@@ -116,7 +142,7 @@ class AttentionInference(NumpyDecoder):
         self._score_v = f32(score)  # (A,)
 
     def initial_state(self, features: np.ndarray) -> tuple:
-        """features (N, cells * C) -> (grid (N,) of ``PhotoGrid``, h (N, U), c (N, U), hq (N, A + E + 4U))."""
+        """features (N, cells * C) -> (grid (N,) ``GridRows``, h (N, U), c (N, U), hq (N, A + E + 4U))."""
         c = self.config
         x = np.asarray(features, np.float32).reshape(len(features), c.grid_cells, -1)  # (N, cells, C)
         values = np.maximum(x @ self._grid_w + self._grid_b, 0.0)  # (N, cells, E)
@@ -124,9 +150,7 @@ class AttentionInference(NumpyDecoder):
         mean = values.mean(axis=1)  # (N, E)
         h = np.tanh(mean @ self._init_h_w + self._init_h_b)  # (N, U)
         cell = np.tanh(mean @ self._init_c_w + self._init_c_b)  # (N, U)
-        grid = np.empty(len(x), object)  # (N,): a reference per row, reordered by the strategies like h and c
-        grid[:] = [PhotoGrid(v, k) for v, k in zip(values, keys)]
-        return grid, h, cell, self._from_h(h)
+        return GridRows.of(values, keys), h, cell, self._from_h(h)
 
     def attend(self, values: np.ndarray, keys: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> alpha (B, N): the weights over the cells, and ctx (B, E): the gated context."""
@@ -152,7 +176,7 @@ class AttentionInference(NumpyDecoder):
     def _step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple, np.ndarray]:
         grid, h, c, hq = state
         U = self.config.units
-        alpha, ctx, recurrent = self._attend(*self._grid_rows(grid), hq)
+        alpha, ctx, recurrent = self._attend(*grid.rows(), hq)
         from_ctx = self._from_ctx(ctx)  # (B, 4U + U): the LSTM's input from the context, the merge's
         z = self._word_gates[tokens] + from_ctx[:, :4 * U]  # (B, 4U)
         z += recurrent
