@@ -100,6 +100,10 @@ BEAM_WIDTH = Option("beam_width", int, 3, "beams kept per image", 1, 10, 1, labe
 LENGTH_PENALTY = Option("length_penalty", float, 0.0,
                         "ranking: score = log_prob / ((5 + length) / 6) ** alpha (0 = plain log-probability)",
                         0.0, 2.0, 0.1, label="Length penalty (alpha)")
+LOOKAHEAD = Option("lookahead", int, 60, "a live beam is searched on while it could still beat the finished captions "
+                   "returned by ending within this many more words (60, or max_length or more: the exact search, "
+                   "any length; fewer: fewer beams searched, and a longer caption the exact search finds may be "
+                   "missed)", 0, 60, 1, label="Beam lookahead (words)")
 CONSENSUS = Option("consensus", bool, False, "of the captions the beams finish (as many as there are beams), return first "
                    "the one that agrees most with the others, each weighed by its probability (minimum Bayes risk "
                    "over n-grams), not the single most probable", label="Consensus of the beams")
@@ -233,6 +237,15 @@ def _bool_arg(text: str) -> bool:
 def length_normaliser(length: int | np.ndarray, alpha: float):
     """GNMT length penalty: ((5 + length) / 6) ** alpha; 1 when alpha == 0."""
     return ((5.0 + length) / 6.0) ** alpha if alpha else 1.0
+
+
+def _best_final(lp: np.ndarray, t: int, opts, alpha: float) -> np.ndarray:
+    """The best score live beams of log-probability ``lp`` (t + 1 words written) can still reach, ending within
+    ``lookahead`` more words (at most ``max_length``): their log-probability only falls, so it is lp over the
+    largest length normaliser they may reach (the exact bound where that is ``max_length``)."""
+    if not alpha:
+        return lp
+    return lp / length_normaliser(min(opts.max_length, t + 1 + getattr(opts, "lookahead", LOOKAHEAD.default)), alpha)
 
 
 _TOP_K_GROUPS = 64  # _top_k's bound: the maxima of this many interleaved groups of a row
@@ -428,7 +441,7 @@ def greedy(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothe
     return [[h] for h in _run_rows(step, state, n_images, opts, lambda lp: lp.argmax(axis=1))]
 
 
-@register_strategy("beam", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, CONSENSUS, CONSENSUS_TEMPERATURE,
+@register_strategy("beam", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, LOOKAHEAD, NUM_RETURN, CONSENSUS, CONSENSUS_TEMPERATURE,
                    help="keep the beam_width best partial captions at every step: usually the best captions")
 def beam_search(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothesis]]:
     """Beam search, ``beam_width`` beams per image, all images batched.
@@ -491,7 +504,7 @@ def sample(step: StepFn, state: tuple, n_images: int, opts) -> list[list[Hypothe
     Option("group_width", int, 2, "beams per group", 1, 5, 1, label="Beams per group"),
     Option("diversity_penalty", float, 1.0, "log-probability each earlier group's choice of a word at the same step "
            "costs a later group (Hamming diversity)", 0.0, 5.0, 0.1, label="Diversity penalty"),
-    LENGTH_PENALTY, NUM_RETURN, CONSENSUS, CONSENSUS_TEMPERATURE,
+    LENGTH_PENALTY, LOOKAHEAD, NUM_RETURN, CONSENSUS, CONSENSUS_TEMPERATURE,
     defaults={"num_return": 3},
     help="diverse beam search (Vijayakumar et al. 2016): groups of beams pushed apart, so the n-best list shows "
          "different captions, not variants of one")
@@ -597,7 +610,7 @@ def _grouped_beam_search(step: StepFn, state: tuple, n_images: int, opts, groups
                     group_done[i, g] = True
                 elif len(scores) >= need:
                     kth = sorted(scores, reverse=True)[need - 1]
-                    bounds = new_lp[i, g] / length_normaliser(T, alpha) if alpha > 0 else new_lp[i, g]  # (W,)
+                    bounds = _best_final(new_lp[i, g], t, opts, alpha)  # (W,)
                     if bounds.max() <= kth:
                         group_done[i, g] = True
                     elif G == 1:  # a beam that cannot beat them is not searched on: every candidate it would
@@ -694,7 +707,7 @@ def _with_bans(step: StepFn, state: tuple, banned: np.ndarray) -> tuple[StepFn, 
     return banned_step, (*state, np.arange(len(banned)))
 
 
-@register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
+@register_strategy("guided", *COMMON, BEAM_WIDTH, LENGTH_PENALTY, LOOKAHEAD, NUM_RETURN, GUIDE_THRESHOLD, GUIDE_VETO,
                    GUIDE_VETO_ALONE, GUIDE_WITHIN, GUIDE_DETECTOR, GUIDE_DETECTOR_FIRST, GUIDE_COUNT, GUIDE_UNSEEN,
                    CONSENSUS, CONSENSUS_TEMPERATURE,
                    help="beam search guided by what the photo shows: the encoder's ImageNet classifier and the COCO "
@@ -812,11 +825,11 @@ def _constrained_beam_search(step: StepFn, state: tuple, required_ids: np.ndarra
         best_alive = new_lp.reshape(n, 2 * W).max(axis=1)
         for i in np.flatnonzero(~done):
             scores = sorted((h.score for h in finished[i]), reverse=True)
-            bound = best_alive[i] / length_normaliser(T, alpha) if alpha > 0 else best_alive[i]
+            bound = _best_final(best_alive[i], t, opts, alpha)
             if best_alive[i] == NEG_INF or (len(scores) >= need and bound <= scores[need - 1]):
                 done[i] = True
             elif len(scores) >= need:  # beams that cannot beat them are not searched on (as in beam search)
-                bounds = new_lp[i] / length_normaliser(T, alpha) if alpha > 0 else new_lp[i]  # (2, W)
+                bounds = _best_final(new_lp[i], t, opts, alpha)  # (2, W)
                 new_lp[i][bounds <= scores[need - 1]] = NEG_INF
         new_lp[done] = NEG_INF
         if done.all() or last:

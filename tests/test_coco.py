@@ -136,6 +136,13 @@ def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
     assert [(o.get("consensus", False), o["no_repeat_within"]) for _, o in gapped[plain:]] == \
         [(c, g) for g in (3, 6) for c in [False] * len(only) + [True] * len(only)]
     assert not any("no_repeat_within" in o for _, o in gapped[:plain])
+    # lookaheads: each candidate with consensus (gapped or not) again with the lookahead, after all the others
+    ahead = candidates({"beam_width": 3}, ChooseConfig(thresholds=("0.3",), veto_alone=("true",),
+                                                       detector_thresholds=("0.5",), unseen=("false",),
+                                                       consensus_widths=("5",), repeat_gaps=("6",), lookaheads=("3",)))
+    agreeing = [(name, o) for name, o in ahead[:2 * plain] if o.get("consensus")]
+    assert ahead[:plain] == gapped[:plain] and ahead[2 * plain:] == [(n, {**o, "lookahead": 3}) for n, o in agreeing]
+    assert len(agreeing) == 2 * len(only)
 
 
 def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):

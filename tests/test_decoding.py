@@ -344,6 +344,49 @@ def test_beam_search_returns_what_textbook_beam_search_returns_with_fewer_rows(w
                 assert step.rows < textbook.rows, (seed, step.rows, textbook.rows)
 
 
+# START -> A .45 / B .55; B -> END; A -> C -> D -> E -> END. With alpha = 1, "B" (2 words) scores log .55 / (7/6) =
+# -0.512 and "A C D E" (5 words) log .45 / (10/6) = -0.479: the long caption wins, found only by searching A on.
+LONG_WINS = {START_ID: {A: 0.45, B: 0.55}, B: {END_ID: 1.0}, A: {C: 1.0}, C: {D: 1.0}, D: {E: 1.0}, E: {END_ID: 1.0}}
+
+
+@pytest.mark.parametrize("strategy", ["beam", "guided"])
+def test_lookahead_drops_a_beam_that_could_only_win_by_growing(strategy):
+    """After step 2 "B" has finished (-0.512) and "A C" lives on (log-probability -0.799): it beats -0.512 only by
+    ending 3 or more words later (-0.799 / (10/6)). The exact search (lookahead up to max_length) finds "A C D E";
+    a lookahead of 2 words drops the beam then, and returns "B", in fewer rows; 3 words is enough."""
+    words = {}
+    for lookahead in (60, 3, 2, 0):
+        step = markov(LONG_WINS)
+        [[h]] = decode(step, state_for(1), 1, strategy, beam_width=2, length_penalty=1.0, max_length=9,
+                       lookahead=lookahead)
+        words[lookahead] = (h.tokens, sum(step.calls["rows"]))
+    assert words[60][0] == words[3][0] == [A, C, D, E, END_ID]
+    assert words[2][0] == words[0][0] == [B, END_ID]
+    assert words[2][1] < words[3][1] <= words[60][1]
+
+
+def test_lookahead_of_max_length_is_the_exact_search_and_fewer_words_step_fewer_rows():
+    """Any lookahead of max_length or more is the exact search (the same captions and rows); a short one steps fewer
+    rows over many images, and what it returns are real paths scored as the exact search scores them."""
+    rows = {}
+    for lookahead in (60, 12, 2, 0):
+        rows[lookahead], got = 0, []
+        for seed in range(6):
+            step = random_model(seed)
+            got.append(decode(step, (np.arange(3),), 3, "beam", beam_width=4, length_penalty=1.0, num_return=4,
+                              max_length=12, no_repeat_ngram_size=0, lookahead=lookahead))
+            rows[lookahead] += step.rows
+            for per in got[-1]:
+                assert all(h.score == pytest.approx(h.log_prob / ((5 + len(h.tokens)) / 6)) for h in per)
+        if lookahead == 60:
+            exact = got
+        elif lookahead == 8:
+            assert [[[h.tokens for h in per] for per in g] for g in got] == \
+                [[[h.tokens for h in per] for per in g] for g in exact]
+    assert rows[12] == rows[60]
+    assert rows[0] < rows[2] < rows[60]
+
+
 def test_constrained_search_stops_early_with_the_same_best_caption():
     """The constrained search's early stop and dead-beam pruning (one caption returned) give the caption and score
     that searching on for W does (every caption returned)."""

@@ -12,7 +12,8 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
    classifier's threshold at 1: it only vetoes); each with the detector also with and without ``guide_unseen`` (no
    people, nor animals it did not find, on an object scene); and each of those with ``consensus`` at each of
    ``consensus_widths`` (none unless asked); and each of all those with ``no_repeat_within`` at each of
-   ``repeat_gaps`` (none unless asked).
+   ``repeat_gaps`` (none unless asked); and each with consensus also with a ``lookahead`` at each of
+   ``lookaheads`` (none unless asked).
 2. **Eligible**: Flickr8k dev CIDEr within ``max_dev_drop`` of the best candidate's, no dangling endings on
    either set, and at least ``min_distinct`` distinct dev captions (or as many as beam search gives, where it
    gives fewer).
@@ -49,12 +50,16 @@ class ChooseConfig(Config):
     # slower; keep the decode cost in mind: benchmarks/decode_cost.py)
     repeat_gaps: tuple[int, ...] = ()  # each candidate (those with consensus too) also with no_repeat_within at
     # each of these gaps (a content word may not come again within that many words: "a woman and a woman")
+    lookaheads: tuple[int, ...] = ()  # each candidate with consensus also with the search's lookahead at each of these
+    # (a beam is searched on while it could still win by ending within that many more words: the exact search's tail,
+    # where consensus's wide beams linger, is cut; caption_core.decoding.LOOKAHEAD)
 
     def __post_init__(self):  # command-line values arrive as strings
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         object.__setattr__(self, "detector_thresholds", tuple(float(t) for t in self.detector_thresholds))
         object.__setattr__(self, "consensus_widths", tuple(int(w) for w in self.consensus_widths))
         object.__setattr__(self, "repeat_gaps", tuple(int(g) for g in self.repeat_gaps))
+        object.__setattr__(self, "lookaheads", tuple(int(n) for n in self.lookaheads))
         for name in ("detector_first", "counts", "unseen"):
             object.__setattr__(self, name, tuple(v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
                                                  for v in getattr(self, name)))
@@ -78,7 +83,8 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
                                    "guide_detector": d, "guide_detector_first": first, "guide_count": n,
                                    "guide_unseen": u}))
     out += [(name, {**o, "beam_width": w, "consensus": True}) for w in cfg.consensus_widths for name, o in out]
-    return out + [(name, {**o, "no_repeat_within": g}) for g in cfg.repeat_gaps for name, o in out]
+    out += [(name, {**o, "no_repeat_within": g}) for g in cfg.repeat_gaps for name, o in out]
+    return out + [(name, {**o, "lookahead": n}) for n in cfg.lookaheads for name, o in out if o.get("consensus")]
 
 
 def eligible(rows: list[dict], cfg: ChooseConfig) -> list[dict]:
@@ -151,7 +157,7 @@ def score_candidates(captioner, cands: list[tuple[str, dict]], dataset: str, coc
         rows.append({"strategy": strategy, "options": options, "flickr_dev": dev, "ood_dev": ood,
                      **({"ood_captions": dict(zip(o_ids, ood_texts))} if keep_captions else {})})
         shown = {k[6:] if k.startswith("guide_") else k: v for k, v in options.items()
-                 if k.startswith(("guide_", "consensus")) or k in ("beam_width", "no_repeat_within")}
+                 if k.startswith(("guide_", "consensus")) or k in ("beam_width", "no_repeat_within", "lookahead")}
         print(f"{label or captioner.name} {strategy} {shown}: "
               f"Flickr8k dev CIDEr {dev['CIDEr']:.4f} distinct {dev['distinct_share']:.0%}; out-of-domain CIDEr "
               f"{ood['CIDEr']:.4f}, main object named {ood.get('main_object_named', '-')}/{ood.get('main_object_of', '-')}",
