@@ -143,6 +143,23 @@ def test_the_rule_best_out_of_domain_among_those_that_keep_flickr_dev():
     agreeing = [(name, o) for name, o in ahead[:2 * plain] if o.get("consensus")]
     assert ahead[:plain] == gapped[:plain] and ahead[2 * plain:] == [(n, {**o, "lookahead": 3}) for n, o in agreeing]
     assert len(agreeing) == 2 * len(only)
+    # a base that already has what the options add (a bundle chosen before) gives each candidate once
+    again = candidates({"beam_width": 5, "consensus": True, "no_repeat_within": 6},
+                       ChooseConfig(thresholds=("0.3",), veto_alone=("true",), detector_thresholds=("0.5",),
+                                    unseen=("false",), consensus_widths=("5",), repeat_gaps=("6",), lookaheads=("0",)))
+    assert len(again) == 2 * len(only)
+    assert len({(n, tuple(sorted(o.items()))) for n, o in again}) == len(again) and again[0][0] == "beam"
+
+
+def test_choosing_again_starts_from_the_tuned_beam_search():
+    """The candidates' base is the tuned beam search: the first row of an earlier choice, not the decoding it chose."""
+    from training.choose import tuned_base
+
+    tuned = {"strategy": "beam", "options": {"beam_width": 5, "length_penalty": 1.0}}
+    chosen = {"strategy": "guided", "options": {"beam_width": 10, "consensus": True, "guide_threshold": 0.5}}
+    assert tuned_base({"default_decoding": tuned}) == tuned["options"]
+    assert tuned_base({"default_decoding": chosen}) == {"beam_width": 10, "consensus": True}  # never chosen: as written
+    assert tuned_base({"default_decoding": chosen, "ood_dev": {"rows": [tuned, chosen]}}) == tuned["options"]
 
 
 def test_choose_writes_the_default_its_dev_rows_and_its_test_scores(tmp_path, tiny_parts):

@@ -5,7 +5,7 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
 (``training.coco``: coco-mini here). The rule (stated in docs/results.md, recorded in the manifest):
 
 1. **Candidates**: the bundle's tuned beam search (``python -m training tune`` chose its width, length penalty
-   and n-gram blocking on Flickr8k dev), and guided decoding on top of the same options at each threshold of
+   and n-gram blocking on Flickr8k dev; choosing again starts from it, not from the earlier choice), and guided decoding on top of the same options at each threshold of
    ``ChooseConfig.thresholds``, with and without the veto alone (``guide_veto_alone``); each of those also with the
    COCO detector at each of ``detector_thresholds``, its word winning a disagreement or not
    (``guide_detector_first``), with and without its count (``guide_count``); and the detector alone (the
@@ -84,7 +84,18 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
                                    "guide_unseen": u}))
     out += [(name, {**o, "beam_width": w, "consensus": True}) for w in cfg.consensus_widths for name, o in out]
     out += [(name, {**o, "no_repeat_within": g}) for g in cfg.repeat_gaps for name, o in out]
-    return out + [(name, {**o, "lookahead": n}) for n in cfg.lookaheads for name, o in out if o.get("consensus")]
+    out += [(name, {**o, "lookahead": n}) for n in cfg.lookaheads for name, o in out if o.get("consensus")]
+    first = {(name, tuple(sorted(o.items()))): i for i, (name, o) in reversed(list(enumerate(out)))}
+    return [out[i] for i in sorted(first.values())]  # each candidate once (a base with consensus already: no copies)
+
+
+def tuned_base(manifest: dict) -> dict:
+    """The options the candidates build on: the tuned beam search's (the first row of an earlier choice, which was
+    its base), else the default decoding's (what ``tune`` wrote); guidance left out. Choosing again starts where the
+    first choice started, not from what it chose."""
+    rows = (manifest.get("ood_dev") or {}).get("rows") or []
+    first = rows[0] if rows and rows[0].get("strategy") == "beam" else (manifest.get("default_decoding") or {})
+    return {k: v for k, v in first.get("options", {}).items() if not k.startswith("guide_")}
 
 
 def eligible(rows: list[dict], cfg: ChooseConfig) -> list[dict]:
@@ -114,8 +125,7 @@ def choose_default(folder: str, cfg: ChooseConfig, dataset: str, coco: str, cach
 
     captioner = Captioner.from_bundle(folder, supported_options(read_manifest(folder)["encoder"]["name"],
                                                                 {"precision": "float32"}))
-    base = {k: v for k, v in (captioner.manifest.get("default_decoding") or {}).get("options", {}).items()
-            if not k.startswith("guide_")}
+    base = tuned_base(captioner.manifest)
     t0 = time.perf_counter()
     rows = score_candidates(captioner, candidates(base, cfg, detector=captioner.detector is not None), dataset, coco,
                             cache)
