@@ -31,6 +31,7 @@ from PIL import Image
 from .bundle import BundleError, best_first, list_baselines, list_bundles, read_manifest, resolve_bundle, test_metrics
 from .captioner import Captioner
 from .config import Config
+from .decoding import LOOKAHEAD
 from .encoders import ENCODERS, supported_options
 from .hub import cached_examples, dataset_examples
 from .images import ImageError, ImageLimits, load_image
@@ -300,6 +301,8 @@ def describe_decoding(strategy: str, options: dict) -> str:
         parts.append("consensus")
     if options.get("no_repeat_within"):
         parts.append(f"no word again within {options['no_repeat_within']}")
+    if options.get("lookahead", LOOKAHEAD.default) < LOOKAHEAD.default:
+        parts.append(f"lookahead {options['lookahead']}")
     return ", ".join(parts)
 
 

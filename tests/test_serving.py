@@ -133,3 +133,6 @@ def test_a_decoding_in_a_few_words():
     assert describe_decoding("guided", {**options, "no_repeat_within": 4}).endswith("alpha 1.0, no word again within 4")
     assert describe_decoding("beam", {"beam_width": 7, "consensus": True}) == "beam, beam 7, consensus"
     assert describe_decoding("greedy", {"no_repeat_within": 0}) == "greedy"
+    assert describe_decoding("beam", {"beam_width": 10, "consensus": True, "lookahead": 0}) == \
+        "beam, beam 10, consensus, lookahead 0"
+    assert describe_decoding("beam", {"beam_width": 10, "lookahead": 60}) == "beam, beam 10"
