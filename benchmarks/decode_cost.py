@@ -1,6 +1,7 @@
 """What decoding a caption costs with one bundle against another of the same encoder (issue 33: a decoder that reads
 object words over a larger vocabulary must stay within 1.5x): one photo at a time, interleaved, float32, both with the
-same decoding (default: beam search, width 3; --strategy guided adds the detector-guided search they ship).
+same decoding (default: beam search, width 3; --strategy guided adds the detector-guided search they ship), or each its
+own default decoding (--strategy default: what the app serves).
 
     .venv/bin/python benchmarks/decode_cost.py BASE_BUNDLE CANDIDATE_BUNDLE [--photos 40] [--json OUT]
         [--candidate-options consensus=true beam_width=7]   # the candidate with options of its own on top
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("base", help="the bundle measured against")
     p.add_argument("candidate", help="the bundle measured (the same encoder)")
     p.add_argument("--photos", type=int, default=40)
-    p.add_argument("--strategy", default="beam")
+    p.add_argument("--strategy", default="beam", help="the decoding both use (default: %(default)s); 'default': each "
+                   "bundle's own default decoding, what the app serves (--beam-width then unused)")
     p.add_argument("--beam-width", type=int, default=3)
     p.add_argument("--source", choices=("flickr", "coco"), default="flickr",
                    help="Flickr8k test photos, or coco-mini's everyday ones (default: %(default)s)")
@@ -47,16 +49,17 @@ def main(argv=None) -> int:
     if caps["base"].encoder.name != caps["candidate"].encoder.name:
         raise SystemExit("the two bundles must share the encoder: the decoders are what is compared")
     images = photos(args.photos, args.source)
-    opts = {"beam_width": args.beam_width}
+    own = args.strategy == "default"
+    opts = {} if own else {"beam_width": args.beam_width}
     if args.strategy == "guided":
         opts.update(guide_threshold=1.0, guide_veto=True, guide_detector=0.5, guide_detector_first=True,
                     guide_count=False)
     extra = {"candidate": dict(args.candidate_options)}
-    rows = interleaved(caps, images, args.strategy, opts, extra=extra)
+    rows = interleaved(caps, images, None if own else args.strategy, opts, extra=extra)
     med, mean = ({kind: {k: round(stat([r[kind][k] for r in rows]), 2) for k in ("total_ms", "decode_ms", "words")}
                   for kind in caps} for stat in (statistics.median, statistics.fmean))
     out = {"base": args.base, "candidate": args.candidate, "photos": len(images), "strategy": args.strategy,
-           "options": opts, "candidate_options": extra["candidate"], "precision": "float32", "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
+           "options": opts if not own else {k: c.default_options for k, c in caps.items()}, "candidate_options": extra["candidate"], "precision": "float32", "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
            "object_words": {k: (c.object_words.size if c.object_words else 0) for k, c in caps.items()},
            "median": med, "decode_ratio": round(med["candidate"]["decode_ms"] / med["base"]["decode_ms"], 3),
            "total_ratio": round(med["candidate"]["total_ms"] / med["base"]["total_ms"], 3),
