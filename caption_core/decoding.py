@@ -245,7 +245,7 @@ def _best_final(lp: np.ndarray, t: int, opts, alpha: float) -> np.ndarray:
     largest length normaliser they may reach (the exact bound where that is ``max_length``)."""
     if not alpha:
         return lp
-    return lp / length_normaliser(min(opts.max_length, t + 1 + getattr(opts, "lookahead", LOOKAHEAD.default)), alpha)
+    return lp / length_normaliser(min(opts.max_length, t + 1 + opts.lookahead), alpha)
 
 
 _TOP_K_GROUPS = 64  # _top_k's bound: the maxima of this many interleaved groups of a row

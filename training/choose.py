@@ -5,15 +5,15 @@ So each candidate decoding is scored on two dev sets: Flickr8k dev and an out-of
 (``training.coco``: coco-mini here). The rule (stated in docs/results.md, recorded in the manifest):
 
 1. **Candidates**: the bundle's tuned beam search (``python -m training tune`` chose its width, length penalty
-   and n-gram blocking on Flickr8k dev; choosing again starts from it, not from the earlier choice), and guided decoding on top of the same options at each threshold of
-   ``ChooseConfig.thresholds``, with and without the veto alone (``guide_veto_alone``); each of those also with the
-   COCO detector at each of ``detector_thresholds``, its word winning a disagreement or not
-   (``guide_detector_first``), with and without its count (``guide_count``); and the detector alone (the
-   classifier's threshold at 1: it only vetoes); each with the detector also with and without ``guide_unseen`` (no
-   people, nor animals it did not find, on an object scene); and each of those with ``consensus`` at each of
-   ``consensus_widths`` (none unless asked); and each of all those with ``no_repeat_within`` at each of
-   ``repeat_gaps`` (none unless asked); and each with consensus also with a ``lookahead`` at each of
-   ``lookaheads`` (none unless asked).
+   and n-gram blocking on Flickr8k dev; choosing again starts from it, not from the earlier choice), and guided
+   decoding on top of the same options at each threshold of ``ChooseConfig.thresholds``, with and without the veto
+   alone (``guide_veto_alone``); each of those also with the COCO detector at each of ``detector_thresholds``, its
+   word winning a disagreement or not (``guide_detector_first``), with and without its count (``guide_count``); and
+   the detector alone (the classifier's threshold at 1: it only vetoes); each with the detector also with and
+   without ``guide_unseen`` (no people, nor animals it did not find, on an object scene); and each of those with
+   ``consensus`` at each of ``consensus_widths`` (none unless asked); and each of all those with ``no_repeat_within``
+   at each of ``repeat_gaps`` (none unless asked); and each with consensus also with a ``lookahead`` at each of
+   ``lookaheads`` (none unless asked). Each candidate is scored once.
 2. **Eligible**: Flickr8k dev CIDEr within ``max_dev_drop`` of the best candidate's, no dangling endings on
    either set, and at least ``min_distinct`` distinct dev captions (or as many as beam search gives, where it
    gives fewer).
@@ -85,8 +85,12 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
     out += [(name, {**o, "beam_width": w, "consensus": True}) for w in cfg.consensus_widths for name, o in out]
     out += [(name, {**o, "no_repeat_within": g}) for g in cfg.repeat_gaps for name, o in out]
     out += [(name, {**o, "lookahead": n}) for n in cfg.lookaheads for name, o in out if o.get("consensus")]
-    first = {(name, tuple(sorted(o.items()))): i for i, (name, o) in reversed(list(enumerate(out)))}
-    return [out[i] for i in sorted(first.values())]  # each candidate once (a base with consensus already: no copies)
+    seen, unique = set(), []  # each candidate once (a base that has consensus already would give copies)
+    for name, o in out:
+        if (name, tuple(sorted(o.items()))) not in seen:
+            seen.add((name, tuple(sorted(o.items()))))
+            unique.append((name, o))
+    return unique
 
 
 def tuned_base(manifest: dict) -> dict:
