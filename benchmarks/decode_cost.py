@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     med, mean = ({kind: {k: round(stat([r[kind][k] for r in rows]), 2) for k in ("total_ms", "decode_ms", "words")}
                   for kind in caps} for stat in (statistics.median, statistics.fmean))
     out = {"base": args.base, "candidate": args.candidate, "photos": len(images), "strategy": args.strategy,
-           "options": opts if not own else {k: c.default_options for k, c in caps.items()}, "candidate_options": extra["candidate"], "precision": "float32", "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
+           "options": {k: c.default_options for k, c in caps.items()} if own else opts,
+           "candidate_options": extra["candidate"], "precision": "float32",
+           "vocabulary": {k: len(c.vocab) for k, c in caps.items()},
            "object_words": {k: (c.object_words.size if c.object_words else 0) for k, c in caps.items()},
            "median": med, "decode_ratio": round(med["candidate"]["decode_ms"] / med["base"]["decode_ms"], 3),
            "total_ratio": round(med["candidate"]["total_ms"] / med["base"]["total_ms"], 3),

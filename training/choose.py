@@ -85,12 +85,10 @@ def candidates(base: dict, cfg: ChooseConfig, detector: bool = True) -> list[tup
     out += [(name, {**o, "beam_width": w, "consensus": True}) for w in cfg.consensus_widths for name, o in out]
     out += [(name, {**o, "no_repeat_within": g}) for g in cfg.repeat_gaps for name, o in out]
     out += [(name, {**o, "lookahead": n}) for n in cfg.lookaheads for name, o in out if o.get("consensus")]
-    seen, unique = set(), []  # each candidate once (a base that has consensus already would give copies)
+    unique: dict = {}  # each candidate once, in order (a base that has consensus already would give copies)
     for name, o in out:
-        if (name, tuple(sorted(o.items()))) not in seen:
-            seen.add((name, tuple(sorted(o.items()))))
-            unique.append((name, o))
-    return unique
+        unique.setdefault((name, tuple(sorted(o.items()))), (name, o))
+    return list(unique.values())
 
 
 def tuned_base(manifest: dict) -> dict:
@@ -98,7 +96,7 @@ def tuned_base(manifest: dict) -> dict:
     its base), else the default decoding's (what ``tune`` wrote); guidance left out. Choosing again starts where the
     first choice started, not from what it chose."""
     rows = (manifest.get("ood_dev") or {}).get("rows") or []
-    first = rows[0] if rows and rows[0].get("strategy") == "beam" else (manifest.get("default_decoding") or {})
+    first = rows[0] if rows else (manifest.get("default_decoding") or {})
     return {k: v for k, v in first.get("options", {}).items() if not k.startswith("guide_")}
 
 

@@ -78,11 +78,12 @@ class GridRows(np.ndarray):
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         first = self[0]
-        if not all(g.values is first.values for g in self):  # rows of several batches (put together by hand)
-            return np.stack([g.values[g.index] for g in self]), np.stack([g.keys[g.index] for g in self])
         index = np.fromiter((g.index for g in self), np.int64, len(self))  # (B,)
         if self._kept is not None and self._kept[0] is first.values and np.array_equal(self._kept[1], index):
             return self._kept[2]
+        if not all(g.values is first.values for g in self):  # nothing here makes such rows: say so, never mix them up
+            raise ValueError("attention state rows from different batches: decode the photos together, from one "
+                             "initial_state of all their features")
         if np.all(index == first.index):  # one photo's rows
             rows = first.values[first.index:first.index + 1], first.keys[first.index:first.index + 1]
         elif np.array_equal(index, np.arange(len(first.values))):  # the batch's photos in order
