@@ -206,11 +206,19 @@ class Captioner:
         """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None: the classifier's
         reading, and the detector's ``objects`` (per image, or None) where the options use the detector."""
         with_detector = objects is not None and (opts.guide_detector < 1.0 or opts.guide_unseen)
+        scenes = self.unfamiliar(class_probs, objects) if opts.guide_unseen and with_detector else None
         return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto, veto_alone=opts.guide_veto_alone,
                                       objects=objects if with_detector else None,
                                       detector_words=self.detector_words if with_detector else None,
                                       detector_threshold=opts.guide_detector, detector_first=opts.guide_detector_first,
-                                      count=opts.guide_count, unseen=opts.guide_unseen)
+                                      count=opts.guide_count, unseen=opts.guide_unseen, unseen_rows=scenes)
+
+    def unfamiliar(self, class_probs: np.ndarray, objects: list) -> np.ndarray | None:
+        """(N,) bool: the photos of a scene this bundle's photo members never saw (an ensemble with unfamiliar
+        scenes: ``caption_core.decoders.ensemble.SceneConfig``), or None where the bundle cannot tell."""
+        if self.object_words is None or getattr(self.decoder, "scenes", None) is None:
+            return None
+        return self.decoder.unfamiliar(self.object_words.photo_vectors(class_probs, objects, len(class_probs)))
 
     def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
         """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with

@@ -677,9 +677,10 @@ GUIDE_DETECTOR_FIRST = Option("guide_detector_first", bool, True, "where the det
                               "different words, the detector's win", label="Detector first")
 GUIDE_COUNT = Option("guide_count", bool, False, "the detector's count: two or more of the main object require its plural "
                      "('dogs'), one its singular", label="Name the number")
-GUIDE_UNSEEN = Option("guide_unseen", bool, False, "on an object scene (the detector finds things, and no person) the "
-                      "caption may not name people, nor an animal the detector did not find: what a Flickr8k decoder "
-                      "puts in a kitchen", label="No people where nobody is seen")
+GUIDE_UNSEEN = Option("guide_unseen", bool, False, "on an object scene (the detector finds things, and no person; "
+                      "with a bundle that knows which scenes it never saw, only on those) the caption may not name "
+                      "people, nor an animal where the detector found none: what a Flickr8k decoder puts in a kitchen",
+                      label="No people where nobody is seen")
 GUIDE_WITHIN = Option("guide_within", int, 0, "the required word must come within the first N words, as the caption's "
                       "subject rather than an accessory (0 = anywhere)", 0, 12, 1, label="Required word within (0 = anywhere)")
 

@@ -85,9 +85,9 @@ def guidance_md(g: dict | None, options: dict) -> str:
     vetoed = [w for w in g["banned_words"] if w not in unseen]
     more = len(vetoed) - 8
     banned = (f"ruled out: {', '.join(vetoed[:8])}" + (f" and {more} more" if more > 0 else "") if vetoed else "")
-    if unseen:  # an object scene: the people and animals the detector did not find
-        banned = "; ".join(x for x in (banned, "the detector sees things but no one here: no people, and no animal it "
-                                       f"did not find ({', '.join(g['unseen_words'][:4])}, ...)") if x)
+    if unseen:  # an object scene: the people (and, where it found no animal, the animals) the detector did not find
+        banned = "; ".join(x for x in (banned, "the detector sees things but no one here: none of the people or animals "
+                                       f"it did not find ({', '.join(g['unseen_words'][:4])}, ...)") if x)
     if not g["word"]:  # the veto alone: nothing confident enough to require, but animals it is sure are absent
         who = "the detector" if unseen and not vetoed else "the classifier"
         return (f"*Guided by {who}: no word required (the classifier's best class, {g['top_class']}, "

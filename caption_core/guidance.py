@@ -59,9 +59,11 @@ GUIDED_GROUPS = ("animal", "vehicle", "food", "plant", "furniture", "device")
 SUBJECT_GROUPS = ("animal",)
 # ``unseen``: an object scene is a photo where the detector finds no person and something else at least this confident;
 # there the words of these COCO categories it did not find are banned (people, then COCO's animals: what a Flickr8k
-# decoder puts in a kitchen), but for the person words that count animals and things too
+# decoder puts in a kitchen), but for the person words that count animals and things too; where it found an animal,
+# the other animals stay (which animal it is, the detector may have wrong: a Flickr8k dog read as a bear)
 SCENE_SCORE = 0.5
-UNSEEN_CATEGORIES = ("person", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+UNSEEN_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+UNSEEN_CATEGORIES = ("person", *UNSEEN_ANIMALS)
 COLLECTIVE_WORDS = frozenset({"group", "crowd", "couple", "family", "team"})
 
 
@@ -207,7 +209,7 @@ class WordMap:
                  groups: Sequence[str] = GUIDED_GROUPS, veto_groups: Sequence[str] = SUBJECT_GROUPS,
                  veto_alone: bool = False, objects: Sequence | None = None, detector_words: "DetectorWords | None" = None,
                  detector_threshold: float = 1.0, detector_first: bool = True, count: bool = True,
-                 unseen: bool = False) -> list[Guidance | None]:
+                 unseen: bool = False, unseen_rows: Sequence[bool] | None = None) -> list[Guidance | None]:
         """Per row of class probabilities (N, 1000): the guidance, or None.
 
         Guidance requires a word where the most probable word of ``groups`` reaches ``threshold``. With
@@ -222,7 +224,8 @@ class WordMap:
         (and the detector's ``objects``), an object scene (no person found, something else at ``SCENE_SCORE``) bans
         the words of the ``UNSEEN_CATEGORIES`` the detector did not find: no "man" at a kitchen counter, no "dog" on a
         bed (coco-mini: people in 29 of the 46 captions of photos none of whose references has any, 5 with it;
-        ``benchmarks/everyday_scenes.json``)."""
+        ``benchmarks/everyday_scenes.json``). ``unseen_rows`` (N,): the photos where it applies (a bundle's
+        unfamiliar scenes, ``Captioner.unfamiliar``); None: every object scene."""
         probs = np.asarray(probs, np.float32)
         wp = self.word_probabilities(probs)  # (N, W)
         tops, tps = self.top_guidable(probs, groups)
@@ -239,7 +242,7 @@ class WordMap:
             d = detector_words.pick(objects[i], detector_threshold, count, ruled_out, self.known) \
                 if use_detector and objects[i] is not None else None
             absent = detector_words.unseen(objects[i]) if unseen and objects is not None and detector_words is not None \
-                and objects[i] is not None else set()
+                and objects[i] is not None and (unseen_rows is None or unseen_rows[i]) else set()
             if c is None and d is None and not absent and not (veto and veto_alone and veto_groups):
                 out.append(None)
                 continue
@@ -313,11 +316,13 @@ class DetectorWords:
 
     def unseen(self, objects, categories: Sequence[str] = UNSEEN_CATEGORIES) -> set[str]:
         """On an object scene (``object_scene``), the words of ``categories`` the detector did not find (the
-        collective ones kept); elsewhere none."""
+        collective ones kept), but no animal's where it found one of ``UNSEEN_ANIMALS``; elsewhere none."""
         if not object_scene(objects):
             return set()
         found = {d.category for d in objects.detections}
-        return {w for cat in categories if cat not in found for w in self.all_words(cat)} - COLLECTIVE_WORDS
+        animal = bool(found & set(UNSEEN_ANIMALS))
+        return {w for cat in categories if cat not in found and not (animal and cat in UNSEEN_ANIMALS)
+                for w in self.all_words(cat)} - COLLECTIVE_WORDS
 
     def pick(self, objects, threshold: float, count: bool = True, ruled_out: set[str] = frozenset(),
              known: set[str] = frozenset()) -> DetectorPick | None:

@@ -442,6 +442,15 @@ def test_the_ensemble_command_writes_what_object_word_members_do_on_unfamiliar_s
     assert alone.words_alone and alone.object_words == ["coco:giraffe"] and not seen.words_alone
     assert "wrote from these words alone" in object_words_md(alone.object_words, alone.words_alone)
     assert "wrote from these words alone" not in object_words_md(seen.object_words, seen.words_alone)
+    # guide_unseen bans the people the detector did not find on an unfamiliar scene only: a chair (no word these
+    # members read) is an object scene the bundle does not call unfamiliar
+    chair = Objects((Detection("chair", 0.9, (0, 0, 1, 1)),))
+    probs = np.full((3, 1000), 1e-3, np.float32)  # the classifier requires nothing
+    assert captioner.unfamiliar(probs, [giraffe, chair, None]).tolist() == [True, False, False]
+    _, opts = captioner.decoding("guided", guide_unseen=True, guide_threshold=1.0, guide_detector=0.5)
+    g = captioner.guide(probs, opts, [giraffe, chair, None])
+    assert "person" in g[0].unseen_words and g[1] is None and g[2] is None
+    assert Captioner.from_bundle(folders[0], detector=tiny).unfamiliar(probs, [giraffe, chair, None]) is None
     # the command line's JSON says which words it read, and whether without the photo
     import json
 
