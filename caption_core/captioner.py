@@ -165,14 +165,14 @@ class Captioner:
         features = np.asarray(features, dtype=np.float32)
         if (s.guided and guidance is None) or (self.object_words is not None and class_probs is None):
             class_probs = self.class_probabilities(features)
-        if s.guided and guidance is None:
-            guidance = self.guide(class_probs, opts, objects)
         words = None
         if self.object_words is not None:
             if objects is None:
                 raise ValueError(f"bundle {self.name!r} reads the detector's object words beside the features: pass "
                                  "each photo's objects (Captioner.detect), or caption the photos themselves")
             words = self.object_words.photo_vectors(class_probs, objects, len(features))
+        if s.guided and guidance is None:
+            guidance = self.guide(class_probs, opts, objects, words)
         return self._decode(features, s, opts, guidance, words)
 
     def _decode(self, features: np.ndarray, s, opts, guidance: list | None,
@@ -202,23 +202,28 @@ class Captioner:
             raise ValueError(f"bundle {self.name!r} reads object words: one (W,) vector per photo is needed")
         return np.concatenate([features, np.asarray(words, np.float32)], axis=1)  # (N, D + W)
 
-    def guide(self, class_probs: np.ndarray, opts, objects: list | None = None) -> list:
+    def guide(self, class_probs: np.ndarray, opts, objects: list | None = None,
+              words: np.ndarray | None = None) -> list:
         """Per image, what guides its caption (``caption_core.guidance.Guidance``) or None: the classifier's
-        reading, and the detector's ``objects`` (per image, or None) where the options use the detector."""
+        reading, and the detector's ``objects`` (per image, or None) where the options use the detector.
+        ``words``: the photos' object words (N, W), where already read (``unfamiliar``)."""
         with_detector = objects is not None and (opts.guide_detector < 1.0 or opts.guide_unseen)
-        scenes = self.unfamiliar(class_probs, objects) if opts.guide_unseen and with_detector else None
+        scenes = self.unfamiliar(class_probs, objects, words) if opts.guide_unseen and with_detector else None
         return self.word_map.guidance(class_probs, opts.guide_threshold, opts.guide_veto, veto_alone=opts.guide_veto_alone,
                                       objects=objects if with_detector else None,
                                       detector_words=self.detector_words if with_detector else None,
                                       detector_threshold=opts.guide_detector, detector_first=opts.guide_detector_first,
                                       count=opts.guide_count, unseen=opts.guide_unseen, unseen_rows=scenes)
 
-    def unfamiliar(self, class_probs: np.ndarray, objects: list) -> np.ndarray | None:
+    def unfamiliar(self, class_probs: np.ndarray, objects: list, words: np.ndarray | None = None) -> np.ndarray | None:
         """(N,) bool: the photos of a scene this bundle's photo members never saw (an ensemble with unfamiliar
-        scenes: ``caption_core.decoders.ensemble.SceneConfig``), or None where the bundle cannot tell."""
+        scenes: ``caption_core.decoders.ensemble.SceneConfig``), or None where the bundle cannot tell. ``words``:
+        their object words (N, W) where already read, else read here from ``class_probs`` and ``objects``."""
         if self.object_words is None or getattr(self.decoder, "scenes", None) is None:
             return None
-        return self.decoder.unfamiliar(self.object_words.photo_vectors(class_probs, objects, len(class_probs)))
+        if words is None:
+            words = self.object_words.photo_vectors(class_probs, objects, len(class_probs))  # (N, W)
+        return self.decoder.unfamiliar(words)
 
     def decoding(self, strategy: str | None = None, options: dict | None = None, **overrides):
         """-> (the strategy, its checked options): ``options`` (default: the bundle's tuned ones) with
@@ -272,10 +277,10 @@ class Captioner:
         guidance, probs, words = None, None, None
         if s.guided or self.object_words is not None:  # the classifier's reading (the tagger's where it has no head)
             probs = self.class_probabilities(feats, pil)
-        if s.guided:
-            guidance = self.guide(probs, opts, objects)
         if self.object_words is not None:  # without a detector pass: the classifier's words alone
             words = self.object_words.photo_vectors(probs, objects, len(feats))
+        if s.guided:
+            guidance = self.guide(probs, opts, objects, words)
         t1 = time.perf_counter()
         per_image = self._decode(np.asarray(feats, np.float32), s, opts, guidance, words)
         t2 = time.perf_counter()
@@ -290,8 +295,8 @@ class Captioner:
         n = len(per_image)
         found = objects if objects is not None else [None] * n
         read = [None] * n if words is None else [self.object_words.names(w) for w in words]
-        alone = self.decoder.unfamiliar(words) if words is not None and hasattr(self.decoder, "unfamiliar") \
-            else np.zeros(n, bool)
+        alone = self.unfamiliar(probs, objects, words) if words is not None else None
+        alone = np.zeros(n, bool) if alone is None else alone
         return [CaptionResult(c, (t1 - t0 - t_detect) * 1000 / n, (t2 - t1) * 1000 / n, lab, gd, m,
                               None if o is None else o.to_dict(), t_detect * 1000 / n, r, bool(a))
                 for c, lab, gd, m, o, r, a in zip(per_image, labels, described, maps, found, read, alone)]
